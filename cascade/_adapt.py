@@ -1,0 +1,107 @@
+"""Glue between the engine's types and the standalone ``verifiers`` package, and between
+policy specs and live tiers. Pure construction; the only I/O is inside ``sample``."""
+
+from __future__ import annotations
+
+import math
+
+import anyio
+
+from cascade._tier import Tier
+from cascade.policy import EstimatorSpec, LogprobEstimator, Policy, TierSpec
+from cascade.policy import LlamaCppProvider as LlamaSpec
+from cascade.policy import ReplayProvider as ReplaySpec
+from cascade.providers import ProviderFactory
+from cascade.types import Completion, ModelCall, Request
+from verifiers import (
+    Candidate,
+    EstimateContext,
+    Estimator,
+    Sampled,
+    SampleFn,
+    TokenLogprobEstimator,
+    Turn,
+    Usage,
+)
+
+
+def build_estimator(spec: EstimatorSpec | None) -> Estimator | None:
+    match spec:
+        case None:
+            return None
+        case LogprobEstimator():
+            return TokenLogprobEstimator(spec.statistic, spec.quantile)
+    raise TypeError(f"no estimator for {spec!r}")  # unreachable: the union is closed
+
+
+def _context_window(spec: TierSpec, policy: Policy) -> int | None:
+    if spec.context_window is not None:
+        return spec.context_window
+    match spec.provider:
+        case LlamaSpec():
+            return spec.provider.n_ctx
+        case ReplaySpec():
+            return None
+    return policy.defaults.context_window
+
+
+def build_tiers(policy: Policy, factory: ProviderFactory) -> list[Tier]:
+    d = policy.defaults
+    return [
+        Tier(
+            name=spec.name, model=spec.model, provider=factory.build(spec.provider, spec.model),
+            estimator=build_estimator(spec.estimator), threshold=spec.threshold, price=spec.price,
+            max_tokens=spec.max_tokens or d.max_tokens, timeout_s=spec.timeout_s or d.timeout_s,
+            temperature=d.temperature if spec.temperature is None else spec.temperature,
+            context_window=_context_window(spec, policy), system_prompt=spec.system_prompt,
+            stop=spec.stop, logprobs=spec.logprobs, top_logprobs=spec.top_logprobs, n=spec.n,
+        )
+        for spec in policy.tiers
+    ]
+
+
+def candidate(completion: Completion, index: int = 0) -> Candidate:
+    choice = completion.choices[index]
+    return Candidate(choice.text, completion.model, choice.token_logprobs)
+
+
+def _cost(tier: Tier, completion: Completion) -> float:
+    if completion.recorded_cost is not None:
+        return completion.recorded_cost
+    return tier.price.cost(completion.input_tokens, completion.output_tokens)
+
+
+def sampler(tier: Tier, request: Request) -> SampleFn:
+    """``sample(k)``: k more answers from the tier at its sampling temperature, in one call
+    with ``n`` where the provider supports it, else k concurrent calls."""
+
+    async def sample(k: int) -> Sampled:
+        base = tier.call_for(request)
+        if tier.provider.supports_n:
+            calls = [ModelCall(base.model, base.messages, base.max_tokens, tier.sample_temperature,
+                               base.stop, base.logprobs, base.top_logprobs, k, None, request)]
+        else:
+            calls = [ModelCall(base.model, base.messages, base.max_tokens, tier.sample_temperature,
+                               base.stop, base.logprobs, base.top_logprobs, 1, seed, request)
+                     for seed in range(1, k + 1)]
+        results: list[Completion | None] = [None] * len(calls)
+
+        async def one(i: int) -> None:
+            results[i] = await tier.provider.complete(calls[i])
+
+        async with anyio.create_task_group() as group:
+            for i in range(len(calls)):
+                group.start_soon(one, i)
+        done = [r for r in results if r is not None]
+        candidates = tuple(candidate(c, j) for c in done for j in range(len(c.choices)))
+        usage = Usage(len(done), sum(c.input_tokens for c in done),
+                      sum(c.output_tokens for c in done), math.fsum(_cost(tier, c) for c in done))
+        return Sampled(candidates[:k], usage)
+
+    return sample
+
+
+def estimate_context(tier: Tier, request: Request, completion: Completion,
+                     sample: SampleFn) -> EstimateContext:
+    query = tuple(Turn(m.role, m.content) for m in request.messages)
+    return EstimateContext(query, candidate(completion), tier.name, sample)

@@ -1,0 +1,46 @@
+"""A tier ready to run: a live provider and estimator plus the call settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cascade.policy import Price
+from cascade.providers import Provider, estimate_message_tokens
+from cascade.providers._base import with_system_prompt
+from cascade.types import Message, ModelCall, Request
+from verifiers import Estimator
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """A tier ready to run: its provider and estimator are live objects."""
+
+    name: str
+    model: str
+    provider: Provider
+    estimator: Estimator | None = None
+    threshold: float | None = None
+    price: Price = field(default_factory=Price)
+    max_tokens: int = 256
+    timeout_s: float = 60.0
+    temperature: float = 0.0
+    sample_temperature: float = 0.7
+    context_window: int | None = None
+    system_prompt: str | None = None
+    stop: tuple[str, ...] = ()
+    logprobs: bool = False
+    top_logprobs: int = 0
+    n: int = 1
+
+    def call_for(self, request: Request) -> ModelCall:
+        wants_logprobs = self.logprobs or (
+            self.estimator is not None and "logprobs" in self.estimator.requires)
+        return ModelCall(self.model, with_system_prompt(request.messages, self.system_prompt),
+                         self.max_tokens, self.temperature, self.stop, wants_logprobs,
+                         self.top_logprobs, self.n, None, request)
+
+    def fits(self, messages: tuple[Message, ...]) -> bool:
+        if self.context_window is None:
+            return True
+        needed = estimate_message_tokens(with_system_prompt(messages, self.system_prompt))
+        return needed + self.max_tokens <= self.context_window

@@ -1,0 +1,252 @@
+"""The request path, top to bottom: validate, then climb the tiers cheapest-first until an
+estimator's confidence reaches its tier's threshold, the tiers run out, or the deadline
+expires. Each concern (providers, estimators, tracing) is called at one site here."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import anyio
+import httpx
+from opentelemetry.trace import Tracer
+
+from cascade import telemetry
+from cascade._adapt import build_tiers, estimate_context, sampler
+from cascade._tier import Tier
+from cascade._request import PromptLike, make_request
+from cascade.errors import (
+    DeadlineExceededError,
+    NoAnswerError,
+    PromptTooLongError,
+    ProviderError,
+    ProviderTimeoutError,
+)
+from cascade.policy import Policy, load_policy
+from cascade.providers import ProviderFactory, estimate_message_tokens
+from cascade.types import (
+    Attempt,
+    Completion,
+    Decision,
+    Request,
+    Result,
+    StopReason,
+)
+from verifiers import Estimate
+
+log = logging.getLogger("cascade")
+Clock = Callable[[], float]
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """The attempt under way, so a deadline can record it with what it had."""
+
+    tier: int
+    started: float
+    completion: Completion | None = None
+
+
+@dataclass(slots=True)
+class _RunState:
+    request: Request
+    attempts: list[Attempt] = field(default_factory=list)
+    best: tuple[int, Completion] | None = None  # highest tier that produced an answer
+    in_flight: _InFlight | None = None
+
+
+class Cascade:
+    """Long-lived cascade for one feature. Use ``async with`` (or ``aclose``) so pooled
+    connections and loaded models are released."""
+
+    def __init__(self, tiers: Sequence[Tier], *, feature: str = "default",
+                 deadline_s: float | None = None, clock: Clock = time.perf_counter,
+                 resources: ProviderFactory | None = None, tracer: Tracer | None = None) -> None:
+        if not tiers:
+            raise ValueError("a cascade needs at least one tier")
+        self.tiers = tuple(tiers)
+        self.feature = feature
+        self.deadline_s = deadline_s
+        self._clock = clock
+        self._resources = resources
+        self._tracer = tracer or telemetry.get_tracer()
+
+    @classmethod
+    def from_policy(cls, policy: Policy, *, base_dir: str | Path = ".",
+                    transport: httpx.AsyncBaseTransport | None = None,
+                    clock: Clock = time.perf_counter) -> Cascade:
+        """Build every tier now: configuration errors surface before any run."""
+        factory = ProviderFactory(Path(base_dir), transport)
+        tiers = build_tiers(policy, factory)
+        return cls(tiers, feature=policy.feature or "default", deadline_s=policy.deadline_s,
+                   clock=clock, resources=factory)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, *, env: Mapping[str, str] | None = None,
+                  transport: httpx.AsyncBaseTransport | None = None) -> Cascade:
+        policy = load_policy(path, env=env)
+        return cls.from_policy(policy, base_dir=Path(path).parent, transport=transport)
+
+    async def __aenter__(self) -> Cascade:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._resources is not None:
+            with anyio.CancelScope(shield=True):
+                await self._resources.aclose()
+
+    async def check(self) -> None:
+        """Raise ``ProviderUnreachableError`` (or a config error) for the first tier whose
+        provider cannot be reached; run nothing."""
+        seen: set[int] = set()
+        for tier in self.tiers:
+            if id(tier.provider) not in seen:
+                seen.add(id(tier.provider))
+                await tier.provider.check()
+
+    # --- the request path -------------------------------------------------------------------
+
+    async def run(self, prompt: PromptLike, *, metadata: Mapping[str, str] | None = None,
+                  deadline_s: float | None = None) -> Result:
+        request = make_request(prompt, self.feature, metadata)
+        runnable = [tier.fits(request.messages) for tier in self.tiers]
+        if not any(runnable):
+            self._too_long(request)
+        deadline = self.deadline_s if deadline_s is None else deadline_s
+        state = _RunState(request)
+        started = self._clock()
+        with telemetry.run_span(self._tracer, self.feature) as span:
+            with anyio.move_on_after(math.inf if deadline is None else deadline) as scope:
+                for index, tier in enumerate(self.tiers):
+                    if not runnable[index]:
+                        state.attempts.append(self._skipped(index, tier))
+                        continue
+                    last = not any(runnable[index + 1:])
+                    if await self._attempt(index, tier, state, last) is Decision.ACCEPT:
+                        break
+            if scope.cancelled_caught and state.in_flight is not None:
+                state.attempts.append(self._timed_out(state.in_flight))
+            result = self._finish(state, scope.cancelled_caught, started, telemetry.trace_id(span))
+            telemetry.end_run(span, result)
+            return result
+
+    async def _attempt(self, index: int, tier: Tier, state: _RunState, last: bool) -> Decision:
+        flight = state.in_flight = _InFlight(index, self._clock())
+        with telemetry.attempt_span(self._tracer, tier.model) as span:
+            try:
+                with anyio.fail_after(tier.timeout_s):
+                    completion = await tier.provider.complete(tier.call_for(state.request))
+            except TimeoutError:
+                error: ProviderError = ProviderTimeoutError(
+                    tier.provider.deployment, f"no answer within {tier.timeout_s:g} s")
+                attempt = self._failed(index, tier, flight, error)
+            except ProviderError as exc:
+                attempt = self._failed(index, tier, flight, exc)
+            else:
+                flight.completion = completion
+                state.best = (index, completion)
+                estimate, failure = await self._estimate(tier, state.request, completion)
+                attempt = self._judged(index, tier, flight, completion, estimate, failure, last)
+            state.in_flight = None
+            state.attempts.append(attempt)
+            telemetry.end_attempt(span, attempt)
+            return attempt.decision
+
+    async def _estimate(self, tier: Tier, request: Request,
+                        completion: Completion) -> tuple[Estimate | None, str | None]:
+        if tier.estimator is None:
+            return None, None
+        ctx = estimate_context(tier, request, completion, sampler(tier, request))
+        try:
+            with anyio.fail_after(tier.timeout_s):
+                return await tier.estimator.estimate(ctx), None
+        except TimeoutError:
+            return None, f"EstimatorTimeout: no confidence within {tier.timeout_s:g} s"
+        except Exception as exc:  # noqa: BLE001 - an estimator never crashes a run: recorded
+            log.warning("estimator %s failed on tier %s: %r", tier.estimator.name, tier.name, exc)
+            return None, f"{type(exc).__name__}: {exc}"
+
+    # --- building the records (pure) --------------------------------------------------------
+
+    def _judged(self, index: int, tier: Tier, flight: _InFlight, completion: Completion,
+                estimate: Estimate | None, failure: str | None, last: bool) -> Attempt:
+        confidence = None if estimate is None else estimate.confidence
+        if tier.estimator is None:
+            decision = Decision.ACCEPT
+        elif confidence is not None and confidence >= (tier.threshold or 0.0):
+            decision = Decision.ACCEPT
+        else:  # below threshold, or the estimator failed (counts as low confidence)
+            decision = Decision.REJECT if last else Decision.ESCALATE
+        usage = estimate.usage if estimate is not None else None
+        call_cost = (completion.recorded_cost if completion.recorded_cost is not None
+                     else tier.price.cost(completion.input_tokens, completion.output_tokens))
+        return Attempt(
+            index, tier.name, tier.model, tier.provider.deployment, decision, confidence,
+            tier.threshold,
+            completion.input_tokens + (usage.input_tokens if usage else 0),
+            completion.output_tokens + (usage.output_tokens if usage else 0),
+            call_cost + (usage.cost if usage else 0.0),
+            self._clock() - flight.started,
+            estimator=tier.estimator.name if tier.estimator else None,
+            estimator_error=failure, answer=completion.text,
+            details=dict(estimate.details) if estimate is not None else {},
+        )
+
+    def _failed(self, index: int, tier: Tier, flight: _InFlight, error: ProviderError) -> Attempt:
+        return Attempt(index, tier.name, tier.model, tier.provider.deployment, Decision.ERROR,
+                       None, tier.threshold, latency_s=self._clock() - flight.started,
+                       error=f"{type(error).__name__}: {error}")
+
+    def _timed_out(self, flight: _InFlight) -> Attempt:
+        tier = self.tiers[flight.tier]
+        completion = flight.completion
+        cost = 0.0
+        if completion is not None:
+            cost = (completion.recorded_cost if completion.recorded_cost is not None
+                    else tier.price.cost(completion.input_tokens, completion.output_tokens))
+        return Attempt(
+            flight.tier, tier.name, tier.model, tier.provider.deployment, Decision.TIMEOUT, None,
+            tier.threshold, completion.input_tokens if completion else 0,
+            completion.output_tokens if completion else 0, cost,
+            self._clock() - flight.started, error="DeadlineExceeded: the run's deadline expired",
+            answer=completion.text if completion else None)
+
+    def _skipped(self, index: int, tier: Tier) -> Attempt:
+        return Attempt(index, tier.name, tier.model, tier.provider.deployment, Decision.SKIP,
+                       None, tier.threshold, error="the prompt does not fit the context window")
+
+    def _too_long(self, request: Request) -> None:
+        windows = [t.context_window or 0 for t in self.tiers]
+        needed = estimate_message_tokens(request.messages) + min(t.max_tokens for t in self.tiers)
+        raise PromptTooLongError(needed, max(windows))
+
+    def _finish(self, state: _RunState, timed_out: bool, started: float, trace_id: str) -> Result:
+        attempts = tuple(state.attempts)
+        accepted = next((a for a in attempts if a.decision is Decision.ACCEPT), None)
+        tried = [a for a in attempts if a.decision is not Decision.SKIP]
+        if accepted is not None:
+            answer, chosen, stop = accepted.answer or "", accepted, StopReason.ACCEPTED
+        elif state.best is not None:
+            tier_index, completion = state.best
+            chosen = next(a for a in reversed(attempts) if a.tier == tier_index)
+            answer = completion.text
+            stop = StopReason.DEADLINE if timed_out else StopReason.EXHAUSTED
+        elif timed_out:
+            raise DeadlineExceededError("the deadline expired before any tier answered", attempts)
+        else:
+            raise NoAnswerError("every tier failed; see .attempts", attempts)
+        return Result(
+            answer=answer, accepted=accepted is not None, stop_reason=stop, tier=chosen.tier,
+            tier_name=chosen.tier_name, model=chosen.model, confidence=chosen.confidence,
+            attempts=attempts, cost=math.fsum(a.cost for a in attempts),
+            latency_s=self._clock() - started, escalations=max(0, len(tried) - 1),
+            trace_id=trace_id, feature=self.feature)

