@@ -1,8 +1,10 @@
 """Recorded answers for offline evaluation (RouterBench 0-shot CSV format).
 
 A replay tier answers with the response, correctness and cost recorded for the request's
-prompt and the tier's model. Rows are matched by ``request.metadata["sample_id"]`` when
-given, otherwise by the prompt text (the whole recorded prompt, or its last element).
+prompt and the tier's model. Rows are matched by ``request.metadata["replay_row"]`` (the
+1-based data row) when given, else by ``request.metadata["sample_id"]`` (RouterBench reuses a
+few ids for different prompts: those are told apart by the prompt text), else by the prompt
+text (the whole recorded prompt, or its last element).
 """
 
 from __future__ import annotations
@@ -47,9 +49,11 @@ class ReplayTable:
     rows: tuple[ReplayRow, ...]
 
     def index(self) -> dict[str, ReplayRow]:
+        """Prompt text -> row: whole prompts first, so that they win over a last part."""
         keys: dict[str, ReplayRow] = {}
         for row in self.rows:
             keys.setdefault(row.prompt.strip(), row)
+        for row in self.rows:
             if row.parts:
                 keys.setdefault(row.parts[-1].strip(), row)
         return keys
@@ -170,7 +174,9 @@ class ReplayProvider:
     def __init__(self, table: ReplayTable) -> None:
         self._table = table
         self._by_prompt = table.index()
-        self._by_id = {row.sample_id: row for row in table.rows}
+        self._by_id: dict[str, list[ReplayRow]] = {}
+        for row in table.rows:
+            self._by_id.setdefault(row.sample_id, []).append(row)
         self._deployment = f"replay@{Path(table.path).name}"
 
     @property
@@ -181,16 +187,26 @@ class ReplayProvider:
     def supports_n(self) -> bool:
         return False
 
+    def _by_text(self, call: ModelCall) -> ReplayRow | None:
+        user = [m.content for m in call.messages if m.role == "user"]
+        if not user:
+            return None
+        return self._by_prompt.get("\n\n".join(user).strip()) or self._by_prompt.get(user[-1].strip())
+
     def lookup(self, call: ModelCall) -> ReplayRow:
-        request = call.request
-        sample_id = request.metadata.get("sample_id") if request is not None else None
-        if sample_id is not None:
-            row = self._by_id.get(sample_id)
+        metadata = call.request.metadata if call.request is not None else {}
+        row: ReplayRow | None
+        if "replay_row" in metadata:
+            number = metadata["replay_row"]
+            rows = self._table.rows
+            row = rows[int(number) - 1] if str(number).isdigit() and 0 < int(number) <= len(rows) else None
+        elif "sample_id" in metadata:
+            same = self._by_id.get(metadata["sample_id"], [])
+            row = same[0] if len(same) == 1 else (self._by_text(call) if same else None)
+            if row is not None and row.sample_id != metadata["sample_id"]:
+                row = None
         else:
-            user = [m.content for m in call.messages if m.role == "user"]
-            row = self._by_prompt.get("\n\n".join(user).strip()) or (
-                self._by_prompt.get(user[-1].strip()) if user else None
-            )
+            row = self._by_text(call)
         if row is None:
             raise ReplayMissError(self._deployment, "no recorded answer for this prompt")
         return row
