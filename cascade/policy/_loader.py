@@ -75,7 +75,7 @@ def _interpolate(value: Any, path: KeyPath, env: Mapping[str, str], source: str,
     return _ENV.sub(replace, value)
 
 
-def _data_path(loc: tuple[str | int, ...], data: Any) -> KeyPath:
+def _data_path(loc: tuple[str | int, ...], data: Any, missing: bool) -> KeyPath:
     """Map a pydantic error location onto the YAML data (dropping union tags and the like)."""
     out: list[str | int] = []
     node = data
@@ -87,8 +87,8 @@ def _data_path(loc: tuple[str | int, ...], data: Any) -> KeyPath:
             out.append(part)
             node = node[part]
         elif isinstance(node, dict) and isinstance(part, str) and part not in node:
-            # a key the model wanted (missing) or a union tag; keep real keys only
-            if part == loc[-1]:
+            # a key the model wanted (missing) or a union tag: keep only the missing key
+            if missing and part == loc[-1]:
                 out.append(part)
     return tuple(out)
 
@@ -118,10 +118,10 @@ def _issues_from(error: ValidationError, data: Any, lines: Mapping[KeyPath, int]
         # pydantic adds a "too short" for a list whose items failed: keep the real cause
         if e["type"] == "too_short" and any(o != loc and o[: len(loc)] == loc for o in locs):
             continue
-        path = _data_path(loc, data)
+        path = _data_path(loc, data, e["type"] == "missing")
         line_path = path[:-1] if e["type"] == "missing" else path
         issues.append(PolicyIssue(format_key_path(path), _line_for(line_path, lines), _message(e, path)))
-    return issues
+    return sorted(issues, key=lambda i: i.line if i.line is not None else 1 << 30)
 
 
 def parse_policy(text: str, *, source: str = "<string>",

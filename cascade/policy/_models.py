@@ -213,11 +213,12 @@ class Policy(_Spec):
     defaults: Defaults = Field(default_factory=Defaults)
     tiers: tuple[TierSpec, ...] = Field(min_length=1, description="cheapest first")
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> Policy:
+    @field_validator("tiers")
+    @classmethod
+    def _unique_names(cls, tiers: tuple[TierSpec, ...]) -> tuple[TierSpec, ...]:
         seen: set[str] = set()
-        for tier in self.tiers:
+        for tier in tiers:
             if tier.name in seen:
                 raise ValueError(f"tier name {tier.name!r} is used twice")
             seen.add(tier.name)
-        return self
+        return tiers
