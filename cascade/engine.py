@@ -28,7 +28,7 @@ from cascade.errors import (
     ProviderTimeoutError,
 )
 from cascade.policy import Policy, load_policy
-from cascade.providers import ProviderFactory, estimate_message_tokens
+from cascade.providers import ClientPool, ProviderFactory, estimate_message_tokens
 from cascade.types import (
     Attempt,
     Completion,
@@ -81,7 +81,7 @@ class Cascade:
                     transport: httpx.AsyncBaseTransport | None = None,
                     clock: Clock = time.perf_counter) -> Cascade:
         """Build every tier now: configuration errors surface before any run."""
-        factory = ProviderFactory(Path(base_dir), transport)
+        factory = ProviderFactory(Path(base_dir), ClientPool(transport))
         tiers = build_tiers(policy, factory)
         return cls(tiers, feature=policy.feature or "default", deadline_s=policy.deadline_s,
                    clock=clock, resources=factory)
