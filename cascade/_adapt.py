@@ -71,28 +71,37 @@ def _cost(tier: Tier, completion: Completion) -> float:
     return tier.price.cost(completion.input_tokens, completion.output_tokens)
 
 
+def _sample_call(tier: Tier, request: Request, n: int, seed: int | None) -> ModelCall:
+    base = tier.call_for(request)
+    return ModelCall(base.model, base.messages, base.max_tokens, tier.sample_temperature,
+                     base.stop, base.logprobs, base.top_logprobs, n, seed, request)
+
+
+async def _concurrently(tier: Tier, calls: list[ModelCall]) -> list[Completion]:
+    results: list[Completion | None] = [None] * len(calls)
+
+    async def one(i: int) -> None:
+        results[i] = await tier.provider.complete(calls[i])
+
+    async with anyio.create_task_group() as group:
+        for i in range(len(calls)):
+            group.start_soon(one, i)
+    return [r for r in results if r is not None]
+
+
 def sampler(tier: Tier, request: Request) -> SampleFn:
-    """``sample(k)``: k more answers from the tier at its sampling temperature, in one call
-    with ``n`` where the provider supports it, else k concurrent calls."""
+    """``sample(k)``: k more answers from the tier at its sampling temperature: one call with
+    ``n=k`` where the provider supports it (topped up with single calls if the server returned
+    fewer choices, as llama.cpp's server does), else k concurrent calls."""
 
     async def sample(k: int) -> Sampled:
-        base = tier.call_for(request)
-        if tier.provider.supports_n:
-            calls = [ModelCall(base.model, base.messages, base.max_tokens, tier.sample_temperature,
-                               base.stop, base.logprobs, base.top_logprobs, k, None, request)]
-        else:
-            calls = [ModelCall(base.model, base.messages, base.max_tokens, tier.sample_temperature,
-                               base.stop, base.logprobs, base.top_logprobs, 1, seed, request)
-                     for seed in range(1, k + 1)]
-        results: list[Completion | None] = [None] * len(calls)
-
-        async def one(i: int) -> None:
-            results[i] = await tier.provider.complete(calls[i])
-
-        async with anyio.create_task_group() as group:
-            for i in range(len(calls)):
-                group.start_soon(one, i)
-        done = [r for r in results if r is not None]
+        done: list[Completion] = []
+        if tier.provider.supports_n and k > 1:
+            done = await _concurrently(tier, [_sample_call(tier, request, k, None)])
+        have = sum(len(c.choices) for c in done)
+        if have < k:
+            calls = [_sample_call(tier, request, 1, seed) for seed in range(have + 1, k + 1)]
+            done += await _concurrently(tier, calls)
         candidates = tuple(candidate(c, j) for c in done for j in range(len(c.choices)))
         usage = Usage(len(done), sum(c.input_tokens for c in done),
                       sum(c.output_tokens for c in done), math.fsum(_cost(tier, c) for c in done))

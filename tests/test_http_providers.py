@@ -74,8 +74,16 @@ async def test_openai_body_and_parsing() -> None:
 
 async def test_openai_without_usage_estimates_and_says_so() -> None:
     body = {"choices": [{"message": {"content": "four words here ok"}}]}
-    completion = await openai_with(lambda r: httpx.Response(200, json=body)).complete(
-        ModelCall("m", (Message("user", "x" * 40),), 8))
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=body)
+
+    completion = await openai_with(handler).complete(
+        ModelCall("m", (Message("user", "x" * 40),), 8, logprobs=True))
+    sent = json.loads(seen[0].content)
+    assert sent["logprobs"] is True and sent["top_logprobs"] == 1 and "n" not in sent
     assert completion.usage_estimated and completion.output_tokens == 5
     assert completion.choices[0].token_logprobs is None
 

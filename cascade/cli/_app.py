@@ -40,9 +40,9 @@ def _money(value: float) -> str:
 
 def _attempts_table(result: Result) -> Table:
     table = Table(title=f"attempts (trace {result.trace_id})", title_justify="left")
-    for column in ("tier", "model", "confidence / threshold", "decision", "tokens in/out",
-                   "cost", "latency"):
-        table.add_column(column, justify="right" if column in ("cost", "latency") else "left")
+    for column in ("tier", "model", "conf/thr", "decision", "tokens", "cost", "latency"):
+        table.add_column(column, justify="right" if column in ("cost", "latency") else "left",
+                         overflow="fold")
     for a in result.attempts:
         table.add_row(f"{a.tier} {a.tier_name}", a.model, _confidence(a), _decision(a),
                       f"{a.input_tokens}/{a.output_tokens}", _money(a.cost), f"{a.latency_s:.2f}s")
@@ -53,14 +53,14 @@ def _confidence(a: Attempt) -> str:
     if a.estimator is None and a.confidence is None:
         return "-" if a.threshold is None else f"- / {a.threshold:.2f}"
     shown = "failed" if a.confidence is None else f"{a.confidence:.3f}"
-    return f"{shown} / {a.threshold:.2f}" if a.threshold is not None else shown
+    return f"{shown}/{a.threshold:.2f}" if a.threshold is not None else shown
 
 
 def _decision(a: Attempt) -> str:
     colour = {"accept": "green", "escalate": "yellow", "reject": "yellow"}.get(a.decision.value, "red")
     text = f"[{colour}]{a.decision.value}[/]"
     detail = a.error or a.estimator_error
-    return f"{text} ({detail[:60]})" if detail else text
+    return f"{text}: {detail[:80]}" if detail else text
 
 
 def _print(result: Result) -> None:

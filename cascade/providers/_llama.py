@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -18,6 +19,26 @@ from cascade.errors import ProviderConfigError, ProviderError, ProviderResponseE
 from cascade.types import Choice, Completion, Message, ModelCall
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_native_log = logging.getLogger("cascade.llama_cpp")
+_log_callback: Any = None  # kept referenced: llama.cpp holds a raw pointer to it
+
+
+def _route_native_logs() -> None:
+    """llama.cpp prints some load messages to stderr even with verbose=False; send them to
+    the ``cascade.llama_cpp`` logger at DEBUG instead."""
+    global _log_callback
+    if _log_callback is not None:
+        return
+    import ctypes
+
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def forward(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        _native_log.debug("%s", text.decode("utf-8", "replace").rstrip())
+
+    _log_callback = forward
+    llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
 
 
 def cache_dir() -> Path:
@@ -113,6 +134,7 @@ class LlamaCppProvider:
                     raise ProviderConfigError(
                         "llama-cpp-python is not installed (see the README's install command)"
                     ) from exc
+                _route_native_logs()
                 path = self._locate()
                 try:
                     self._llama = Llama(
@@ -173,7 +195,10 @@ class LlamaCppProvider:
         return await anyio.to_thread.run_sync(self._complete_sync, call, abandon_on_cancel=True)
 
     async def check(self) -> None:
-        await anyio.to_thread.run_sync(self._model)
+        """The model file is there (assembled if need be); loading waits for the first call."""
+        path = await anyio.to_thread.run_sync(self._locate)
+        if not path.is_file():
+            raise ProviderConfigError(f"model file {path} does not exist")
 
     async def aclose(self) -> None:
         def close() -> None:

@@ -42,8 +42,8 @@ class OpenAICompatibleProvider:
             body["stop"] = list(call.stop)
         if call.logprobs or call.top_logprobs:
             body["logprobs"] = True
-            if call.top_logprobs:
-                body["top_logprobs"] = call.top_logprobs
+            # at least 1: llama.cpp's server returns no logprobs at all without top_logprobs
+            body["top_logprobs"] = max(1, call.top_logprobs)
         if call.n > 1:
             body["n"] = call.n
         if call.seed is not None:

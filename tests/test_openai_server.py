@@ -1,0 +1,97 @@
+"""The OpenAI-compatible provider against a real server on loopback: llama-cpp-python's
+server hosting SmolLM2, started and stopped by the fixture."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from cascade import Cascade, Message, ModelCall, ProviderHTTPError, parse_policy
+from cascade.providers import ClientPool, OpenAICompatibleProvider
+
+pytestmark = [pytest.mark.anyio, pytest.mark.models]
+
+SYSTEM = Message("system", "Answer in one short sentence.")
+
+
+async def test_logprobs_and_usage_from_a_real_response(llama_server: str) -> None:
+    pool = ClientPool()
+    provider = OpenAICompatibleProvider(pool.client(llama_server), llama_server)
+    try:
+        call = ModelCall("smollm2", (SYSTEM, Message("user", "What is the capital of France?")),
+                         max_tokens=16, logprobs=True, top_logprobs=3)
+        completion = await provider.complete(call)
+    finally:
+        await pool.aclose()
+    choice = completion.choices[0]
+    assert "Paris" in choice.text
+    assert choice.token_logprobs is not None and len(choice.token_logprobs) >= 3
+    assert all(lp <= 0 and math.isfinite(lp) for lp in choice.token_logprobs)
+    assert choice.top_logprobs is not None and all(len(t) >= 1 for t in choice.top_logprobs)
+    # the chosen (greedy) token is the most likely of its top alternatives
+    assert max(choice.top_logprobs[0].values()) == pytest.approx(choice.token_logprobs[0], abs=1e-3)
+    assert completion.input_tokens > 10 and completion.output_tokens == len(choice.token_logprobs)
+    assert not completion.usage_estimated
+
+
+async def test_a_cascade_over_http_tiers(llama_server: str) -> None:
+    policy = parse_policy(f"""
+tiers:
+  - name: strict
+    model: smollm2
+    provider: {{kind: openai, base_url: "{llama_server}", supports_n: false}}
+    system_prompt: Answer in one short sentence.
+    max_tokens: 24
+    price: {{input_per_1m: 1.0, output_per_1m: 2.0}}
+    estimator: {{kind: logprob, statistic: min}}
+    threshold: 0.999
+  - name: lenient
+    model: smollm2
+    provider: {{kind: openai, base_url: "{llama_server}", supports_n: false}}
+    system_prompt: Answer in one short sentence.
+    max_tokens: 24
+    price: {{input_per_1m: 10.0, output_per_1m: 20.0}}
+    estimator: {{kind: logprob, statistic: mean}}
+    threshold: 0.0
+""")
+    async with Cascade.from_policy(policy) as engine:
+        await engine.check()
+        result = await engine.run("What is the capital of France?")
+    first, second = result.attempts
+    assert first.decision.value == "escalate" and 0 < (first.confidence or 0) < 0.999
+    assert second.decision.value == "accept" and result.tier == 1 and result.accepted
+    assert first.deployment == second.deployment == "openai@127.0.0.1:" + llama_server.split(":")[-1]
+    expected = (first.input_tokens * 1 + first.output_tokens * 2
+                + second.input_tokens * 10 + second.output_tokens * 20) / 1e6
+    assert result.cost == pytest.approx(expected)
+    assert result.escalations == 1 and "Paris" in result.answer
+
+
+async def test_n_is_sent_and_a_short_reply_is_topped_up(llama_server: str) -> None:
+    """llama.cpp's server drops `n` and returns one choice; sample(k) tops up with calls."""
+    from cascade import Tier
+    from cascade._adapt import sampler
+    from cascade._request import make_request
+
+    pool = ClientPool()
+    provider = OpenAICompatibleProvider(pool.client(llama_server), llama_server, supports_n=True)
+    tier = Tier("t", "smollm2", provider, max_tokens=8, sample_temperature=0.9)
+    try:
+        sampled = await sampler(tier, make_request("Name a colour.", "x"))(3)
+    finally:
+        await pool.aclose()
+    assert len(sampled.candidates) == 3
+    assert sampled.usage.calls == 3  # one call with n=3 answered with 1 choice, then 2 more
+
+
+async def test_server_error_is_typed(llama_server: str) -> None:
+    wrong = llama_server + "/nope"
+    pool = ClientPool()
+    provider = OpenAICompatibleProvider(pool.client(wrong), wrong)
+    try:
+        with pytest.raises(ProviderHTTPError) as info:
+            await provider.complete(ModelCall("smollm2", (Message("user", "hi"),), max_tokens=4))
+    finally:
+        await pool.aclose()
+    assert info.value.status == 404
