@@ -74,7 +74,8 @@ class OpenAIProvider(_Spec):
     api_key: SecretStr | None = Field(None, description="use ${ENV_VAR}; never logged")
     supports_n: bool = Field(True, description="false where the server ignores `n`")
     supports_logprobs: bool = True
-    headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="extra HTTP headers (values treated as secrets)")
 
     _url = field_validator("base_url")(_check_http_url)
 

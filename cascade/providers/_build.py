@@ -56,7 +56,8 @@ class ProviderFactory:
                 key = spec.api_key.get_secret_value() if spec.api_key else None
                 return OpenAICompatibleProvider(self._pool.client(spec.base_url), spec.base_url,
                                                 api_key=key, supports_n=spec.supports_n,
-                                                headers=spec.headers)
+                                                headers={k: v.get_secret_value()
+                                                         for k, v in spec.headers.items()})
             case AnthropicSpec():
                 return AnthropicProvider(self._pool.client(spec.base_url), spec.base_url,
                                          api_key=spec.api_key.get_secret_value(),
