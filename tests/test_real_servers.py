@@ -95,3 +95,40 @@ async def test_server_error_is_typed(llama_server: str) -> None:
     finally:
         await pool.aclose()
     assert info.value.status == 404
+
+
+async def test_anthropic_provider_over_real_http(llama_server: str) -> None:
+    import socket
+
+    from anthropic_double import API_KEY, serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with serve(llama_server, port) as base_url:
+        policy = parse_policy(f"""
+tiers:
+  - name: claude
+    model: claude-loopback
+    provider: {{kind: anthropic, base_url: "{base_url}", api_key: "${{KEY}}"}}
+    system_prompt: Answer in one short sentence.
+    max_tokens: 24
+    price: {{input_per_1m: 3, output_per_1m: 15}}
+""", env={"KEY": API_KEY})
+        async with Cascade.from_policy(policy) as engine:
+            await engine.check()
+            result = await engine.run("What is the capital of France?")
+        bad = parse_policy(f"""
+tiers:
+  - {{name: c, model: m, provider: {{kind: anthropic, base_url: "{base_url}", api_key: wrong}}}}
+""")
+        async with Cascade.from_policy(bad) as engine:
+            with pytest.raises(Exception) as info:
+                await engine.run("hi")
+    assert "Paris" in result.answer and result.accepted
+    attempt = result.attempts[0]
+    assert attempt.input_tokens > 10 and attempt.output_tokens > 2
+    assert result.cost == pytest.approx((attempt.input_tokens * 3 + attempt.output_tokens * 15) / 1e6)
+    assert attempt.deployment == f"anthropic@127.0.0.1:{port}"
+    failed = info.value.attempts[0]  # type: ignore[attr-defined]
+    assert "HTTP 401: invalid x-api-key" in failed.error
