@@ -16,15 +16,8 @@ class AnthropicProvider:
                  version: str = "2023-06-01") -> None:
         self._client = client
         self._headers = {"x-api-key": api_key, "anthropic-version": version}
-        self._deployment = deployment_name("anthropic", base_url)
-
-    @property
-    def deployment(self) -> str:
-        return self._deployment
-
-    @property
-    def supports_n(self) -> bool:
-        return False
+        self.deployment = deployment_name("anthropic", base_url)
+        self.supports_n = False
 
     def build_body(self, call: ModelCall) -> dict[str, Any]:
         system = "\n\n".join(m.content for m in call.messages if m.role == "system")
@@ -43,11 +36,11 @@ class AnthropicProvider:
 
     async def complete(self, call: ModelCall) -> Completion:
         data = await post_json(self._client, "v1/messages", self.build_body(call),
-                               self._headers, self._deployment)
-        return parse_message(data, call, self._deployment)
+                               self._headers, self.deployment)
+        return parse_message(data, call, self.deployment)
 
     async def check(self) -> None:
-        await probe(self._client, "v1/models", self._deployment)
+        await probe(self._client, "v1/models", self.deployment)
 
     async def aclose(self) -> None:
         """The client belongs to the pool."""

@@ -13,8 +13,10 @@ from cascade.types import Completion, Message, ModelCall
 class Provider(Protocol):
     """Where a tier's model runs. One main method: ``complete``.
 
-    ``deployment`` names the endpoint for results and traces (never a secret).
-    ``check`` verifies reachability before a run; ``aclose`` releases what the provider owns.
+    ``deployment`` names the endpoint for results and traces (never a secret);
+    ``supports_n`` says whether one call can return several choices (else ``sample(k)``
+    makes k calls). Plain attributes satisfy both. ``check`` verifies reachability before a
+    run; ``aclose`` releases what the provider owns.
     """
 
     @property

@@ -111,18 +111,11 @@ class LlamaCppProvider:
     def __init__(self, locate: Callable[[], Path], label: str, settings: LlamaSettings) -> None:
         self._locate = locate
         self._settings = settings
-        self._deployment = f"llama_cpp@{label}"
+        self.deployment = f"llama_cpp@{label}"
+        self.supports_n = False
         self._llama: Any = None
         self._load_lock = threading.Lock()
         self._infer_lock = threading.Lock()
-
-    @property
-    def deployment(self) -> str:
-        return self._deployment
-
-    @property
-    def supports_n(self) -> bool:
-        return False
 
     def _model(self) -> Any:
         with self._load_lock:
@@ -168,7 +161,7 @@ class LlamaCppProvider:
                     messages = [{"role": m.role, "content": m.content} for m in call.messages]
                     out = llama.create_chat_completion(messages=messages, **common)
             except ValueError as exc:  # e.g. the prompt exceeds the context window
-                raise ProviderError(self._deployment, str(exc)) from exc
+                raise ProviderError(self.deployment, str(exc)) from exc
         return out, (recorder.values if recorder is not None else None)
 
     def _complete_sync(self, call: ModelCall) -> Completion:
@@ -184,7 +177,7 @@ class LlamaCppProvider:
                 input_tokens = int(usage["prompt_tokens"])
                 output_tokens += int(usage["completion_tokens"])
             except (KeyError, TypeError, ValueError) as exc:
-                raise ProviderResponseError(self._deployment, f"unexpected output: {exc!r}") from exc
+                raise ProviderResponseError(self.deployment, f"unexpected output: {exc!r}") from exc
             values = tuple(logprobs) if logprobs is not None else None
             choices.append(Choice((text or "").strip(), values, None, raw.get("finish_reason")))
         return Completion(tuple(choices), call.model, input_tokens, output_tokens)

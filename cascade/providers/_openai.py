@@ -20,16 +20,8 @@ class OpenAICompatibleProvider:
         self._headers = dict(headers or {})
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
-        self._supports_n = supports_n
-        self._deployment = deployment_name("openai", base_url)
-
-    @property
-    def deployment(self) -> str:
-        return self._deployment
-
-    @property
-    def supports_n(self) -> bool:
-        return self._supports_n
+        self.supports_n = supports_n
+        self.deployment = deployment_name("openai", base_url)
 
     def build_body(self, call: ModelCall) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -52,11 +44,11 @@ class OpenAICompatibleProvider:
 
     async def complete(self, call: ModelCall) -> Completion:
         data = await post_json(self._client, "chat/completions", self.build_body(call),
-                               self._headers, self._deployment)
-        return parse_chat_completion(data, call, self._deployment)
+                               self._headers, self.deployment)
+        return parse_chat_completion(data, call, self.deployment)
 
     async def check(self) -> None:
-        await probe(self._client, "models", self._deployment)
+        await probe(self._client, "models", self.deployment)
 
     async def aclose(self) -> None:
         """The client belongs to the pool; nothing of our own to close."""

@@ -177,15 +177,8 @@ class ReplayProvider:
         self._by_id: dict[str, list[ReplayRow]] = {}
         for row in table.rows:
             self._by_id.setdefault(row.sample_id, []).append(row)
-        self._deployment = f"replay@{Path(table.path).name}"
-
-    @property
-    def deployment(self) -> str:
-        return self._deployment
-
-    @property
-    def supports_n(self) -> bool:
-        return False
+        self.deployment = f"replay@{Path(table.path).name}"
+        self.supports_n = False
 
     def _by_text(self, call: ModelCall) -> ReplayRow | None:
         user = [m.content for m in call.messages if m.role == "user"]
@@ -208,7 +201,7 @@ class ReplayProvider:
         else:
             row = self._by_text(call)
         if row is None:
-            raise ReplayMissError(self._deployment, "no recorded answer for this prompt")
+            raise ReplayMissError(self.deployment, "no recorded answer for this prompt")
         return row
 
     async def complete(self, call: ModelCall) -> Completion:
