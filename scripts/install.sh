@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 LLAMA_VERSION=0.3.36
-WHEELS=${CASCADE_WHEEL_DIR:-$HOME/.cache/cascade/wheels-native-off}
+WHEELS=${CASCADE_WHEEL_DIR:-${HOME:-/tmp}/.cache/cascade/wheels-native-off}
 extras=local
 if [ "${1:-}" = "--test" ]; then extras=local,test; fi
 
