@@ -38,5 +38,7 @@ def make_request(prompt: PromptLike, feature: str,
         )
     if not any(m.role == "user" and m.content.strip() for m in messages):
         raise EmptyPromptError()
-    meta = MappingProxyType(dict(metadata or {}))
-    return Request(messages, feature, meta)
+    meta = dict(metadata or {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise InvalidRequestError("metadata keys and values must be strings")
+    return Request(messages, feature, MappingProxyType(meta))

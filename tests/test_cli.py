@@ -103,3 +103,14 @@ def test_schema_is_json(tmp_path: Path) -> None:
     out = tmp_path / "schema.json"
     assert runner.invoke(app, ["schema", "--out", str(out)]).exit_code == 0
     assert json.loads(out.read_text())["type"] == "object"
+
+
+def test_run_with_no_answer_exits_1_and_shows_attempts(tmp_path: Path) -> None:
+    policy = write(tmp_path, "p.yaml", f"tiers:\n  - {{name: a, model: cheap-model, provider: {{kind: replay, data: {FIXTURE}}}}}\n")
+    result = runner.invoke(app, ["run", "never recorded", "--policy", str(policy)])
+    assert result.exit_code == 1
+    assert "ReplayMissError" in result.output and "every tier failed" in result.output
+    as_json = runner.invoke(app, ["run", "never recorded", "--policy", str(policy), "--json"])
+    assert as_json.exit_code == 1
+    payload = json.loads(as_json.stdout.splitlines()[0])
+    assert payload["attempts"][0]["decision"] == "error"

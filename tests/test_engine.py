@@ -186,11 +186,17 @@ async def test_empty_prompt_is_rejected_before_any_call(prompt: object) -> None:
     assert p1.calls == []
 
 
-@pytest.mark.parametrize("prompt", [42, [{"role": "robot", "content": "x"}], [{"role": "user"}]])
+@pytest.mark.parametrize("prompt", [42, [{"role": "robot", "content": "x"}], [{"role": "user"}], [7]])
 async def test_malformed_prompt_is_a_typed_error(prompt: object) -> None:
     engine = Cascade(two_tiers(Scripted(), Scripted(), Fixed()))
     with pytest.raises(InvalidRequestError):
         await engine.run(prompt)  # type: ignore[arg-type]
+
+
+async def test_non_string_metadata_is_a_typed_error() -> None:
+    engine = Cascade(two_tiers(Scripted(), Scripted(), Fixed()))
+    with pytest.raises(InvalidRequestError, match="metadata"):
+        await engine.run("q", metadata={"user_tier": 3})  # type: ignore[dict-item]
 
 
 async def test_prompt_longer_than_every_window_is_rejected_before_any_call() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +19,7 @@ from cascade._api import policy_path
 from cascade.engine import Cascade
 from cascade.errors import CascadeError, ConfigError, ProviderError, RequestError, RunError
 from cascade.policy import load_policy, policy_json_schema
-from cascade.types import Attempt, Result
+from cascade.types import Attempt, Result, attempt_to_dict
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Answer each LLM request with as little model as it can get away with.")
@@ -38,12 +39,12 @@ def _money(value: float) -> str:
     return f"${value:.6f}" if value else "$0"
 
 
-def _attempts_table(result: Result) -> Table:
-    table = Table(title=f"attempts (trace {result.trace_id})", title_justify="left")
+def _attempts_table(attempts: Sequence[Attempt], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
     for column in ("tier", "model", "conf/thr", "decision", "tokens", "cost", "latency"):
         table.add_column(column, justify="right" if column in ("cost", "latency") else "left",
                          overflow="fold")
-    for a in result.attempts:
+    for a in attempts:
         table.add_row(f"{a.tier} {a.tier_name}", a.model, _confidence(a), _decision(a),
                       f"{a.input_tokens}/{a.output_tokens}", _money(a.cost), f"{a.latency_s:.2f}s")
     return table
@@ -67,7 +68,7 @@ def _print(result: Result) -> None:
     status = "accepted" if result.accepted else f"not accepted ({result.stop_reason.value})"
     out.print(result.answer, markup=False, highlight=False)
     out.print()
-    out.print(_attempts_table(result))
+    out.print(_attempts_table(result.attempts, f"attempts (trace {result.trace_id})"))
     out.print(f"answered by tier {result.tier} ({result.model}), {status}; "
               f"{result.escalations} escalation(s), cost {_money(result.cost)}, "
               f"{result.latency_s:.2f}s", highlight=False)
@@ -102,7 +103,9 @@ def run(
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
     except RunError as exc:
         if as_json:
-            print(json.dumps({"error": str(exc), "attempts": [_a(a) for a in exc.attempts]}))
+            print(json.dumps({"error": str(exc), "attempts": [attempt_to_dict(a) for a in exc.attempts]}))
+        else:
+            err.print(_attempts_table(exc.attempts, "attempts"))
         raise _fail(str(exc), EXIT_RUN_FAILED) from None
     except ProviderError as exc:  # from the reachability check: nothing was run
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
@@ -110,12 +113,6 @@ def run(
         print(json.dumps(result.to_dict(), indent=2))
     else:
         _print(result)
-
-
-def _a(attempt: Attempt) -> dict[str, object]:
-    from cascade.types import attempt_to_dict
-
-    return attempt_to_dict(attempt)
 
 
 @app.command()
