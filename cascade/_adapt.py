@@ -65,12 +65,6 @@ def candidate(completion: Completion, index: int = 0) -> Candidate:
     return Candidate(choice.text, completion.model, choice.token_logprobs)
 
 
-def _cost(tier: Tier, completion: Completion) -> float:
-    if completion.recorded_cost is not None:
-        return completion.recorded_cost
-    return tier.price.cost(completion.input_tokens, completion.output_tokens)
-
-
 def _sample_call(tier: Tier, request: Request, n: int, seed: int | None) -> ModelCall:
     base = tier.call_for(request)
     return ModelCall(base.model, base.messages, base.max_tokens, tier.sample_temperature,
@@ -104,7 +98,7 @@ def sampler(tier: Tier, request: Request) -> SampleFn:
             done += await _concurrently(tier, calls)
         candidates = tuple(candidate(c, j) for c in done for j in range(len(c.choices)))
         usage = Usage(len(done), sum(c.input_tokens for c in done),
-                      sum(c.output_tokens for c in done), math.fsum(_cost(tier, c) for c in done))
+                      sum(c.output_tokens for c in done), math.fsum(tier.cost_of(c) for c in done))
         return Sampled(candidates[:k], usage)
 
     return sample

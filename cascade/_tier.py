@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from cascade.policy import Price
 from cascade.providers import Provider, estimate_message_tokens
 from cascade.providers._base import with_system_prompt
-from cascade.types import Message, ModelCall, Request
+from cascade.types import Completion, Message, ModelCall, Request
 from verifiers import Estimator
 
 
@@ -38,6 +38,12 @@ class Tier:
         return ModelCall(self.model, with_system_prompt(request.messages, self.system_prompt),
                          self.max_tokens, self.temperature, self.stop, wants_logprobs,
                          self.top_logprobs, self.n, None, request)
+
+    def cost_of(self, completion: Completion) -> float:
+        """Recorded cost (replay) or tokens × this tier's prices."""
+        if completion.recorded_cost is not None:
+            return completion.recorded_cost
+        return self.price.cost(completion.input_tokens, completion.output_tokens)
 
     def fits(self, messages: tuple[Message, ...]) -> bool:
         if self.context_window is None:

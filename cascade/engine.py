@@ -187,8 +187,7 @@ class Cascade:
         else:  # below threshold, or the estimator failed (counts as low confidence)
             decision = Decision.REJECT if last else Decision.ESCALATE
         usage = estimate.usage if estimate is not None else None
-        call_cost = (completion.recorded_cost if completion.recorded_cost is not None
-                     else tier.price.cost(completion.input_tokens, completion.output_tokens))
+        call_cost = tier.cost_of(completion)
         return Attempt(
             index, tier.name, tier.model, tier.provider.deployment, decision, confidence,
             tier.threshold,
@@ -209,10 +208,7 @@ class Cascade:
     def _timed_out(self, flight: _InFlight) -> Attempt:
         tier = self.tiers[flight.tier]
         completion = flight.completion
-        cost = 0.0
-        if completion is not None:
-            cost = (completion.recorded_cost if completion.recorded_cost is not None
-                    else tier.price.cost(completion.input_tokens, completion.output_tokens))
+        cost = tier.cost_of(completion) if completion is not None else 0.0
         return Attempt(
             flight.tier, tier.name, tier.model, tier.provider.deployment, Decision.TIMEOUT, None,
             tier.threshold, completion.input_tokens if completion else 0,
