@@ -8,10 +8,11 @@ import math
 import anyio
 
 from cascade._tier import Tier
-from cascade.policy import EstimatorSpec, LogprobEstimator, Policy, TierSpec
+from cascade.errors import ProviderConfigError, ProviderError
+from cascade.policy import EstimatorSpec, LogprobEstimator, Policy, Price, TierSpec
 from cascade.policy import LlamaCppProvider as LlamaSpec
 from cascade.policy import ReplayProvider as ReplaySpec
-from cascade.providers import ProviderFactory
+from cascade.providers import Provider, ProviderFactory, ReplayProvider
 from cascade.types import Completion, ModelCall, Request
 from verifiers import (
     Candidate,
@@ -45,11 +46,20 @@ def _context_window(spec: TierSpec, policy: Policy) -> int | None:
     return policy.defaults.context_window
 
 
+def _provider(spec: TierSpec, factory: ProviderFactory) -> Provider:
+    provider = factory.build(spec.provider, spec.model)
+    if isinstance(provider, ReplayProvider) and not provider.table.has_costs and spec.price == Price():
+        raise ProviderConfigError(
+            f"tier {spec.name!r}: {provider.table.path} records no costs; set the tier's "
+            "price (input_per_1m / output_per_1m) so that its calls are costed from tokens")
+    return provider
+
+
 def build_tiers(policy: Policy, factory: ProviderFactory) -> list[Tier]:
     d = policy.defaults
     return [
         Tier(
-            name=spec.name, model=spec.model, provider=factory.build(spec.provider, spec.model),
+            name=spec.name, model=spec.model, provider=_provider(spec, factory),
             estimator=build_estimator(spec.estimator), threshold=spec.threshold, price=spec.price,
             max_tokens=spec.max_tokens or d.max_tokens, timeout_s=spec.timeout_s or d.timeout_s,
             temperature=d.temperature if spec.temperature is None else spec.temperature,
@@ -72,29 +82,41 @@ def _sample_call(tier: Tier, request: Request, n: int, seed: int | None) -> Mode
 
 
 async def _concurrently(tier: Tier, calls: list[ModelCall]) -> list[Completion]:
+    """All calls at once; the first provider error is raised as itself (not as a group)
+    after every call has finished."""
     results: list[Completion | None] = [None] * len(calls)
+    errors: list[ProviderError] = []
 
     async def one(i: int) -> None:
-        results[i] = await tier.provider.complete(calls[i])
+        try:
+            results[i] = await tier.provider.complete(calls[i])
+        except ProviderError as exc:
+            errors.append(exc)
 
     async with anyio.create_task_group() as group:
         for i in range(len(calls)):
             group.start_soon(one, i)
+    if errors:
+        raise errors[0]
     return [r for r in results if r is not None]
 
 
 def sampler(tier: Tier, request: Request) -> SampleFn:
     """``sample(k)``: k more answers from the tier at its sampling temperature: one call with
     ``n=k`` where the provider supports it (topped up with single calls if the server returned
-    fewer choices, as llama.cpp's server does), else k concurrent calls."""
+    fewer choices, as llama.cpp's server does), else k concurrent calls. Seeds run on across
+    calls (the tier's own answer is seed 0), so repeated calls draw fresh samples."""
+    drawn = 0
 
     async def sample(k: int) -> Sampled:
+        nonlocal drawn
+        start, drawn = drawn + 1, drawn + k
         done: list[Completion] = []
         if tier.provider.supports_n and k > 1:
-            done = await _concurrently(tier, [_sample_call(tier, request, k, None)])
+            done = await _concurrently(tier, [_sample_call(tier, request, k, start)])
         have = sum(len(c.choices) for c in done)
         if have < k:
-            calls = [_sample_call(tier, request, 1, seed) for seed in range(have + 1, k + 1)]
+            calls = [_sample_call(tier, request, 1, start + i) for i in range(have, k)]
             done += await _concurrently(tier, calls)
         candidates = tuple(candidate(c, j) for c in done for j in range(len(c.choices)))
         usage = Usage(len(done), sum(c.input_tokens for c in done),

@@ -99,6 +99,14 @@ class Decision(str, enum.Enum):
     SKIP = "skip"  # the prompt does not fit this tier's context window
 
 
+class ReplayFormat(str, enum.Enum):
+    """Formats of recorded answers the replay provider reads as-is."""
+
+    ROUTERBENCH = "routerbench"  # RouterBench 0-shot CSV, per-query cost
+    ROUTELLM = "routellm"  # RouteLLM response CSV, no cost
+    MOT = "mot"  # MoT JSON, many samples per question, one model per file
+
+
 class StopReason(str, enum.Enum):
     ACCEPTED = "accepted"
     EXHAUSTED = "exhausted"  # every tier ran, none accepted: best answer so far

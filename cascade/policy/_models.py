@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from cascade.types import ReplayFormat
 from verifiers import LogprobStatistic
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -118,10 +119,18 @@ class LlamaCppProvider(_Spec):
 
 
 class ReplayProvider(_Spec):
-    """Recorded answers (RouterBench CSV format) for offline evaluation."""
+    """Recorded answers for offline evaluation: RouterBench CSV, RouteLLM response CSV or
+    MoT multi-sample JSON (see docs/benchmarks.md)."""
 
     kind: Literal["replay"]
-    data: str = Field(description="path of a RouterBench-format CSV (relative to the policy file)")
+    data: str = Field(description="path of the recorded data (relative to the policy file)")
+    format: ReplayFormat | None = Field(None, description="detected from the file when omitted")
+    prompt_prefix_chars: int = Field(
+        0, ge=0, description="characters of a fixed prompt prefix the data does not record "
+        "(e.g. MoT's 8-shot prompt), billed as input tokens")
+    vote: int | None = Field(
+        None, ge=1, description="multi-sample data only: answer with the majority of the first "
+        "`vote` recorded samples and bill all of them (self-consistency as one tier)")
 
 
 ProviderSpec = Annotated[

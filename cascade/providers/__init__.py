@@ -6,13 +6,15 @@ from cascade.providers._build import ProviderFactory
 from cascade.providers._http import ClientPool
 from cascade.providers._llama import LlamaCppProvider, LlamaSettings, bundled_model_locator
 from cascade.providers._openai import OpenAICompatibleProvider, parse_chat_completion
-from cascade.providers._replay import (
+from cascade.providers._replay import ReplayProvider, ReplaySettings, cached_table
+from cascade.providers._replay_data import (
     Record,
-    ReplayProvider,
+    ReplayFormat,
     ReplayRow,
     ReplayTable,
-    cached_table,
     load_routerbench_csv,
+    load_table,
+    majority,
 )
 
 __all__ = [
@@ -24,13 +26,17 @@ __all__ = [
     "Provider",
     "ProviderFactory",
     "Record",
+    "ReplayFormat",
     "ReplayProvider",
     "ReplayRow",
+    "ReplaySettings",
     "ReplayTable",
     "bundled_model_locator",
     "cached_table",
     "estimate_message_tokens",
     "estimate_tokens",
     "load_routerbench_csv",
+    "load_table",
+    "majority",
     "parse_chat_completion",
 ]

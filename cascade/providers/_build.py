@@ -25,7 +25,7 @@ from cascade.providers._base import Provider
 from cascade.providers._http import ClientPool
 from cascade.providers._llama import LlamaCppProvider, LlamaSettings, bundled_model_locator
 from cascade.providers._openai import OpenAICompatibleProvider
-from cascade.providers._replay import ReplayProvider, cached_table
+from cascade.providers._replay import ReplayProvider, ReplaySettings, cached_table
 
 
 class ProviderFactory:
@@ -47,7 +47,7 @@ class ProviderFactory:
         if provider is None:
             provider = self._built[key] = self._new(spec)
         if isinstance(provider, ReplayProvider):
-            cached_table(self._path(spec.data)).require_model(model)  # type: ignore[union-attr]
+            provider.table.require_model(model)
         return provider
 
     def _new(self, spec: ProviderSpec) -> Provider:
@@ -65,7 +65,8 @@ class ProviderFactory:
             case LlamaSpec():
                 return self._llama(spec)
             case ReplaySpec():
-                return ReplayProvider(cached_table(self._path(spec.data)))
+                settings = ReplaySettings(spec.prompt_prefix_chars, spec.vote)
+                return ReplayProvider(cached_table(self._path(spec.data), spec.format), settings)
         raise ProviderConfigError(f"no provider for {spec!r}")  # unreachable: the union is closed
 
     def _llama(self, spec: LlamaSpec) -> LlamaCppProvider:
