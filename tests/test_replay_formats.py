@@ -79,7 +79,7 @@ tiers:
     assert [c.text for c in second.candidates] == ["02/26/2021", "02/27/2021"]
     question_tokens = -(-(len(request.messages[0].content) + 400) // 4)
     assert first.usage.calls == 1 and first.usage.input_tokens == question_tokens
-    assert first.usage.output_tokens == 2 * -(-len("A: 02/27/2021") // 4)
+    assert first.usage.output_tokens == -(-2 * len("A: 02/27/2021") // 4)  # ceil(chars / 4)
 
 
 async def test_mot_vote_answers_with_the_majority_and_bills_every_sample() -> None:
