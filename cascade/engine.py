@@ -198,6 +198,7 @@ class Cascade:
             estimator=tier.estimator.name if tier.estimator else None,
             estimator_error=failure, answer=completion.text,
             details=dict(estimate.details) if estimate is not None else {},
+            label=completion.choices[0].label,
         )
 
     def _failed(self, index: int, tier: Tier, flight: _InFlight, error: ProviderError) -> Attempt:
@@ -214,7 +215,8 @@ class Cascade:
             tier.threshold, completion.input_tokens if completion else 0,
             completion.output_tokens if completion else 0, cost,
             self._clock() - flight.started, error="DeadlineExceeded: the run's deadline expired",
-            answer=completion.text if completion else None)
+            answer=completion.text if completion else None,
+            label=completion.choices[0].label if completion else None)
 
     def _skipped(self, index: int, tier: Tier) -> Attempt:
         return Attempt(index, tier.name, tier.model, tier.provider.deployment, Decision.SKIP,

@@ -133,6 +133,7 @@ class Attempt:
     estimator_error: str | None = None
     answer: str | None = None
     details: Mapping[str, object] = field(default_factory=lambda: _EMPTY)
+    label: bool | None = None  # the answer's recorded correctness (replay data only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,12 @@ class Result:
     escalations: int
     trace_id: str
     feature: str
+
+    @property
+    def label(self) -> bool | None:
+        """The recorded correctness of the answer returned (replay data only)."""
+        return next((a.label for a in reversed(self.attempts)
+                     if a.tier == self.tier and a.answer is not None), None)
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready view (enums as their values)."""
@@ -190,4 +197,5 @@ def attempt_to_dict(attempt: Attempt) -> dict[str, object]:
         "estimator_error": attempt.estimator_error,
         "answer": attempt.answer,
         "details": dict(attempt.details),
+        "label": attempt.label,
     }

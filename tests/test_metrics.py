@@ -1,0 +1,53 @@
+"""Benchmark metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.metrics import Gap, aiq, apgr, bootstrap, cost_to_reach, cpt, curve_points, hull
+
+POINTS = [(1.0, 0.5), (2.0, 0.8), (3.0, 0.6), (4.0, 0.9), (5.0, 0.85)]
+
+
+def test_hull_drops_points_under_the_envelope_and_after_the_peak() -> None:
+    assert hull(POINTS) == [(1.0, 0.5), (2.0, 0.8), (4.0, 0.9)]
+    assert hull([(1.0, 0.5), (1.0, 0.7)]) == [(1.0, 0.7)]  # same cost: the better point
+
+
+def test_aiq_on_a_known_hull() -> None:
+    # trapezoids 1..2: 0.65, 2..4: 1.7, flat 4..5: 0.9 -> 3.25 / 5
+    assert aiq(POINTS, 5.0) == pytest.approx(0.65)
+    # nothing counts below the cheapest point (RouterBench): one point at (2, 1) up to 4 -> 0.5
+    assert aiq([(2.0, 1.0)], 4.0) == pytest.approx(0.5)
+    # c_max inside the hull: the hull is cut there (interpolated)
+    assert aiq(POINTS, 3.0) == pytest.approx((0.65 + (0.8 + 0.85) / 2) / 3.0)
+
+
+def test_cost_to_reach_interpolates_on_the_hull() -> None:
+    assert cost_to_reach(POINTS, 0.85) == pytest.approx(3.0)
+    assert cost_to_reach(POINTS, 0.5) == pytest.approx(1.0)
+    assert cost_to_reach(POINTS, 0.95) is None
+
+
+def test_apgr_and_cpt_on_two_point_curves() -> None:
+    gap = Gap(weak=(1.0, 0.5), strong=(3.0, 0.9))
+    assert apgr([gap.weak, gap.strong], gap) == pytest.approx(0.5, abs=1e-4)  # the diagonal
+    better = [gap.weak, (2.0, 0.9), gap.strong]  # full gap at half the extra cost
+    assert apgr(better, gap) == pytest.approx(0.75, abs=1e-4)
+    assert cpt(better, gap, 0.5) == pytest.approx(0.25, abs=1e-3)
+    assert cpt(better, gap, 0.8) == pytest.approx(0.40, abs=1e-3)
+    assert cpt([gap.weak], gap, 0.5) is None
+    with pytest.raises(ValueError):
+        apgr(better, Gap(weak=(3.0, 0.5), strong=(1.0, 0.9)))
+
+
+def test_curve_points_and_bootstrap_interval_contains_the_estimate() -> None:
+    rng = np.random.default_rng(1)
+    correct = (rng.random((3, 400)) < np.array([[0.5], [0.7], [0.9]])).astype(float)
+    cost = np.tile(np.array([[0.001], [0.01], [0.1]]), (1, 400))
+    points = curve_points(cost, correct)
+    assert points[2][0] == pytest.approx(40.0)
+    c_max = 40.0
+    low, high = bootstrap(cost, correct, lambda p: aiq(p, c_max), rounds=100)
+    assert low <= aiq(points, c_max) <= high and high - low < 0.1
