@@ -1,0 +1,139 @@
+"""One suite, end to end: single models, random, oracle and every estimator's cascade
+(settings chosen on train, measured on test through the engine), with the metrics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import metrics
+from benchmarks.replay import (
+    Curve,
+    Outcomes,
+    Progress,
+    Recorded,
+    Side,
+    Suite,
+    judged,
+    open_side,
+    oracle,
+    record_confidences,
+    run_setting,
+    singles,
+)
+from benchmarks.sweep import best_chain
+from verifiers import Estimator
+
+EstimatorBuilder = Callable[[Suite, Side], Awaitable[Estimator]]
+
+
+@dataclass(frozen=True, slots=True)
+class EstimatorMethod:
+    """A cascade method: an estimator built (and trained, if it learns) on the train side."""
+
+    name: str
+    build: EstimatorBuilder
+    lengths: tuple[int, ...] = (2, 3)
+
+
+@dataclass(slots=True)
+class SuiteReport:
+    suite: str
+    queries: int
+    c_max: float
+    curves: list[Curve]
+    metrics: dict[str, dict[str, object]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+async def cascade_curve(method: EstimatorMethod, suite: Suite, train: Side, test: Side,
+                        single_train: Mapping[str, Outcomes], progress: Progress | None) -> Curve:
+    estimator = await method.build(suite, train)
+    names = [t.name for t in train.tiers]
+    recorded: dict[str, Recorded] = {}
+    for tier in train.tiers:
+        recorded[tier.name] = await record_confidences(tier, estimator, train, progress)
+    order = sorted(names, key=lambda n: float(single_train[n].cost.sum()))
+    single_cost = {n: single_train[n].cost for n in names}
+    chain, settings, train_aiq = best_chain(recorded, single_cost, order, method.lengths)
+    by_name = {t.name: t for t in test.tiers}
+    curve = Curve(f"cascade: {method.name}", "cascade")
+    for setting in settings:
+        tiers = [judged(by_name[n], estimator, th) for n, th in zip(chain[:-1], setting.thresholds)]
+        tiers.append(by_name[chain[-1]])
+        curve.outcomes.append(await run_setting(tiers, test, progress))
+        curve.settings.append({"chain": list(chain), "thresholds": list(setting.thresholds),
+                               "train_cost": setting.train_cost,
+                               "train_accuracy": setting.train_accuracy, "train_aiq": train_aiq})
+    return curve
+
+
+async def run_suite(suite: Suite, data: Path, methods: Sequence[EstimatorMethod] = (),
+                    progress: Progress | None = None, bootstrap_rounds: int = 200) -> SuiteReport:
+    train, test = open_side(suite, data, "train"), open_side(suite, data, "test")
+    try:
+        single_test = await singles(test, progress)
+        single_train = await singles(train, progress)
+        curves = [Curve(name, "single", [o], [{"tier": name}]) for name, o in single_test.items()]
+        curves.append(Curve("random", "random",
+                            points_only=metrics.hull([o.point() for o in single_test.values()])))
+        curves.append(Curve("oracle", "oracle", points_only=[oracle(single_test)]))
+        for method in methods:
+            curves.append(await cascade_curve(method, suite, train, test, single_train, progress))
+    finally:
+        await train.engine.aclose()
+        await test.engine.aclose()
+    c_max = suite.c_max or max(metrics.hull(c.points())[-1][0] for c in curves if c.kind != "oracle")
+    report = SuiteReport(suite.name, len(test.queries), c_max, curves)
+    _measure(report, single_test, bootstrap_rounds)
+    return report
+
+
+def _share(cost: float | None, reference: float) -> float | None:
+    return None if cost is None else cost / reference
+
+
+def _measure(report: SuiteReport, single: Mapping[str, Outcomes], rounds: int) -> None:
+    points = {name: o.point() for name, o in single.items()}
+    best = max(points.values(), key=lambda p: (p[1], -p[0]))
+    weak = min(points.values(), key=lambda p: (p[0], -p[1]))
+    gap = metrics.Gap(weak, best) if best[0] > weak[0] and best[1] > weak[1] else None
+    for curve in report.curves:
+        pts = curve.points()
+        row: dict[str, object] = {
+            "kind": curve.kind,
+            "points": [list(p) for p in pts],
+            "aiq": metrics.aiq(pts, report.c_max),
+            "cost_to_95": _share(metrics.cost_to_reach(pts, 0.95 * best[1]), best[0]),
+            "cost_to_99": _share(metrics.cost_to_reach(pts, 0.99 * best[1]), best[0]),
+        }
+        if gap is not None:
+            row["apgr"] = metrics.apgr(pts, gap)
+            row["cpt50"], row["cpt80"] = metrics.cpt(pts, gap, 0.5), metrics.cpt(pts, gap, 0.8)
+        if curve.outcomes and rounds:
+            cost = np.stack([o.cost for o in curve.outcomes])
+            correct = np.stack([o.correct for o in curve.outcomes])
+            row["aiq_ci95"] = metrics.bootstrap(cost, correct,
+                                                lambda p: metrics.aiq(p, report.c_max), rounds=rounds)
+        if curve.kind == "cascade":
+            row["settings"] = [dict(s, escalation=o.escalation(), test_point=list(o.point()))
+                               for s, o in zip(curve.settings, curve.outcomes)]
+        report.metrics[curve.name] = row
+    report.metrics["_reference"] = {"best_single": list(best), "weak_single": list(weak),
+                                    "c_max": report.c_max, "queries": report.queries}
+
+
+def runs_needed(train: Side, test: Side, methods: int) -> int:
+    """Engine runs a suite takes (for progress bars): singles on both sides, each method's
+    recording on train and its settings on test (at most 24)."""
+    t = len(train.tiers)
+    return t * (len(train.queries) + len(test.queries)) + methods * (
+        t * len(train.queries) + 24 * len(test.queries))
+
+
+def finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None

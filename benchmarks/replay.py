@@ -1,0 +1,199 @@
+"""The offline replay benchmark: the real engine on the replay provider, swept over settings
+chosen on a train split and measured on a test split.
+
+A *suite* is a policy YAML whose tiers are replay tiers (``benchmarks/suites/*.yaml``, or any
+user policy), with ``${DATA}`` / ``${SPLIT}`` placeholders, plus a split rule. Every measured
+point comes from ``Cascade.run`` over the test queries: what is measured is what ships.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cascade import Cascade, NoAnswerError, Policy, Tier, load_policy
+from cascade.errors import RunError
+from cascade.providers import ReplayProvider
+from cascade.types import Decision
+from verifiers import Estimator
+
+Progress = Callable[[int], None]  # called with the number of queries just finished
+
+
+class SplitRule(enum.Enum):
+    FILES = "files"  # ${SPLIT} selects a train and a test file (RouterBench *_train / *_test)
+    HALVES = "halves"  # one file: np.random.RandomState(seed).permutation(n), first n // 2 train
+
+
+@dataclass(frozen=True, slots=True)
+class Suite:
+    name: str
+    policy: Path
+    split: SplitRule
+    c_max: float | None = None  # the published c_max to compare AIQs under (BASELINES.md)
+    seed: int = 0
+    complete_only: bool = True  # drop rows where any tier's correctness cell is empty
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    prompt: str
+    row: int  # 1-based row of the recorded data
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """One split, ready to run: its tiers (live replay providers) and its queries."""
+
+    engine: Cascade
+    queries: tuple[Query, ...]
+
+    @property
+    def tiers(self) -> tuple[Tier, ...]:
+        return self.engine.tiers
+
+
+@dataclass(slots=True)
+class Outcomes:
+    """Per-query results of one setting: total cost, correctness, tiers called."""
+
+    cost: np.ndarray
+    correct: np.ndarray
+    reached: np.ndarray  # (queries, tiers) bool
+
+    def point(self) -> tuple[float, float]:
+        return float(self.cost.sum()), float(self.correct.mean())
+
+    def escalation(self) -> list[float]:
+        """Per tier of the setting: share of the queries reaching it that went on."""
+        called = self.reached.sum(axis=0)
+        return [float(called[j + 1] / called[j]) if called[j] else 0.0
+                for j in range(self.reached.shape[1] - 1)]
+
+
+@dataclass(slots=True)
+class Curve:
+    name: str
+    kind: str
+    outcomes: list[Outcomes] = field(default_factory=list)
+    settings: list[Mapping[str, object]] = field(default_factory=list)
+    points_only: list[tuple[float, float]] = field(default_factory=list)  # analytic methods
+
+    def points(self) -> list[tuple[float, float]]:
+        return [o.point() for o in self.outcomes] or list(self.points_only)
+
+
+def _policy(suite: Suite, data: Path, split: str) -> Policy:
+    return load_policy(suite.policy, env={"DATA": str(data), "SPLIT": split})
+
+
+def open_side(suite: Suite, data: Path, split: str) -> Side:
+    """Build the split's engine; its queries are every row (FILES) or its half (HALVES)."""
+    file_split = "test" if split == "test" or suite.split is SplitRule.HALVES else "train"
+    engine = Cascade.from_policy(_policy(suite, data, file_split), base_dir=suite.policy.parent)
+    provider = engine.tiers[0].provider
+    if not isinstance(provider, ReplayProvider):
+        raise TypeError(f"{suite.policy}: the first tier is not a replay tier")
+    rows = provider.table.rows
+    numbers = list(range(1, len(rows) + 1))
+    if suite.split is SplitRule.HALVES:
+        order = np.random.RandomState(suite.seed).permutation(len(rows)) + 1
+        half = len(rows) // 2
+        numbers = sorted(order[:half] if split == "train" else order[half:])
+    if suite.complete_only:
+        numbers = [n for n in numbers if _labelled(engine.tiers, n)]
+    queries = tuple(Query(rows[n - 1].prompt, int(n)) for n in numbers)
+    return Side(engine, queries)
+
+
+def _labelled(tiers: Sequence[Tier], number: int) -> bool:
+    for tier in tiers:
+        provider = tier.provider
+        if isinstance(provider, ReplayProvider):
+            table = provider.table
+            if table.record(table.rows[number - 1], tier.model).correct is None:
+                return False
+    return True
+
+
+async def run_setting(tiers: Sequence[Tier], side: Side, progress: Progress | None = None) -> Outcomes:
+    """Run the engine with these tiers over every query of the side."""
+    engine = Cascade(tiers, feature=side.engine.feature)
+    n, t = len(side.queries), len(tiers)
+    cost, correct, reached = np.zeros(n), np.zeros(n), np.zeros((n, t), dtype=bool)
+    for i, query in enumerate(side.queries):
+        try:
+            result = await engine.run(query.prompt, metadata={"replay_row": str(query.row)})
+        except RunError as exc:  # every tier failed: paid for what was tried, no answer
+            attempts = exc.attempts
+            label = False
+        else:
+            attempts, label = result.attempts, bool(result.label)
+        cost[i] = math.fsum(a.cost for a in attempts)
+        correct[i] = label
+        for attempt in attempts:
+            if attempt.decision is not Decision.SKIP:
+                reached[i, attempt.tier] = True
+        if progress is not None and (i % 50 == 49 or i == n - 1):
+            progress(50 if i % 50 == 49 else (i % 50) + 1)
+    return Outcomes(cost, correct, reached)
+
+
+def alone(tier: Tier) -> Tier:
+    """The tier answering unchecked (a single-model baseline)."""
+    return dataclasses.replace(tier, estimator=None, threshold=None)
+
+
+def judged(tier: Tier, estimator: Estimator, threshold: float) -> Tier:
+    return dataclasses.replace(tier, estimator=estimator, threshold=threshold)
+
+
+async def singles(side: Side, progress: Progress | None = None) -> dict[str, Outcomes]:
+    return {tier.name: await run_setting([alone(tier)], side, progress) for tier in side.tiers}
+
+
+def oracle(single: Mapping[str, Outcomes]) -> tuple[float, float]:
+    """Per query the cheapest model that answers correctly (the cheapest model when none does)."""
+    cost = np.stack([o.cost for o in single.values()])
+    correct = np.stack([o.correct for o in single.values()]).astype(bool)
+    priced = np.where(correct, cost, np.inf)
+    best = priced.min(axis=0)
+    none = ~correct.any(axis=0)
+    best[none] = cost.min(axis=0)[none]
+    return float(best.sum()), float((~none).mean())
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What a tier's estimator said about every query, with thresholds set to never accept."""
+
+    confidence: np.ndarray
+    correct: np.ndarray
+    cost: np.ndarray  # the tier's call plus its estimator's extra cost
+
+
+async def record_confidences(tier: Tier, estimator: Estimator, side: Side,
+                             progress: Progress | None = None) -> Recorded:
+    """Run the tier alone with its estimator and an unreachable threshold: every attempt
+    records its confidence (None -> 0: a failed estimator counts as low confidence)."""
+    engine = Cascade([judged(tier, estimator, math.inf)], feature=side.engine.feature)
+    n = len(side.queries)
+    confidence, correct, cost = np.zeros(n), np.zeros(n), np.zeros(n)
+    for i, query in enumerate(side.queries):
+        try:
+            result = await engine.run(query.prompt, metadata={"replay_row": str(query.row)})
+        except NoAnswerError:
+            continue
+        attempt = result.attempts[0]
+        confidence[i] = attempt.confidence or 0.0
+        correct[i] = bool(attempt.label)
+        cost[i] = attempt.cost
+        if progress is not None and (i % 50 == 49 or i == n - 1):
+            progress(50 if i % 50 == 49 else (i % 50) + 1)
+    return Recorded(confidence, correct, cost)
