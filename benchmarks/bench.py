@@ -47,6 +47,7 @@ class SuiteReport:
     c_max: float
     curves: list[Curve]
     metrics: dict[str, dict[str, object]] = field(default_factory=dict)
+    reference: dict[str, object] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -123,7 +124,7 @@ def _measure(report: SuiteReport, single: Mapping[str, Outcomes], rounds: int) -
             row["settings"] = [dict(s, escalation=o.escalation(), test_point=list(o.point()))
                                for s, o in zip(curve.settings, curve.outcomes)]
         report.metrics[curve.name] = row
-    report.metrics["_reference"] = {"best_single": list(best), "weak_single": list(weak),
+    report.reference = {"best_single": list(best), "weak_single": list(weak),
                                     "c_max": report.c_max, "queries": report.queries}
 
 

@@ -39,6 +39,7 @@ class Suite:
     c_max: float | None = None  # the published c_max to compare AIQs under (BASELINES.md)
     seed: int = 0
     complete_only: bool = True  # drop rows where any tier's correctness cell is empty
+    files: tuple[Path, Path] | None = None  # (train, test) exported to the policy as ${FILE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,10 @@ class Curve:
 
 
 def _policy(suite: Suite, data: Path, split: str) -> Policy:
-    return load_policy(suite.policy, env={"DATA": str(data), "SPLIT": split})
+    env = {"DATA": str(data), "SPLIT": split}
+    if suite.files is not None:
+        env["FILE"] = str(suite.files[0 if split == "train" else 1])
+    return load_policy(suite.policy, env=env)
 
 
 def open_side(suite: Suite, data: Path, split: str) -> Side:

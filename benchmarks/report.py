@@ -29,20 +29,17 @@ def _ci(value: object) -> str:
 def markdown(reports: Sequence[SuiteReport]) -> str:
     lines: list[str] = []
     for report in reports:
-        ref = report.metrics["_reference"]
-        best, _ = ref["best_single"], ref["weak_single"]  # type: ignore[misc]
+        best = report.reference["best_single"]
         lines += [
             f"### {report.suite} — {report.queries} test queries, c_max ${report.c_max:.4f}",
             "",
-            f"Best single model: accuracy {best[0 + 1]:.3f} at ${best[0]:.4f}.",  # type: ignore[index]
+            f"Best single model: accuracy {best[1]:.3f} at ${best[0]:.4f}.",  # type: ignore[index]
             "",
             "| method | accuracy, total $ (best point) | AIQ [95 % CI] | APGR | CPT(50 %) | CPT(80 %) "
             "| cost to 95 % / 99 % of best (share of its cost) |",
             "|---|---|---|---|---|---|---|",
         ]
         for name, row in report.metrics.items():
-            if name.startswith("_"):
-                continue
             top = max(row["points"], key=lambda p: (p[1], -p[0]))  # type: ignore[arg-type, index]
             lines.append(
                 f"| {name} | {top[1]:.3f}, ${top[0]:.4f} | {_num(row['aiq'])}{_ci(row.get('aiq_ci95'))} "
@@ -65,6 +62,7 @@ def _clean(value: object) -> object:
 def write_json(reports: Sequence[SuiteReport], path: Path, command: str) -> None:
     payload = {"command": command,
                "suites": {r.suite: {"c_max": r.c_max, "queries": r.queries, "notes": r.notes,
+                                    "reference": r.reference,
                                     "methods": r.metrics} for r in reports}}
     path.write_text(json.dumps(_clean(payload), indent=1) + "\n", encoding="utf-8")
 
@@ -77,8 +75,6 @@ def plot(report: SuiteReport, path: Path) -> None:
 
     figure, axes = plt.subplots(figsize=(7.5, 5))
     for name, row in report.metrics.items():
-        if name.startswith("_"):
-            continue
         points = row["points"]
         if row["kind"] == "single":
             axes.scatter(*zip(*points), marker="o", s=22, color="grey", zorder=3)  # type: ignore[misc]

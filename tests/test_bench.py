@@ -1,0 +1,106 @@
+"""The replay benchmark: the real engine over a hand-made RouterBench-format file, the
+`cascade bench` command, and a smoke run on the recorded data (skipped without it)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from benchmarks.bench import EstimatorMethod, run_suite
+from benchmarks.cli import csv_suite
+from benchmarks.metrics import aiq
+from benchmarks.replay import Side, Suite
+from benchmarks.suites import SUITES
+from cascade.cli import app
+from verifiers import Capability, Estimate, EstimateContext
+
+pytestmark = pytest.mark.anyio
+MODELS = ("cheap", "mid", "dear")
+COST = {"cheap": 0.001, "mid": 0.01, "dear": 0.1}
+
+
+def write_fixture(path: Path, rows: int = 40) -> None:
+    """Row i: the cheap model is right and says so ('sure') on even rows, wrong and unsure on
+    odd ones; mid is right on rows divisible by 3; dear is always right."""
+    with path.open("w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["", "sample_id", "prompt", "eval_name", *MODELS,
+                      *(f"{m}|model_response" for m in MODELS), *(f"{m}|total_cost" for m in MODELS),
+                      "oracle_model_to_route_to"])
+        for i in range(rows):
+            cheap_ok, mid_ok = i % 2 == 0, i % 3 == 0
+            answers = ["['sure: 4']" if cheap_ok else "['maybe: 5']", "['4']" if mid_ok else "['6']", "['4']"]
+            out.writerow([i, f"s{i}", f"['Question {i}: what is 2+2?']", "toy",
+                          int(cheap_ok), int(mid_ok), 1, *answers, *COST.values(), "cheap"])
+
+
+class SaysSure:
+    name = "says-sure"
+    requires: frozenset[Capability] = frozenset()
+
+    async def estimate(self, ctx: EstimateContext) -> Estimate:
+        return Estimate(1.0 if ctx.candidate.text.startswith("sure") else 0.0)
+
+
+async def build_says_sure(suite: Suite, train: Side) -> SaysSure:
+    return SaysSure()
+
+
+async def test_bench_runs_the_engine_and_finds_the_hand_computed_cascade(tmp_path: Path) -> None:
+    data = tmp_path / "toy.csv"
+    write_fixture(data)
+    suite = csv_suite(data, None, tmp_path)
+    report = await run_suite(suite, tmp_path, [EstimatorMethod("says-sure", build_says_sure, (2,))],
+                             bootstrap_rounds=20)
+    n = report.queries
+    assert n == 20  # halves of 40 rows
+    single = {name: row["points"][0] for name, row in report.metrics.items() if row["kind"] == "single"}
+    assert single["m2"] == [pytest.approx(n * COST["dear"]), 1.0]
+    cascade = report.metrics["cascade: says-sure"]
+    assert cascade["settings"][0]["chain"] == ["m0", "m2"]
+    # cheap on every query, dear on the odd-numbered (unsure) ones: all right
+    best = max(cascade["points"], key=lambda p: (p[1], -p[0]))
+    unsure = round((best[0] - n * COST["cheap"]) / COST["dear"])
+    assert best[1] == 1.0 and 0 < unsure < n
+    assert best[0] == pytest.approx(n * COST["cheap"] + unsure * COST["dear"])
+    assert cascade["aiq"] > report.metrics["random"]["aiq"]
+    assert cascade["aiq_ci95"][0] <= cascade["aiq"] <= cascade["aiq_ci95"][1]
+    escalation = [s["escalation"][0] for s in cascade["settings"] if s["thresholds"][0] == 1.0]
+    assert escalation and escalation[0] == pytest.approx(unsure / n)
+    assert report.metrics["oracle"]["points"][0][1] == 1.0
+
+
+def test_cascade_bench_cli_writes_table_json_and_plot(tmp_path: Path) -> None:
+    data = tmp_path / "toy.csv"
+    write_fixture(data)
+    result = CliRunner().invoke(app, ["bench", "--csv", str(data), "--out", str(tmp_path / "out"),
+                                      "--bootstrap", "10"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert set(payload["suites"]["toy"]["methods"]) >= {"m0", "m1", "m2", "random", "oracle"}
+    assert (tmp_path / "out" / "toy.png").stat().st_size > 10_000
+    assert "| random |" in (tmp_path / "out" / "bench.md").read_text()
+
+
+def test_cascade_bench_bad_input_exits_2(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.csv"
+    broken.write_text("sample_id,prompt,m|model_response,m|total_cost\ns,p,a,zero\n")
+    result = CliRunner().invoke(app, ["bench", "--csv", str(broken), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "missing column 'm'" in result.output
+    result = CliRunner().invoke(app, ["bench", "nope", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "no suite 'nope'" in result.output
+
+
+async def test_recorded_data_matches_the_published_baselines(shared_data: Path) -> None:
+    report = await run_suite(SUITES["arc"], shared_data, bootstrap_rounds=0)
+    # ../shared/BASELINES.md: random AIQ 0.9127, oracle 0.989 at $0.0943, gpt-4 0.957 at $2.1855
+    assert report.queries == 437
+    assert report.metrics["random"]["aiq"] == pytest.approx(0.9127, abs=5e-4)
+    cost, accuracy = report.metrics["oracle"]["points"][0]
+    assert (accuracy, cost) == (pytest.approx(0.989, abs=1e-3), pytest.approx(0.0943, abs=1e-4))
+    assert report.metrics["random"]["cost_to_99"] == pytest.approx(0.774, abs=2e-3)
+    assert aiq(report.metrics["gpt-4-1106-preview"]["points"], report.c_max) < 0.1
