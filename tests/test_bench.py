@@ -14,7 +14,6 @@ from benchmarks.bench import EstimatorMethod, run_suite
 from benchmarks.cli import csv_suite
 from benchmarks.metrics import aiq
 from benchmarks.replay import Side, Suite
-from benchmarks.suites import SUITES
 from cascade.cli import app
 from verifiers import Capability, Estimate, EstimateContext
 
@@ -95,12 +94,19 @@ def test_cascade_bench_bad_input_exits_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no suite 'nope'" in result.output
 
 
-async def test_recorded_data_matches_the_published_baselines(shared_data: Path) -> None:
-    report = await run_suite(SUITES["arc"], shared_data, bootstrap_rounds=0)
+def test_cascade_bench_smoke_on_the_recorded_data_matches_the_baselines(
+        shared_data: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "arc", "gsm8k", "--data", str(shared_data),
+                                      "--out", str(tmp_path), "--bootstrap", "0"])
+    assert result.exit_code == 0, result.output
+    suites = json.loads((tmp_path / "bench.json").read_text())["suites"]
+    arc = suites["arc"]["methods"]
     # ../shared/BASELINES.md: random AIQ 0.9127, oracle 0.989 at $0.0943, gpt-4 0.957 at $2.1855
-    assert report.queries == 437
-    assert report.metrics["random"]["aiq"] == pytest.approx(0.9127, abs=5e-4)
-    cost, accuracy = report.metrics["oracle"]["points"][0]
+    assert suites["arc"]["queries"] == 437
+    assert arc["random"]["aiq"] == pytest.approx(0.9127, abs=5e-4)
+    cost, accuracy = arc["oracle"]["points"][0]
     assert (accuracy, cost) == (pytest.approx(0.989, abs=1e-3), pytest.approx(0.0943, abs=1e-4))
-    assert report.metrics["random"]["cost_to_99"] == pytest.approx(0.774, abs=2e-3)
-    assert aiq(report.metrics["gpt-4-1106-preview"]["points"], report.c_max) < 0.1
+    assert arc["random"]["cost_to_99"] == pytest.approx(0.774, abs=2e-3)
+    assert aiq(arc["gpt-4-1106-preview"]["points"], suites["arc"]["c_max"]) < 0.1
+    gsm = suites["gsm8k"]["methods"]  # token-counted costs: within 0.01 AIQ of the published 0.7482
+    assert gsm["random"]["aiq"] == pytest.approx(0.7482, abs=0.01)
