@@ -103,6 +103,9 @@ class ReplayProvider:
         """The answers this call returns and the characters of generation they bill."""
         vote = self._settings.vote
         if not record.samples:
+            if call.seed or call.n > 1:
+                raise ReplayMissError(self.deployment, "this data records one answer per model: "
+                                      "it cannot replay further samples")
             return (Choice(record.response, finish_reason="stop", label=record.correct),), len(record.response)
         if vote is not None:
             answers = record.samples[:vote]

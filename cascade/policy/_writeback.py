@@ -1,0 +1,64 @@
+"""Write chosen thresholds back into a policy file, keeping its comments, key order and
+formatting (ruamel.yaml round-trip; PyYAML cannot keep comments). Reading for validation
+still goes through ``safe_load`` in ``_loader``; ruamel is used in its safe round-trip mode."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.util import load_yaml_guess_indent
+
+from cascade.errors import PolicyError, PolicyIssue
+from cascade.policy._loader import parse_policy
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    return yaml
+
+
+def with_thresholds(text: str, thresholds: Mapping[str, float], *, source: str = "<string>",
+                    digits: int = 4, env: Mapping[str, str] | None = None) -> str:
+    """The policy text with ``threshold`` set on the named tiers; everything else unchanged.
+    The result is validated like any policy (a ``PolicyError`` if it would not load)."""
+    yaml = _yaml()
+    try:
+        _, sequence, offset = load_yaml_guess_indent(text)
+        sequence, offset = sequence or 2, offset or 0
+        yaml.indent(mapping=max(2, sequence - offset), sequence=sequence, offset=offset)
+        document = yaml.load(text)
+    except YAMLError as exc:
+        raise PolicyError(source, [PolicyIssue("", None, f"not valid YAML: {exc}")]) from None
+    tiers = document.get("tiers") if hasattr(document, "get") else None
+    names = {str(t.get("name")): t for t in tiers or [] if hasattr(t, "get")}
+    missing = sorted(set(thresholds) - set(names))
+    if missing:
+        raise PolicyError(source, [PolicyIssue("tiers", None, f"no tier named {n!r}") for n in missing])
+    for name, value in thresholds.items():
+        tier = names[name]
+        rounded = round(min(1.0, max(0.0, float(value))), digits)
+        if "threshold" in tier:
+            tier["threshold"] = rounded
+        else:
+            position = list(tier.keys()).index("estimator") + 1 if "estimator" in tier else len(tier)
+            tier.insert(position, "threshold", rounded)
+    out = io.StringIO()
+    yaml.dump(document, out)
+    result = out.getvalue()
+    parse_policy(result, source=source, env=env)
+    return result
+
+
+def write_thresholds(path: str | Path, thresholds: Mapping[str, float], *,
+                     env: Mapping[str, str] | None = None) -> str:
+    """Rewrite the file in place (validated first: a failure leaves the file untouched)."""
+    file = Path(path)
+    text = with_thresholds(file.read_text(encoding="utf-8"), thresholds, source=str(file), env=env)
+    file.write_text(text, encoding="utf-8")
+    return text
