@@ -31,6 +31,7 @@ class Tier:
     logprobs: bool = False
     top_logprobs: int = 0
     n: int = 1
+    rater: str | None = None  # the tier whose model answers ``ask`` (self-rating)
 
     def call_for(self, request: Request) -> ModelCall:
         wants_logprobs = self.logprobs or (

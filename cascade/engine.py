@@ -17,7 +17,7 @@ import httpx
 from opentelemetry.trace import Tracer
 
 from cascade import telemetry
-from cascade._adapt import build_tiers, estimate_context, sampler
+from cascade._adapt import asker, build_tiers, estimate_context, sampler
 from cascade._tier import Tier
 from cascade._request import PromptLike, make_request
 from cascade.errors import (
@@ -70,6 +70,7 @@ class Cascade:
         if not tiers:
             raise ValueError("a cascade needs at least one tier")
         self.tiers = tuple(tiers)
+        self._by_name = {tier.name: tier for tier in self.tiers}
         self.feature = feature
         self.deadline_s = deadline_s
         self._clock = clock
@@ -82,7 +83,7 @@ class Cascade:
                     clock: Clock = time.perf_counter) -> Cascade:
         """Build every tier now: configuration errors surface before any run."""
         factory = ProviderFactory(Path(base_dir), ClientPool(transport))
-        tiers = build_tiers(policy, factory)
+        tiers = build_tiers(policy, factory, Path(base_dir))
         return cls(tiers, feature=policy.feature or "default", deadline_s=policy.deadline_s,
                    clock=clock, resources=factory)
 
@@ -165,7 +166,9 @@ class Cascade:
                         completion: Completion) -> tuple[Estimate | None, str | None]:
         if tier.estimator is None:
             return None, None
-        ctx = estimate_context(tier, request, completion, sampler(tier, request))
+        rater = self._by_name.get(tier.rater) if tier.rater is not None else None
+        ask = asker(rater, request) if rater is not None else None
+        ctx = estimate_context(tier, request, completion, sampler(tier, request), ask)
         try:
             with anyio.fail_after(tier.timeout_s):
                 return await tier.estimator.estimate(ctx), None

@@ -1,7 +1,25 @@
 """Confidence estimators for LLM answers, usable with or without the cascade engine."""
 
+from verifiers._calibrate import (
+    CalibrationError,
+    CascadeChoice,
+    accuracy_coverage,
+    auroc,
+    batch_level,
+    clopper_pearson_upper,
+    escalation_threshold,
+    expected_calibration_error,
+    quality_thresholds,
+    risk_threshold,
+    simulate_cascade,
+)
+from verifiers._combine import CombinedEstimator, CombineMethod, combine, fit_stacker
 from verifiers._logprob import LogprobStatistic, TokenLogprobEstimator, summarise
+from verifiers._normalise import AnswerKind, Embed, group_answers, normalise
+from verifiers._selfrate import DEFAULT_RATING_PROMPT, RatingScale, SelfRatingEstimator, parse_rating
 from verifiers._types import (
+    Asked,
+    AskFn,
     Candidate,
     Capability,
     Estimate,
@@ -15,21 +33,51 @@ from verifiers._types import (
     Usage,
     as_turns,
 )
+from verifiers._vote import SelfConsistencyEstimator, decided, majority_probability, vote_confidence
 
 __all__ = [
+    "DEFAULT_RATING_PROMPT",
+    "AnswerKind",
+    "AskFn",
+    "Asked",
+    "CalibrationError",
     "Candidate",
     "Capability",
+    "CascadeChoice",
+    "CombineMethod",
+    "CombinedEstimator",
+    "Embed",
     "Estimate",
     "EstimateContext",
     "Estimator",
     "EstimatorError",
     "LogprobStatistic",
     "MissingInputError",
+    "RatingScale",
     "SampleFn",
     "Sampled",
+    "SelfConsistencyEstimator",
+    "SelfRatingEstimator",
     "TokenLogprobEstimator",
     "Turn",
     "Usage",
+    "accuracy_coverage",
     "as_turns",
+    "auroc",
+    "batch_level",
+    "clopper_pearson_upper",
+    "combine",
+    "decided",
+    "escalation_threshold",
+    "expected_calibration_error",
+    "fit_stacker",
+    "group_answers",
+    "majority_probability",
+    "normalise",
+    "parse_rating",
+    "quality_thresholds",
+    "risk_threshold",
+    "simulate_cascade",
     "summarise",
+    "vote_confidence",
 ]

@@ -66,17 +66,30 @@ SampleFn = Callable[[int], Awaitable[Sampled]]
 
 
 @dataclass(frozen=True, slots=True)
+class Asked:
+    """What ``EstimateContext.ask`` returns: the model's reply and what it cost."""
+
+    text: str
+    usage: Usage
+
+
+AskFn = Callable[[tuple["Turn", ...]], Awaitable[Asked]]
+
+
+@dataclass(frozen=True, slots=True)
 class EstimateContext:
     """The one state object every estimator receives.
 
     ``sample(k)`` draws k more answers from the same tier (the engine supplies it);
-    it is ``None`` where no sampling is possible.
+    it is ``None`` where no sampling is possible. ``ask(messages)`` sends a conversation to
+    the model the policy chose for judging (self-rating); ``None`` where there is none.
     """
 
     query: tuple[Turn, ...]
     candidate: Candidate
     tier: str = ""
     sample: SampleFn | None = None
+    ask: AskFn | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from cascade.types import ReplayFormat
-from verifiers import LogprobStatistic
+from verifiers import AnswerKind, CombineMethod, LogprobStatistic, RatingScale
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -144,15 +144,76 @@ _LOGPROB_KINDS = (OpenAIProvider, LlamaCppProvider)
 # --- estimators ------------------------------------------------------------------------------
 
 
-class LogprobEstimator(_Spec):
-    """exp(statistic of the answer's token logprobs)."""
+class LogprobSpec(_Spec):
+    """exp(statistic of the answer's token logprobs) (Gupta et al. 2024)."""
 
     kind: Literal["logprob"]
     statistic: LogprobStatistic = LogprobStatistic.MEAN
     quantile: float = Field(0.1, gt=0, lt=1, description="used when statistic is quantile")
 
 
-EstimatorSpec = Annotated[LogprobEstimator, Field(discriminator="kind")]
+class VoteSpec(_Spec):
+    """Self-consistency: the share of the tier's samples that agree with its answer."""
+
+    kind: Literal["vote"]
+    samples: int = Field(5, ge=2, le=64, description="votes, the tier's own answer included")
+    answer: AnswerKind = Field(AnswerKind.EXACT, description="how answers are compared")
+    early_stop: bool = Field(True, description="stop sampling once the vote is decided")
+    batch: int = Field(2, ge=1, le=64, description="samples drawn per round")
+    similarity: float = Field(0.85, gt=0, le=1,
+                              description="text answers: MiniLM cosine similarity that counts as agreeing")
+
+
+class VerifierSpec(_Spec):
+    """A trained verifier (``cascade train-verifier``): P(answer is correct | query, answer)."""
+
+    kind: Literal["verifier"]
+    artifact: str = Field(description="directory written by cascade train-verifier "
+                          "(relative to the policy file)")
+
+
+class SelfRatingSpec(_Spec):
+    """A model rates the answer; unparseable ratings count as confidence 0."""
+
+    kind: Literal["self_rating"]
+    rater: str | None = Field(None, description="tier whose model rates (default: the same tier)")
+    prompt: str | None = Field(None, description="template with {question} and {answer}")
+    scale: RatingScale = RatingScale.ZERO_TO_TEN
+
+
+class CombineSpec(_Spec):
+    """Several estimators on one tier, combined by min, weighted mean or a learned stacker."""
+
+    kind: Literal["combine"]
+    method: CombineMethod
+    members: tuple[EstimatorSpec, ...] = Field(min_length=2)
+    weights: tuple[float, ...] | None = Field(None, description="one per member (stacker: "
+                                              "logistic weights on logit confidences)")
+    intercept: float = Field(0.0, description="stacker only")
+
+    @model_validator(mode="after")
+    def _weights(self) -> CombineSpec:
+        if self.weights is not None and len(self.weights) != len(self.members):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.members)} members")
+        if self.method is CombineMethod.STACKER and self.weights is None:
+            raise ValueError("a stacker needs weights (fit them with cascade calibrate)")
+        return self
+
+
+EstimatorSpec = Annotated[
+    LogprobSpec | VoteSpec | VerifierSpec | SelfRatingSpec | CombineSpec,
+    Field(discriminator="kind"),
+]
+CombineSpec.model_rebuild()
+
+
+def estimator_kinds(spec: EstimatorSpec | None) -> list[_Spec]:
+    """The spec and, for a combination, every member (depth first)."""
+    if spec is None:
+        return []
+    if isinstance(spec, CombineSpec):
+        return [spec, *(k for member in spec.members for k in estimator_kinds(member))]
+    return [spec]
 
 
 # --- tiers and the policy ---------------------------------------------------------------------
@@ -199,7 +260,8 @@ class TierSpec(_Spec):
             raise ValueError("a tier with an estimator needs a threshold")
         if self.estimator is None and self.threshold is not None:
             raise ValueError("a threshold needs an estimator")
-        needs_logprobs = self.logprobs or isinstance(self.estimator, LogprobEstimator)
+        needs_logprobs = self.logprobs or any(
+            isinstance(k, LogprobSpec) for k in estimator_kinds(self.estimator))
         if needs_logprobs:
             provider = self.provider
             capable = isinstance(provider, _LOGPROB_KINDS) and (
@@ -231,4 +293,9 @@ class Policy(_Spec):
             if tier.name in seen:
                 raise ValueError(f"tier name {tier.name!r} is used twice")
             seen.add(tier.name)
+        for tier in tiers:
+            for kind in estimator_kinds(tier.estimator):
+                if isinstance(kind, SelfRatingSpec) and kind.rater is not None and kind.rater not in seen:
+                    raise ValueError(f"tier {tier.name!r}: rater {kind.rater!r} is not a tier of "
+                                     "this policy")
         return tiers
