@@ -1,0 +1,179 @@
+"""``cascade calibrate``: choose per-tier thresholds from labelled recorded data.
+
+Each tier of the policy answers the data's queries with the data's recorded answers for its
+model (the tier's provider is swapped for a replay of ``--data``), and the real engine records
+its estimator's confidence with a threshold no answer reaches. The threshold choice is pure
+(``verifiers`` calibration math); the result can be written back into the policy YAML.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from cascade._tier import Tier
+from cascade.engine import Cascade
+from cascade.errors import ConfigError, RunError
+from cascade.policy import Policy, ReplayProvider, TierSpec
+from cascade.providers import ReplayProvider as ReplayLive
+from cascade.types import ReplayFormat
+from verifiers import (
+    CalibrationError,
+    accuracy_coverage,
+    auroc,
+    escalation_threshold,
+    expected_calibration_error,
+    quality_thresholds,
+    risk_threshold,
+    simulate_cascade,
+)
+
+
+class TargetKind(str, enum.Enum):
+    QUALITY = "quality"  # share of the best tier's accuracy
+    ESCALATION = "escalation"  # share of requests escalating from each tier
+    RISK = "risk"  # false-accept rate <= alpha with probability >= 1 - delta
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    kind: TargetKind
+    value: float
+    delta: float = 0.1
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        """``quality=0.99``, ``escalation=0.3`` or ``risk=0.05`` / ``risk=0.05,delta=0.1``."""
+        head, _, rest = text.partition(",")
+        name, _, value = head.partition("=")
+        try:
+            kind = TargetKind(name.strip())
+            number = float(value)
+            delta = float(rest.partition("=")[2]) if rest else 0.1
+        except ValueError:
+            raise ConfigError(f"target {text!r}: expected quality=Q, escalation=R or risk=A[,delta=D]") from None
+        if not 0 < number <= (1.5 if kind is TargetKind.QUALITY else 1) or not 0 < delta < 1:
+            raise ConfigError(f"target {text!r}: value out of range")
+        return cls(kind, number, delta)
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A tier's estimator on every query: confidence (failures count as 0), the recorded
+    correctness of its answer, and what the tier cost (answer and estimator)."""
+
+    confidence: np.ndarray
+    correct: np.ndarray
+    cost: np.ndarray
+
+
+async def record_tier(tier: Tier, queries: Sequence[tuple[str, int]], feature: str = "calibrate") -> Recorded:
+    """Run ``tier`` alone on each (prompt, data row) with an unreachable threshold."""
+    engine = Cascade([replace(tier, threshold=math.inf)], feature=feature)
+    n = len(queries)
+    confidence, correct, cost = np.zeros(n), np.zeros(n, dtype=bool), np.zeros(n)
+    for i, (prompt, row) in enumerate(queries):
+        try:
+            result = await engine.run(prompt, metadata={"replay_row": str(row)})
+        except RunError as exc:
+            cost[i] = math.fsum(a.cost for a in exc.attempts)
+            continue
+        attempt = result.attempts[0]
+        confidence[i] = attempt.confidence or 0.0
+        correct[i] = bool(attempt.label)
+        cost[i] = attempt.cost
+    return Recorded(confidence, correct, cost)
+
+
+def replayed_policy(policy: Policy, data: Path, fmt: ReplayFormat | None = None) -> Policy:
+    """The policy with every tier answering from ``data`` (same models, estimators, prices)."""
+    spec = ReplayProvider(kind="replay", data=str(data.resolve()), format=fmt)
+    tiers = tuple(t.model_copy(update={"provider": spec}) for t in policy.tiers)
+    return policy.model_copy(update={"tiers": tiers})
+
+
+@dataclass(frozen=True, slots=True)
+class TierReport:
+    name: str
+    estimator: str | None
+    auroc: float | None
+    ece: float | None
+    coverage: tuple[tuple[float, float, float], ...]  # (coverage, accuracy, threshold), sampled
+    accuracy: float
+    cost: float
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    target: Target
+    thresholds: dict[str, float]
+    tiers: tuple[TierReport, ...]
+    accuracy: float  # of the cascade with the chosen thresholds, on the data
+    cost: float  # mean per query
+    escalation: tuple[float, ...]
+    best_accuracy: float
+    notes: tuple[str, ...] = ()
+
+
+def _tier_report(spec: TierSpec, tier: Tier, rec: Recorded) -> TierReport:
+    score, ece = None, None
+    if tier.estimator is not None:
+        try:
+            score = auroc(rec.confidence, rec.correct)
+            ece = expected_calibration_error(rec.confidence, rec.correct)
+        except CalibrationError:
+            pass  # one class only: no ranking to judge
+    curve = accuracy_coverage(rec.confidence, rec.correct) if tier.estimator is not None else []
+    step = max(1, len(curve) // 8)
+    return TierReport(spec.name, tier.estimator.name if tier.estimator else None, score, ece,
+                      tuple(curve[::step]), float(rec.correct.mean()), float(rec.cost.mean()))
+
+
+def choose(target: Target, recorded: Sequence[Recorded]) -> tuple[list[float], list[str]]:
+    """Thresholds for every tier but the last (pure)."""
+    conf = [r.confidence for r in recorded]
+    correct = [r.correct for r in recorded]
+    cost = [r.cost for r in recorded]
+    if target.kind is TargetKind.QUALITY:
+        return list(quality_thresholds(conf, correct, cost, target.value).thresholds), []
+    chosen: list[float] = []
+    notes: list[str] = []
+    reach = np.ones(len(correct[0]), dtype=bool)
+    steps = len(recorded) - 1
+    for t in range(steps):
+        if target.kind is TargetKind.ESCALATION:
+            threshold = escalation_threshold(conf[t][reach], target.value)
+        else:  # risk: alpha and delta split evenly over the tiers that can accept early
+            masked = np.where(reach, conf[t], -np.inf)
+            threshold = risk_threshold(masked, correct[t], target.value / steps, target.delta / steps)
+            if math.isinf(threshold):
+                notes.append(f"tier {t}: no threshold certifies the risk target; it never accepts")
+        chosen.append(threshold)
+        reach &= conf[t] < threshold
+    return chosen, notes
+
+
+async def calibrate(policy: Policy, data: Path, target: Target, base_dir: Path) -> Calibration:
+    replay = replayed_policy(policy, data)
+    missing = [t.name for t in policy.tiers[:-1] if t.estimator is None]
+    if missing:
+        raise ConfigError(f"tier(s) {', '.join(missing)} have no estimator: nothing to calibrate")
+    async with Cascade.from_policy(replay, base_dir=base_dir) as engine:
+        provider = engine.tiers[0].provider
+        assert isinstance(provider, ReplayLive)
+        rows = provider.table.rows
+        queries = [(row.prompt, i) for i, row in enumerate(rows, 1)
+                   if all(provider.table.record(row, t.model).correct is not None for t in engine.tiers)]
+        recorded = [await record_tier(tier, queries) for tier in engine.tiers]
+        reports = tuple(_tier_report(s, t, r) for s, t, r in zip(policy.tiers, engine.tiers, recorded))
+    thresholds, notes = choose(target, recorded)
+    spent, right, escalation = simulate_cascade(
+        thresholds, [r.confidence for r in recorded], [r.correct for r in recorded], [r.cost for r in recorded])
+    written = {t.name: min(1.0, th) for t, th in zip(policy.tiers, thresholds)}
+    return Calibration(target, written, reports, float(right.mean()), float(spent.mean()),
+                       tuple(escalation), max(r.accuracy for r in reports), tuple(notes))

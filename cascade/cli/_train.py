@@ -1,0 +1,110 @@
+"""``cascade calibrate`` and ``cascade train-verifier``."""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+from rich.table import Table
+
+from cascade._calibrate import Calibration, Target, calibrate
+from cascade.cli._app import EXIT_BAD_INPUT, EXIT_RUN_FAILED, _fail, app, err, out
+from cascade.errors import CascadeError
+from cascade.policy import load_policy
+from cascade.policy._writeback import write_thresholds
+from cascade.providers import ReplayTable, load_table
+from verifiers import CalibrationError, EstimatorError, Example
+
+
+def _report(result: Calibration) -> None:
+    table = Table(title=f"estimators on the data (target {result.target.kind.value} "
+                  f"{result.target.value:g})", title_justify="left")
+    for column in ("tier", "estimator", "AUROC", "ECE", "accuracy", "mean cost", "coverage → accuracy @ threshold"):
+        table.add_column(column)
+    for tier in result.tiers:
+        curve = ", ".join(f"{c:.0%}→{a:.3f}@{t:.3g}" for c, a, t in tier.coverage[:5])
+        table.add_row(tier.name, tier.estimator or "-", "-" if tier.auroc is None else f"{tier.auroc:.3f}",
+                      "-" if tier.ece is None else f"{tier.ece:.3f}", f"{tier.accuracy:.3f}",
+                      f"${tier.cost:.6f}", curve or "-")
+    out.print(table)
+    chosen = ", ".join(f"{k}: {v:.4f}" for k, v in result.thresholds.items())
+    out.print(f"thresholds {chosen}", highlight=False)
+    out.print(f"expected on this data: accuracy {result.accuracy:.4f} "
+              f"({result.accuracy / result.best_accuracy:.1%} of the best tier), mean cost "
+              f"${result.cost:.6f} per query, escalation {', '.join(f'{e:.1%}' for e in result.escalation)}",
+              highlight=False)
+    for note in result.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
+@app.command("calibrate")
+def calibrate_command(
+    policy: Annotated[Path, typer.Option(help="the policy YAML to calibrate")],
+    data: Annotated[Path, typer.Option(help="labelled recorded answers for the policy's models "
+                                       "(RouterBench CSV, RouteLLM CSV or MoT JSON)")],
+    target: Annotated[str, typer.Option(help="quality=0.99 | escalation=0.3 | risk=0.05[,delta=0.1]")],
+    write: Annotated[bool, typer.Option(help="write the thresholds into the policy file")] = True,
+) -> None:
+    """Choose per-tier thresholds on held-out labelled data; print AUROC, ECE, accuracy–coverage."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        parsed = Target.parse(target)
+        loaded = load_policy(policy)
+        result = anyio.run(calibrate, loaded, data, parsed, policy.parent)
+    except CalibrationError as exc:
+        raise _fail(str(exc), EXIT_RUN_FAILED) from None
+    except (CascadeError, EstimatorError) as exc:
+        raise _fail(str(exc), EXIT_BAD_INPUT) from None
+    _report(result)
+    if write:
+        write_thresholds(policy, result.thresholds)
+        out.print(f"wrote the thresholds into {policy}", highlight=False)
+
+
+class VerifierChoice(str, enum.Enum):
+    SKLEARN = "sklearn"
+    CROSS_ENCODER = "cross-encoder"
+
+
+def examples_from(table: ReplayTable, model: str) -> list[Example]:
+    """(query, answer, correct) for one model; rows without a correctness cell are skipped.
+    The query is the whole recorded prompt, as the engine hands it to estimators (verifiers
+    keep its end: the question; RouterBench's shared few-shot prefix is cut off)."""
+    table.require_model(model)
+    out_: list[Example] = []
+    for row in table.rows:
+        record = table.record(row, model)
+        if record.correct is not None:
+            out_.append(Example(row.prompt, record.response, record.correct))
+    return out_
+
+
+@app.command("train-verifier")
+def train_verifier(
+    data: Annotated[Path, typer.Option(help="recorded answers with correctness labels")],
+    model: Annotated[str, typer.Option(help="whose answers to learn from (a model column)")],
+    out_dir: Annotated[Path, typer.Option("--out", help="artifact directory to write")],
+    kind: Annotated[VerifierChoice, typer.Option(help="sklearn or cross-encoder")] = VerifierChoice.SKLEARN,
+    epochs: Annotated[int, typer.Option(help="cross-encoder epochs")] = 2,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train a verifier that predicts "this answer is correct" and save it as a safe artifact."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from verifiers import train_cross_encoder, train_sklearn_verifier
+
+    try:
+        examples = examples_from(load_table(data), model)
+        if kind is VerifierChoice.SKLEARN:
+            verifier = train_sklearn_verifier(examples, seed=seed)
+        else:
+            verifier = train_cross_encoder(examples, epochs=epochs, seed=seed)
+        folder = verifier.save(out_dir)
+    except (CascadeError, EstimatorError) as exc:
+        raise _fail(str(exc), EXIT_BAD_INPUT) from None
+    positives = sum(e.correct for e in examples)
+    out.print(f"trained {verifier.name} on {len(examples)} answers of {model} "
+              f"({positives} correct); wrote {folder}", highlight=False)
