@@ -28,12 +28,15 @@ from benchmarks.replay import (
 from benchmarks.sweep import best_chain
 from verifiers import Estimator
 
-EstimatorBuilder = Callable[[Suite, Side], Awaitable[Estimator]]
+PerTier = Mapping[str, Estimator]  # tier name -> its estimator
+# (train-side estimators, test-side estimators). A learning estimator is cross-fitted on train
+# (each train query judged by a model that did not see it) and refitted on all of train for test.
+EstimatorBuilder = Callable[[Suite, Side, Side], Awaitable[tuple[PerTier, PerTier]]]
 
 
 @dataclass(frozen=True, slots=True)
 class EstimatorMethod:
-    """A cascade method: an estimator built (and trained, if it learns) on the train side."""
+    """A cascade method: per-tier estimators built (and trained, if they learn) on train."""
 
     name: str
     build: EstimatorBuilder
@@ -52,19 +55,27 @@ class SuiteReport:
 
 
 async def cascade_curve(method: EstimatorMethod, suite: Suite, train: Side, test: Side,
-                        single_train: Mapping[str, Outcomes], progress: Progress | None) -> Curve:
-    estimator = await method.build(suite, train)
-    names = [t.name for t in train.tiers]
+                        single_train: Mapping[str, Outcomes], progress: Progress | None) -> Curve | None:
+    """None when the method judges no tier of this suite."""
+    on_train, on_test = await method.build(suite, train, test)
+    if not on_train:
+        return None
     recorded: dict[str, Recorded] = {}
     for tier in train.tiers:
-        recorded[tier.name] = await record_confidences(tier, estimator, train, progress)
+        if tier.name in on_train:
+            recorded[tier.name] = await record_confidences(tier, on_train[tier.name], train, progress)
+        else:  # not judgeable by this method: it can still close a chain (answers unchecked)
+            single = single_train[tier.name]
+            recorded[tier.name] = Recorded(np.zeros_like(single.cost), single.correct, single.cost)
+    names = [t.name for t in train.tiers]
     order = sorted(names, key=lambda n: float(single_train[n].cost.sum()))
     single_cost = {n: single_train[n].cost for n in names}
-    chain, settings, train_aiq = best_chain(recorded, single_cost, order, method.lengths)
+    chain, settings, train_aiq = best_chain(recorded, single_cost, order, method.lengths,
+                                            judged=frozenset(on_train))
     by_name = {t.name: t for t in test.tiers}
     curve = Curve(f"cascade: {method.name}", "cascade")
     for setting in settings:
-        tiers = [judged(by_name[n], estimator, th) for n, th in zip(chain[:-1], setting.thresholds)]
+        tiers = [judged(by_name[n], on_test[n], th) for n, th in zip(chain[:-1], setting.thresholds)]
         tiers.append(by_name[chain[-1]])
         curve.outcomes.append(await run_setting(tiers, test, progress))
         curve.settings.append({"chain": list(chain), "thresholds": list(setting.thresholds),
@@ -83,13 +94,18 @@ async def run_suite(suite: Suite, data: Path, methods: Sequence[EstimatorMethod]
         curves.append(Curve("random", "random",
                             points_only=metrics.hull([o.point() for o in single_test.values()])))
         curves.append(Curve("oracle", "oracle", points_only=[oracle(single_test)]))
+        notes = []
         for method in methods:
-            curves.append(await cascade_curve(method, suite, train, test, single_train, progress))
+            curve = await cascade_curve(method, suite, train, test, single_train, progress)
+            if curve is None:
+                notes.append(f"{method.name}: judges no tier of this suite (skipped)")
+            else:
+                curves.append(curve)
     finally:
         await train.engine.aclose()
         await test.engine.aclose()
     c_max = suite.c_max or max(metrics.hull(c.points())[-1][0] for c in curves if c.kind != "oracle")
-    report = SuiteReport(suite.name, len(test.queries), c_max, curves)
+    report = SuiteReport(suite.name, len(test.queries), c_max, curves, notes=notes)
     _measure(report, single_test, bootstrap_rounds)
     return report
 

@@ -1,21 +1,124 @@
-"""Which estimator cascades a suite is benchmarked with. Each entry builds (and, if it
-learns, trains on the train side only) an estimator from the ``verifiers`` package."""
+"""Which estimator cascades a suite is benchmarked with. Each builds per-tier estimators from
+the ``verifiers`` package; learning ones train on the train side only (cross-fitted there)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
-from benchmarks.bench import EstimatorMethod
-from benchmarks.replay import Suite
+import anyio
+import numpy as np
 
-REGISTRY: dict[str, EstimatorMethod] = {}
+from benchmarks.bench import EstimatorMethod, PerTier
+from benchmarks.replay import Side, Suite
+from cascade.providers import ReplayProvider
+from verifiers import (
+    AnswerKind,
+    Capability,
+    Estimate,
+    EstimateContext,
+    Example,
+    SelfConsistencyEstimator,
+    CachedEncoder,
+    SklearnVerifier,
+    train_sklearn_verifier,
+)
+
+
+async def _vote(suite: Suite, train: Side, test: Side) -> tuple[PerTier, PerTier]:
+    """Self-consistency on every tier that can replay samples (MoT files)."""
+    estimator = SelfConsistencyEstimator(k=10, kind=AnswerKind.EXACT, batch=2, min_samples=3)
+    tiers = {t.name: estimator for t in train.tiers if t.provider.supports_n}
+    return tiers, tiers
+
+
+@dataclass
+class Memo:
+    """Serves a verifier's predictions computed in batches up front (identical to calling
+    ``predict`` one query at a time, which would take minutes per suite on this CPU)."""
+
+    verifier: SklearnVerifier
+    values: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    name = "verifier-sklearn"
+    requires: frozenset[Capability] = frozenset()
+
+    async def estimate(self, ctx: EstimateContext) -> Estimate:
+        query = "\n".join(t.content for t in ctx.query)
+        value = self.values.get((query, ctx.candidate.text))
+        if value is None:
+            return await self.verifier.estimate(ctx)
+        return Estimate(value, details={"kind": self.name})
+
+
+def _answers(side: Side, model: str, tier_provider: ReplayProvider) -> list[tuple[str, str, bool | None]]:
+    table = tier_provider.table
+    out = []
+    for query in side.queries:
+        record = table.record(table.rows[query.row - 1], model)
+        out.append((query.prompt, record.response, record.correct))
+    return out
+
+
+def _fill(memo: Memo, pairs: Sequence[tuple[str, str]], features: np.ndarray) -> None:
+    for (q, a), value in zip(pairs, memo.verifier.predict_features(features)):
+        memo.values[(q, a)] = float(value)
+
+
+async def _verifier(suite: Suite, train: Side, test: Side) -> tuple[PerTier, PerTier]:
+    """A scikit-learn verifier per tier's model: cross-fitted (2 folds) for the train side,
+    refitted on all of train for the test side."""
+    return await anyio.to_thread.run_sync(_verifier_sync, train, test)
+
+
+def _verifier_sync(train: Side, test: Side) -> tuple[PerTier, PerTier]:
+    encoder = CachedEncoder()
+    on_train: dict[str, Memo] = {}
+    on_test: dict[str, Memo] = {}
+
+    for tier in train.tiers:
+        provider = tier.provider
+        if not isinstance(provider, ReplayProvider) or not provider.table.has_labels_per_model:
+            continue
+        rows = _answers(train, tier.model, provider)
+        examples = [Example(q, a, bool(c)) for q, a, c in rows]
+        x = _features(encoder, [(q, a) for q, a, _ in rows])
+        folds = np.arange(len(examples)) % 2
+        memo_train = None
+        for fold in (0, 1):
+            fit = [e for e, f in zip(examples, folds) if f != fold]
+            verifier = train_sklearn_verifier(fit, encoder=encoder)
+            memo_train = memo_train or Memo(verifier)
+            part = np.nonzero(folds == fold)[0]
+            pairs = [(rows[i][0], rows[i][1]) for i in part]
+            for (q, a), value in zip(pairs, verifier.predict_features(x[part])):
+                memo_train.values[(q, a)] = float(value)
+        on_train[tier.name] = memo_train  # type: ignore[assignment]
+        full = Memo(train_sklearn_verifier(examples, encoder=encoder))
+        test_provider = next(t.provider for t in test.tiers if t.name == tier.name)
+        test_rows = _answers(test, tier.model, test_provider)  # type: ignore[arg-type]
+        _fill(full, [(q, a) for q, a, _ in test_rows], _features(encoder, [(q, a) for q, a, _ in test_rows]))
+        on_test[tier.name] = full
+    return on_train, on_test
+
+
+def _features(encoder: CachedEncoder, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+    probe = SklearnVerifier(np.zeros(1), np.ones(1), np.zeros(1), 0.0, None, encoder=encoder)  # type: ignore[arg-type]
+    return probe.features([q for q, _ in pairs], [a for _, a in pairs])
+
+
+REGISTRY: Mapping[str, EstimatorMethod] = {
+    "vote": EstimatorMethod("vote", _vote, (2,)),
+    "verifier": EstimatorMethod("verifier", _verifier, (2, 3)),
+}
 
 
 def methods_for(suite: Suite, names: Sequence[str] | None = None) -> list[EstimatorMethod]:
-    """The named methods (all registered ones when ``names`` is None)."""
+    """The named methods (all when ``names`` is None; a method that judges no tier of a
+    suite is skipped there with a note)."""
     if names is None:
         return list(REGISTRY.values())
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
-        raise KeyError(f"no method {', '.join(unknown)} (methods: {', '.join(REGISTRY) or 'none'})")
+        raise KeyError(f"no method {', '.join(unknown)} (methods: {', '.join(REGISTRY)})")
     return [REGISTRY[n] for n in names]

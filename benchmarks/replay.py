@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cascade import Cascade, NoAnswerError, Policy, Tier, load_policy
+from cascade import Cascade, Policy, Tier, load_policy
+from cascade._calibrate import Recorded, record_tier
 from cascade.errors import RunError
 from cascade.providers import ReplayProvider
 from cascade.types import Decision
@@ -173,31 +174,8 @@ def oracle(single: Mapping[str, Outcomes]) -> tuple[float, float]:
     return float(best.sum()), float((~none).mean())
 
 
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """What a tier's estimator said about every query, with thresholds set to never accept."""
-
-    confidence: np.ndarray
-    correct: np.ndarray
-    cost: np.ndarray  # the tier's call plus its estimator's extra cost
-
-
 async def record_confidences(tier: Tier, estimator: Estimator, side: Side,
                              progress: Progress | None = None) -> Recorded:
-    """Run the tier alone with its estimator and an unreachable threshold: every attempt
-    records its confidence (None -> 0: a failed estimator counts as low confidence)."""
-    engine = Cascade([judged(tier, estimator, math.inf)], feature=side.engine.feature)
-    n = len(side.queries)
-    confidence, correct, cost = np.zeros(n), np.zeros(n), np.zeros(n)
-    for i, query in enumerate(side.queries):
-        try:
-            result = await engine.run(query.prompt, metadata={"replay_row": str(query.row)})
-        except NoAnswerError:
-            continue
-        attempt = result.attempts[0]
-        confidence[i] = attempt.confidence or 0.0
-        correct[i] = bool(attempt.label)
-        cost[i] = attempt.cost
-        if progress is not None and (i % 50 == 49 or i == n - 1):
-            progress(50 if i % 50 == 49 else (i % 50) + 1)
-    return Recorded(confidence, correct, cost)
+    """The tier alone with its estimator over the side's queries (cascade's own recorder)."""
+    queries = [(q.prompt, q.row) for q in side.queries]
+    return await record_tier(judged(tier, estimator, math.inf), queries, side.engine.feature, progress)

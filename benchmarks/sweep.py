@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.metrics import aiq, hull
-from benchmarks.replay import Recorded
+from cascade._calibrate import Recorded
+from verifiers import simulate_cascade
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,17 +27,10 @@ class Setting:
 def simulate(chain: Sequence[Recorded], last_cost: np.ndarray,
              thresholds: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Per-query cost and correctness of a cascade over recorded confidences."""
-    n = len(last_cost)
-    open_ = np.ones(n, dtype=bool)
-    cost, correct = np.zeros(n), np.zeros(n)
-    for tier, threshold in zip(chain[:-1], thresholds):
-        cost[open_] += tier.cost[open_]
-        accept = open_ & (tier.confidence >= threshold)
-        correct[accept] = tier.correct[accept]
-        open_ &= ~accept
-    cost[open_] += last_cost[open_]
-    correct[open_] = chain[-1].correct[open_]
-    return cost, correct
+    costs = [r.cost for r in chain[:-1]] + [last_cost]
+    spent, right, _ = simulate_cascade(thresholds, [r.confidence for r in chain],
+                                       [r.correct for r in chain], costs)
+    return spent, right
 
 
 def threshold_grid(confidence: np.ndarray, size: int) -> list[float]:
@@ -70,14 +64,17 @@ def pareto(settings: Sequence[Setting], keep: int) -> list[Setting]:
 
 def best_chain(recorded: Mapping[str, Recorded], single_cost: Mapping[str, np.ndarray],
                order: Sequence[str], lengths: Sequence[int] = (2, 3), size: int = 11,
-               keep: int = 24) -> tuple[tuple[str, ...], list[Setting], float]:
+               keep: int = 24, judged: frozenset[str] | None = None
+               ) -> tuple[tuple[str, ...], list[Setting], float]:
     """FrugalGPT-style: every cost-ordered chain of the given lengths, scored by its train
     AIQ (under the train c_max of the most expensive single model); returns the best chain,
-    its train-hull settings and its train AIQ."""
+    its train-hull settings and its train AIQ. Only ``judged`` tiers may come before the last."""
     c_max = max(float(c.sum()) for c in single_cost.values())
     best: tuple[tuple[str, ...], list[Setting], float] | None = None
     for length in lengths:
         for names in itertools.combinations(order, length):
+            if judged is not None and not set(names[:-1]) <= judged:
+                continue
             settings = settings_for(names, recorded, single_cost, size)
             score = aiq([(s.train_cost, s.train_accuracy) for s in settings], c_max)
             if best is None or score > best[2]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -72,8 +72,10 @@ class Recorded:
     cost: np.ndarray
 
 
-async def record_tier(tier: Tier, queries: Sequence[tuple[str, int]], feature: str = "calibrate") -> Recorded:
-    """Run ``tier`` alone on each (prompt, data row) with an unreachable threshold."""
+async def record_tier(tier: Tier, queries: Sequence[tuple[str, int]], feature: str = "calibrate",
+                      progress: Callable[[int], None] | None = None) -> Recorded:
+    """Run ``tier`` alone on each (prompt, data row) with an unreachable threshold;
+    ``progress(k)`` is told of every k queries done."""
     engine = Cascade([replace(tier, threshold=math.inf)], feature=feature)
     n = len(queries)
     confidence, correct, cost = np.zeros(n), np.zeros(n, dtype=bool), np.zeros(n)
@@ -87,6 +89,8 @@ async def record_tier(tier: Tier, queries: Sequence[tuple[str, int]], feature: s
         confidence[i] = attempt.confidence or 0.0
         correct[i] = bool(attempt.label)
         cost[i] = attempt.cost
+        if progress is not None and (i % 50 == 49 or i == n - 1):
+            progress(50 if i % 50 == 49 else (i % 50) + 1)
     return Recorded(confidence, correct, cost)
 
 

@@ -45,8 +45,9 @@ class SaysSure:
         return Estimate(1.0 if ctx.candidate.text.startswith("sure") else 0.0)
 
 
-async def build_says_sure(suite: Suite, train: Side) -> SaysSure:
-    return SaysSure()
+async def build_says_sure(suite: Suite, train: Side, test: Side):
+    both = {tier.name: SaysSure() for tier in train.tiers}
+    return both, both
 
 
 async def test_bench_runs_the_engine_and_finds_the_hand_computed_cascade(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from verifiers._calibrate import (
 from verifiers._artifacts import ArtifactError
 from verifiers._combine import CombinedEstimator, CombineMethod, combine, fit_stacker
 from verifiers._cross_encoder import CrossEncoderVerifier, train_cross_encoder
-from verifiers._encoder import MiniLMEncoder, conversation_text, shared_encoder
+from verifiers._encoder import CachedEncoder, MiniLMEncoder, conversation_text, shared_encoder
 from verifiers._logprob import LogprobStatistic, TokenLogprobEstimator, summarise
 from verifiers._normalise import AnswerKind, Embed, group_answers, normalise
 from verifiers._selfrate import DEFAULT_RATING_PROMPT, RatingScale, SelfRatingEstimator, parse_rating
@@ -49,6 +49,7 @@ from verifiers._types import (
 from verifiers._vote import SelfConsistencyEstimator, decided, majority_probability, vote_confidence
 
 __all__ = [
+    "CachedEncoder",
     "DEFAULT_RATING_PROMPT",
     "AnswerKind",
     "ArtifactError",

@@ -79,6 +79,26 @@ class MiniLMEncoder:
         return out
 
 
+class CachedEncoder:
+    """An encoder that remembers every text it has embedded (prompts repeat across models,
+    tiers and retries). Thread-safe; memory grows with the distinct texts seen."""
+
+    def __init__(self, encoder: MiniLMEncoder | None = None) -> None:
+        self._encoder = encoder or shared_encoder()
+        self._lock = threading.Lock()
+        self._seen: dict[str, np.ndarray] = {}
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32, max_length: int = 256) -> np.ndarray:
+        with self._lock:
+            missing = sorted({t for t in texts if t not in self._seen})
+        if missing:
+            rows = self._encoder.encode(missing, batch_size, max_length)
+            with self._lock:
+                self._seen.update(zip(missing, rows))
+        with self._lock:
+            return np.stack([self._seen[t] for t in texts]) if texts else np.zeros((0, DIMENSIONS), np.float32)
+
+
 @functools.cache
 def shared_encoder() -> MiniLMEncoder:
     """One encoder per process (the model loads on first ``encode``)."""

@@ -24,7 +24,7 @@ import anyio
 import numpy as np
 
 from verifiers._artifacts import ArtifactError, load_artifact, save_artifact
-from verifiers._encoder import MiniLMEncoder, shared_encoder
+from verifiers._encoder import CachedEncoder, MiniLMEncoder, shared_encoder
 from verifiers._logprob import LogprobStatistic, summarise
 from verifiers._types import Capability, Estimate, EstimateContext, EstimatorError
 
@@ -141,7 +141,7 @@ class SklearnVerifier:
     intercept: float
     calibration: CalibrationMap
     metrics: dict[str, object] = field(default_factory=dict, compare=False)
-    encoder: MiniLMEncoder = field(default_factory=shared_encoder, compare=False, repr=False)
+    encoder: MiniLMEncoder | CachedEncoder = field(default_factory=shared_encoder, compare=False, repr=False)
 
     name = "verifier-sklearn"
 
@@ -180,7 +180,7 @@ class SklearnVerifier:
 
 
 def train_sklearn_verifier(examples: Sequence[Example], *, calibration: Calibration = Calibration.ISOTONIC,
-                           seed: int = 0, encoder: MiniLMEncoder | None = None) -> SklearnVerifier:
+                           seed: int = 0, encoder: MiniLMEncoder | CachedEncoder | None = None) -> SklearnVerifier:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 

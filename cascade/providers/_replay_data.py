@@ -65,6 +65,11 @@ class ReplayTable:
     def has_costs(self) -> bool:
         return self.format is ReplayFormat.ROUTERBENCH
 
+    @property
+    def has_labels_per_model(self) -> bool:
+        """One recorded answer per model and query (not a multi-sample file)."""
+        return self.format is not ReplayFormat.MOT
+
     def index(self) -> dict[str, ReplayRow]:
         """Prompt text -> row: whole prompts first, so that they win over a last part."""
         keys: dict[str, ReplayRow] = {}
