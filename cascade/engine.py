@@ -60,6 +60,11 @@ class _RunState:
     in_flight: _InFlight | None = None
 
 
+def _accepts_anything(tier: Tier) -> bool:
+    """A threshold of 0 accepts every answer: the estimator is not run."""
+    return tier.threshold is not None and tier.threshold <= 0.0
+
+
 class Cascade:
     """Long-lived cascade for one feature. Use ``async with`` (or ``aclose``) so pooled
     connections and loaded models are released."""
@@ -164,8 +169,8 @@ class Cascade:
 
     async def _estimate(self, tier: Tier, request: Request,
                         completion: Completion) -> tuple[Estimate | None, str | None]:
-        if tier.estimator is None:
-            return None, None
+        if tier.estimator is None or _accepts_anything(tier):
+            return None, None  # nothing to decide: no need to pay for a confidence
         rater = self._by_name.get(tier.rater) if tier.rater is not None else None
         ask = asker(rater, request) if rater is not None else None
         ctx = estimate_context(tier, request, completion, sampler(tier, request), ask)
@@ -183,7 +188,7 @@ class Cascade:
     def _judged(self, index: int, tier: Tier, flight: _InFlight, completion: Completion,
                 estimate: Estimate | None, failure: str | None, last: bool) -> Attempt:
         confidence = None if estimate is None else estimate.confidence
-        if tier.estimator is None:
+        if tier.estimator is None or _accepts_anything(tier):
             decision = Decision.ACCEPT
         elif confidence is not None and confidence >= (tier.threshold or 0.0):
             decision = Decision.ACCEPT

@@ -98,7 +98,7 @@ def test_cascade_bench_bad_input_exits_2(tmp_path: Path) -> None:
 def test_cascade_bench_smoke_on_the_recorded_data_matches_the_baselines(
         shared_data: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bench", "arc", "gsm8k", "--data", str(shared_data),
-                                      "--out", str(tmp_path), "--bootstrap", "0"])
+                                      "--out", str(tmp_path), "--bootstrap", "0", "--method", "none"])
     assert result.exit_code == 0, result.output
     suites = json.loads((tmp_path / "bench.json").read_text())["suites"]
     arc = suites["arc"]["methods"]

@@ -190,6 +190,7 @@ def train_sklearn_verifier(examples: Sequence[Example], *, calibration: Calibrat
     x = probe.features([e.query for e in examples], [e.answer for e in examples],
                        [e.token_logprobs for e in examples], [e.agreement for e in examples])
     fit, held = _split(len(examples), seed)
+    check_examples([examples[i] for i in fit])  # the fitting part needs both labels too
     mean, scale = x[fit].mean(axis=0), x[fit].std(axis=0) + 1e-6
     z = (x - mean) / scale
     folds = max(2, min(5, int(labels[fit].sum()), int((~labels[fit]).sum())))

@@ -31,7 +31,7 @@ def bench(
         help="a policy of replay tiers (${DATA}, ${SPLIT} and ${FILE} are filled in)")] = None,
     split: Annotated[Split, typer.Option(help="how --policy is split")] = Split.HALVES,
     method: Annotated[list[str] | None, typer.Option(
-        help="estimator cascades to include (repeatable; default: all)")] = None,
+        help="estimator cascades to include: vote, verifier (repeatable; default: all; none: singles only)")] = None,
     out: Annotated[Path | None, typer.Option(help="output folder (default benchmarks/results)")] = None,
     bootstrap: Annotated[int, typer.Option(help="bootstrap rounds for the AIQ intervals")] = 200,
 ) -> None:
