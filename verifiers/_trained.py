@@ -193,10 +193,12 @@ def train_sklearn_verifier(examples: Sequence[Example], *, calibration: Calibrat
     check_examples([examples[i] for i in fit])  # the fitting part needs both labels too
     mean, scale = x[fit].mean(axis=0), x[fit].std(axis=0) + 1e-6
     z = (x - mean) / scale
-    folds = max(2, min(5, int(labels[fit].sum()), int((~labels[fit]).sum())))
-    best_c = max((0.01, 0.1, 1.0), key=lambda c: cross_val_score(
-        LogisticRegression(C=c, class_weight="balanced", max_iter=2000), z[fit], labels[fit],
-        cv=folds, scoring="roc_auc").mean())
+    smallest = min(int(labels[fit].sum()), int((~labels[fit]).sum()))
+    best_c = 1.0  # too few of one class to cross-validate C
+    if smallest >= 2:
+        best_c = max((0.01, 0.1, 1.0), key=lambda c: cross_val_score(
+            LogisticRegression(C=c, class_weight="balanced", max_iter=2000), z[fit], labels[fit],
+            cv=min(5, smallest), scoring="roc_auc").mean())
     model = LogisticRegression(C=best_c, class_weight="balanced", max_iter=2000).fit(z[fit], labels[fit])
     coef, intercept = model.coef_[0].astype(np.float32), float(model.intercept_[0])
     cal = CalibrationMap.fit(calibration, z[held] @ coef + intercept, labels[held])
