@@ -78,7 +78,7 @@ def _verifier_sync(train: Side, test: Side) -> tuple[PerTier, PerTier]:
     on_train: dict[str, Memo] = {}
     on_test: dict[str, Memo] = {}
 
-    for tier in train.tiers:
+    for tier in _cheapest(train, JUDGED):
         provider = tier.provider
         if not isinstance(provider, ReplayProvider) or not provider.table.has_labels_per_model:
             continue
@@ -108,6 +108,26 @@ def _verifier_sync(train: Side, test: Side) -> tuple[PerTier, PerTier]:
         _fill(full, [(q, a) for q, a, _ in test_rows], _features(encoder, [(q, a) for q, a, _ in test_rows]))
         on_test[tier.name] = full
     return on_train, on_test
+
+
+JUDGED = 5  # verifiers judge the cheapest tiers (a chain's early members); any tier may close it
+
+
+def _cheapest(side: Side, count: int) -> list:
+    """The ``count`` tiers with the lowest recorded (or priced) cost over the side's queries."""
+    def cost(tier) -> float:
+        provider = tier.provider
+        if not isinstance(provider, ReplayProvider):
+            return float("inf")
+        table = provider.table
+        total = 0.0
+        for query in side.queries:
+            record = table.record(table.rows[query.row - 1], tier.model)
+            total += record.cost if record.cost is not None else tier.price.cost(
+                len(query.prompt) // 4, len(record.response) // 4)
+        return total
+
+    return sorted(side.tiers, key=cost)[:count]
 
 
 def _features(encoder: CachedEncoder, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
