@@ -94,3 +94,21 @@ def test_sequential_rule() -> None:
 def test_offline_vote_confidence_matches_the_estimator() -> None:
     share, tally = vote_confidence("B", ["B", "C", "b"], AnswerKind.CHOICE)
     assert share == pytest.approx(3 / 4) and tally["clusters"] == 2
+
+
+async def test_free_text_votes_cluster_by_embedding_off_the_loop() -> None:
+    import threading
+
+    import numpy as np
+
+    threads: set[str] = set()
+
+    def embed(texts):  # a stand-in encoder: answers mentioning Paris point the same way
+        threads.add(threading.current_thread().name)
+        return np.array([[1.0, 0.0] if "paris" in t.lower() else [0.0, 1.0] for t in texts])
+
+    script = Script(["It is Paris.", "Paris, France", "London"])
+    estimator = SelfConsistencyEstimator(k=4, kind=AnswerKind.TEXT, embed=embed, early_stop=False)
+    estimate = await estimator.estimate(ctx("The capital is Paris", script))
+    assert estimate.confidence == pytest.approx(3 / 4)
+    assert threading.main_thread().name not in threads

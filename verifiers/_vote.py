@@ -19,6 +19,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import anyio
+
 from verifiers._normalise import AnswerKind, Embed, group_answers
 from verifiers._types import Capability, Estimate, EstimateContext, MissingInputError, Usage
 
@@ -82,6 +84,13 @@ class SelfConsistencyEstimator:
     def requires(self) -> frozenset[Capability]:
         return frozenset({"samples"})
 
+    async def _tally(self, candidate: str, texts: list[str]) -> tuple[float, dict[str, object]]:
+        """Free text is embedded (CPU work): off the event loop."""
+        if self.kind is AnswerKind.TEXT and self.embed is not None:
+            return await anyio.to_thread.run_sync(
+                lambda: vote_confidence(candidate, texts, self.kind, self.embed, self.similarity))
+        return vote_confidence(candidate, texts, self.kind, self.embed, self.similarity)
+
     async def estimate(self, ctx: EstimateContext) -> Estimate:
         if ctx.sample is None:
             raise MissingInputError("self-consistency needs samples, and this tier cannot draw them")
@@ -97,11 +106,11 @@ class SelfConsistencyEstimator:
                 break
             used = 1 + len(texts)
             if self.early_stop and used >= self.min_samples and used < self.k:
-                share, tally = vote_confidence(ctx.candidate.text, texts, self.kind, self.embed, self.similarity)
+                share, tally = await self._tally(ctx.candidate.text, texts)
                 agree = int(tally.get("agree", 0))
                 if decided(agree, used - agree, self.k - used, self.stop_error):
                     stopped_early = True
                     break
-        share, tally = vote_confidence(ctx.candidate.text, texts, self.kind, self.embed, self.similarity)
+        share, tally = await self._tally(ctx.candidate.text, texts)
         return Estimate(share, usage, {**tally, "samples_used": 1 + len(texts),
                                        "stopped_early": stopped_early, "kind": self.kind.value})
