@@ -62,24 +62,25 @@ def mot_vote(data: Path, k: int = 20) -> dict[str, object]:
         majority_right.append(rec.sample_correct[rec.samples.index(top)])
         first_share.append(conf)
         first_right.append(rec.sample_correct[0])
-    stop = anyio.run(_early_stopping, records, k)
-    fixed = {j: float(np.mean([_majority_right(r, j) for r in records])) for j in range(1, k + 1)}
-    equal = min((j for j, acc in fixed.items() if acc >= stop["accuracy"] - 1e-9), default=k)
+    full = [_accepts(rec, k) for rec in records]  # the decision with all k votes
+    stop = anyio.run(_early_stopping, records, k, full)
+    fixed = {j: float(np.mean([_accepts(r, j) == f for r, f in zip(records, full)])) for j in range(2, k + 1)}
+    equal = min((j for j, agree in fixed.items() if agree >= stop["agreement"] - 1e-9), default=k)
     return {"questions": len(records), "auroc_majority": auroc(share, majority_right),
             "auroc_first": auroc(first_share, first_right), "early_stop": stop,
-            "fixed_k_accuracy": fixed, "fixed_k_for_equal_accuracy": equal}
+            "fixed_k_agreement": fixed, "fixed_k_for_equal_agreement": equal}
 
 
-def _majority_right(rec: object, j: int) -> bool:
+def _accepts(rec: object, j: int) -> bool:
+    """The vote's decision with the first j votes: the first answer holds at least half."""
     samples = rec.samples[:j]  # type: ignore[attr-defined]
-    top = max(samples, key=lambda s: (samples.count(s), -samples.index(s)))
-    return bool(rec.sample_correct[samples.index(top)])  # type: ignore[attr-defined]
+    return samples.count(samples[0]) * 2 >= j
 
 
-async def _early_stopping(records: Sequence[object], k: int) -> dict[str, float]:
+async def _early_stopping(records: Sequence[object], k: int, full: Sequence[bool]) -> dict[str, float]:
     estimator = SelfConsistencyEstimator(k=k, kind=AnswerKind.EXACT, batch=2, min_samples=3)
-    used, right = [], []
-    for rec in records:
+    used, agree = [], []
+    for rec, decision in zip(records, full):
         samples = list(rec.samples)  # type: ignore[attr-defined]
         cursor = 1
 
@@ -90,10 +91,9 @@ async def _early_stopping(records: Sequence[object], k: int) -> dict[str, float]
             return Sampled(tuple(Candidate(s) for s in chunk), Usage(1))
 
         estimate = await estimator.estimate(EstimateContext((), Candidate(samples[0]), "t", sample))
-        n = int(estimate.details["samples_used"])
-        used.append(n)
-        right.append(_majority_right(rec, n))
-    return {"mean_samples": float(np.mean(used)), "accuracy": float(np.mean(right)),
+        used.append(int(estimate.details["samples_used"]))
+        agree.append((estimate.confidence >= 0.5) == decision)
+    return {"mean_samples": float(np.mean(used)), "agreement": float(np.mean(agree)),
             "max_samples": int(max(used))}
 
 
@@ -165,7 +165,7 @@ def risk_table(data: Path) -> list[dict[str, object]]:
         correct.append(rec.sample_correct[0])
     c, y = np.array(conf), np.array(correct)
     return [{"data": "mot-date gpt-3.5 vote share (20)", **risk_splits(c, y, a, d)}
-            for a, d in ((0.05, 0.1), (0.1, 0.1), (0.15, 0.05))]
+            for a, d in ((0.1, 0.1), (0.15, 0.1), (0.2, 0.1), (0.2, 0.05))]
 
 
 def markdown(vote: dict[str, object], verifiers: list[dict[str, object]], risk: list[dict[str, object]]) -> str:
@@ -174,9 +174,10 @@ def markdown(vote: dict[str, object], verifiers: list[dict[str, object]], risk: 
              f"- AUROC of the majority's vote share for 'the majority answer is correct': "
              f"{vote['auroc_majority']:.3f}; of the first answer's share for 'the first answer is "
              f"correct': {vote['auroc_first']:.3f} ({vote['questions']} questions).",
-             f"- Early stopping (k ≤ 20, batches of 2, at least 3): {stop['mean_samples']:.2f} samples "
-             f"per question on average (max {stop['max_samples']}), majority accuracy {stop['accuracy']:.3f}; "
-             f"fixed k needs k = {vote['fixed_k_for_equal_accuracy']} samples for the same accuracy.", "",
+             f"- Early stopping (k ≤ 20, batches of 2, at least 3): {stop['mean_samples']:.2f} votes "
+             f"per question on average (max {stop['max_samples']}); its accept/escalate decision (share ≥ ½) "
+             f"equals the decision with all 20 votes on {stop['agreement']:.1%} of questions. A fixed k "
+             f"needs k = {vote['fixed_k_for_equal_agreement']} votes for the same agreement.", "",
              "## Trained verifiers (test AUROC / ECE)", "",
              "| data | model | kind | train n | test n | test accuracy | AUROC | ECE | train s |",
              "|---|---|---|---|---|---|---|---|---|"]
