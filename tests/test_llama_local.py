@@ -25,7 +25,7 @@ async def test_smollm2_decodes_with_logprobs_matching_the_server(llama_server: s
         local = await provider.complete(ModelCall("smollm2", QUESTION, 12, logprobs=True))
     finally:
         await provider.aclose()
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=120) as client:
         response = await client.post(f"{llama_server}/chat/completions", json={
             "model": "x", "max_tokens": 12, "temperature": 0, "logprobs": True, "top_logprobs": 1,
             "messages": [{"role": m.role, "content": m.content} for m in QUESTION]})
