@@ -4,14 +4,20 @@ policy specs and live tiers. Pure construction; the only I/O is inside ``sample`
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import anyio
 
-from cascade._tier import Tier
-from cascade.errors import ProviderConfigError, ProviderError
+from cascade._tier import Routing, Tier
+from cascade.errors import ProviderConfigError, ProviderError, RouterArtifactError
 from cascade.policy import (
+    CausalRouterSpec,
     CombineSpec,
+    GraderSpec,
+    LearnedRouterSpec,
+    RouterSpec,
+    RulesRouterSpec,
     EstimatorSpec,
     LogprobSpec,
     Policy,
@@ -25,6 +31,16 @@ from cascade.policy import (
 from cascade.policy import LlamaCppProvider as LlamaSpec
 from cascade.policy import ReplayProvider as ReplaySpec
 from cascade.providers import Provider, ProviderFactory, ReplayProvider
+from cascade.routing import (
+    CausalLLMRouter,
+    LearnedRouter,
+    Router,
+    RouteTier,
+    Rule,
+    RulesRouter,
+    columns_for,
+    load_router_model,
+)
 from cascade.types import Completion, Message, ModelCall, Request
 from verifiers import (
     DEFAULT_RATING_PROMPT,
@@ -55,6 +71,7 @@ def build_estimator(spec: EstimatorSpec | None, base_dir: Path) -> Estimator | N
         case VoteSpec():
             embed = _text_encoder() if spec.answer is AnswerKind.TEXT else None
             return SelfConsistencyEstimator(k=spec.samples, kind=spec.answer, early_stop=spec.early_stop,
+                                            min_samples=min(3, spec.samples),
                                             batch=spec.batch, similarity=spec.similarity, embed=embed)
         case VerifierSpec():
             from verifiers import load_verifier  # torch / sklearn: only when a policy uses one
@@ -202,3 +219,60 @@ def estimate_context(tier: Tier, request: Request, completion: Completion,
                      sample: SampleFn, ask: AskFn | None = None) -> EstimateContext:
     query = tuple(Turn(m.role, m.content) for m in request.messages)
     return EstimateContext(query, candidate(completion), tier.name, sample, ask)
+
+
+# --- routing -----------------------------------------------------------------------------------
+
+
+def build_routing(policy: Policy, tiers: list[Tier], factory: ProviderFactory,
+                  base_dir: Path) -> Routing | None:
+    if policy.routing is None:
+        return None
+    spec = policy.routing.router
+    index = {t.name: i for i, t in enumerate(tiers)}
+    default = index[spec.default_tier] if spec.default_tier else len(tiers) - 1
+    grader = None
+    if isinstance(spec, CausalRouterSpec):
+        grader = _grader(spec.grader, tiers, index, factory, policy)
+    router = build_router(spec, tiers, index, default, base_dir)
+    return Routing(router, policy.routing.mode, spec.timeout_s, spec.max_chars, grader)
+
+
+def build_router(spec: RouterSpec, tiers: list[Tier], index: dict[str, int], default: int,
+                 base_dir: Path) -> Router:
+    match spec:
+        case RulesRouterSpec():
+            rules = tuple(Rule(r.name or f"rule-{i + 1}", index[r.start], r.min_chars, r.max_chars,
+                               r.keywords, re.compile(r.regex) if r.regex else None, dict(r.metadata))
+                          for i, r in enumerate(spec.rules))
+            return RulesRouter(rules, default)
+        case LearnedRouterSpec():
+            return _learned(spec, tiers, default, base_dir)
+        case CausalRouterSpec():
+            starts = tuple(index[name] for name in spec.levels)
+            return CausalLLMRouter(starts, default, spec.prompt or CausalLLMRouter.prompt)
+    raise TypeError(f"no router for {spec!r}")  # unreachable: the union is closed
+
+
+def _learned(spec: LearnedRouterSpec, tiers: list[Tier], default: int, base_dir: Path) -> LearnedRouter:
+    path = Path(spec.artifact).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    model = load_router_model(path)
+    if model.kind.value != spec.kind:
+        raise RouterArtifactError(f"{path}: a {model.kind.value} router artifact, but the policy "
+                                  f"says kind {spec.kind!r}")
+    named = [RouteTier(t.name, spec.models.get(t.name, t.model)) for t in tiers]
+    columns = columns_for(model, named, str(path))
+    thresholds = spec.threshold if isinstance(spec.threshold, tuple) else (spec.threshold,) * len(tiers)
+    cut = spec.min_similarity if spec.min_similarity is not None else model.min_similarity
+    return LearnedRouter(model, columns, thresholds, default, _text_encoder(),
+                         cut if spec.cold_start else None)
+
+
+def _grader(grader: str | GraderSpec, tiers: list[Tier], index: dict[str, int],
+            factory: ProviderFactory, policy: Policy) -> Tier:
+    if isinstance(grader, str):
+        return tiers[index[grader]]
+    return Tier(name="grader", model=grader.model, provider=factory.build(grader.provider, grader.model),
+                price=grader.price, max_tokens=grader.max_tokens,
+                timeout_s=policy.defaults.timeout_s, temperature=0.0)

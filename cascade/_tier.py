@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cascade.policy import Price
+from cascade.policy import Price, RoutingMode
 from cascade.providers import Provider, estimate_message_tokens
 from cascade.providers._base import with_system_prompt
+from cascade.routing._types import Router
 from cascade.types import Completion, Message, ModelCall, Request
 from verifiers import Estimator
 
@@ -51,3 +52,15 @@ class Tier:
             return True
         needed = estimate_message_tokens(with_system_prompt(messages, self.system_prompt))
         return needed + self.max_tokens <= self.context_window
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """A policy's routing, ready to run: the router, the mode, and the grader model (causal-LLM
+    routers) whose calls are costed into the run."""
+
+    router: Router
+    mode: RoutingMode = RoutingMode.BOTH
+    timeout_s: float = 5.0
+    max_chars: int = 1000
+    grader: Tier | None = None

@@ -4,6 +4,7 @@ expires. Each concern (providers, estimators, tracing) is called at one site her
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -17,8 +18,8 @@ import httpx
 from opentelemetry.trace import Tracer
 
 from cascade import telemetry
-from cascade._adapt import asker, build_tiers, estimate_context, sampler
-from cascade._tier import Tier
+from cascade._adapt import asker, build_routing, build_tiers, estimate_context, sampler
+from cascade._tier import Routing, Tier
 from cascade._request import PromptLike, make_request
 from cascade.errors import (
     DeadlineExceededError,
@@ -27,17 +28,20 @@ from cascade.errors import (
     ProviderError,
     ProviderTimeoutError,
 )
-from cascade.policy import Policy, load_policy
+from cascade.policy import Policy, RoutingMode, load_policy
 from cascade.providers import ClientPool, ProviderFactory, estimate_message_tokens
+from cascade.routing import RouteContext, RouteTier
 from cascade.types import (
     Attempt,
     Completion,
     Decision,
     Request,
     Result,
+    RouteDecision,
+    RouteReason,
     StopReason,
 )
-from verifiers import Estimate
+from verifiers import Estimate, conversation_text
 
 log = logging.getLogger("cascade")
 Clock = Callable[[], float]
@@ -58,6 +62,8 @@ class _RunState:
     attempts: list[Attempt] = field(default_factory=list)
     best: tuple[int, Completion] | None = None  # highest tier that produced an answer
     in_flight: _InFlight | None = None
+    route: RouteDecision | None = None
+    check: bool = True  # False in route-only mode: the routed tier's answer is accepted
 
 
 def _accepts_anything(tier: Tier) -> bool:
@@ -71,7 +77,8 @@ class Cascade:
 
     def __init__(self, tiers: Sequence[Tier], *, feature: str = "default",
                  deadline_s: float | None = None, clock: Clock = time.perf_counter,
-                 resources: ProviderFactory | None = None, tracer: Tracer | None = None) -> None:
+                 resources: ProviderFactory | None = None, tracer: Tracer | None = None,
+                 routing: Routing | None = None) -> None:
         if not tiers:
             raise ValueError("a cascade needs at least one tier")
         self.tiers = tuple(tiers)
@@ -81,6 +88,7 @@ class Cascade:
         self._clock = clock
         self._resources = resources
         self._tracer = tracer or telemetry.get_tracer()
+        self.routing = routing
 
     @classmethod
     def from_policy(cls, policy: Policy, *, base_dir: str | Path = ".",
@@ -89,8 +97,9 @@ class Cascade:
         """Build every tier now: configuration errors surface before any run."""
         factory = ProviderFactory(Path(base_dir), ClientPool(transport))
         tiers = build_tiers(policy, factory, Path(base_dir))
+        routing = build_routing(policy, tiers, factory, Path(base_dir))
         return cls(tiers, feature=policy.feature or "default", deadline_s=policy.deadline_s,
-                   clock=clock, resources=factory)
+                   clock=clock, resources=factory, routing=routing)
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, env: Mapping[str, str] | None = None,
@@ -132,7 +141,10 @@ class Cascade:
         started = self._clock()
         with telemetry.run_span(self._tracer, self.feature) as span:
             with anyio.move_on_after(math.inf if deadline is None else deadline) as scope:
+                start = await self._start(state, runnable)
                 for index, tier in enumerate(self.tiers):
+                    if index < start:
+                        continue  # routed past: not run, not recorded as an attempt
                     if not runnable[index]:
                         state.attempts.append(self._skipped(index, tier))
                         continue
@@ -144,6 +156,42 @@ class Cascade:
             result = self._finish(state, scope.cancelled_caught, started, telemetry.trace_id(span))
             telemetry.end_run(span, result)
             return result
+
+    # --- routing ------------------------------------------------------------------------------
+
+    async def _start(self, state: _RunState, runnable: Sequence[bool]) -> int:
+        """The tier to start from: 0 without routing; else the router's pick (moved up to the
+        next tier whose window fits, or down to the last that fits)."""
+        routing = self.routing
+        if routing is None or routing.mode is RoutingMode.CASCADE:
+            return 0
+        state.check = routing.mode is not RoutingMode.ROUTE
+        state.route = decision = await self._route(routing, state.request)
+        fitting = [i for i in range(len(self.tiers)) if runnable[i]]
+        return next((i for i in fitting if i >= decision.start), fitting[-1])
+
+    async def _route(self, routing: Routing, request: Request) -> RouteDecision:
+        ctx = RouteContext(
+            conversation_text([(m.role, m.content) for m in request.messages], routing.max_chars),
+            tuple(RouteTier(t.name, t.model) for t in self.tiers), request.metadata,
+            asker(routing.grader, request) if routing.grader is not None else None)
+        started = self._clock()
+        try:
+            with anyio.fail_after(routing.timeout_s):
+                decision = await routing.router.route(ctx)
+            if not 0 <= decision.start < len(self.tiers):
+                raise IndexError(f"start tier {decision.start} of {len(self.tiers)}")
+        except TimeoutError:
+            decision = self._route_failed(routing, f"no decision within {routing.timeout_s:g} s")
+        except Exception as exc:  # noqa: BLE001 - a router never fails a run: safe default, recorded
+            log.warning("router %s failed: %r", routing.router.name, exc)
+            decision = self._route_failed(routing, f"{type(exc).__name__}: {exc}")
+        return dataclasses.replace(decision, latency_s=self._clock() - started)
+
+    def _route_failed(self, routing: Routing, why: str) -> RouteDecision:
+        default = routing.router.default
+        return RouteDecision(default, self.tiers[default].name, RouteReason.FAILED,
+                             routing.router.name, detail=why)
 
     async def _attempt(self, index: int, tier: Tier, state: _RunState, last: bool) -> Decision:
         flight = state.in_flight = _InFlight(index, self._clock())
@@ -160,8 +208,12 @@ class Cascade:
             else:
                 flight.completion = completion
                 state.best = (index, completion)
-                estimate, failure = await self._estimate(tier, state.request, completion)
-                attempt = self._judged(index, tier, flight, completion, estimate, failure, last)
+                if state.check:
+                    estimate, failure = await self._estimate(tier, state.request, completion)
+                else:
+                    estimate, failure = None, None
+                attempt = self._judged(index, tier, flight, completion, estimate, failure, last,
+                                       state.check)
             state.in_flight = None
             state.attempts.append(attempt)
             telemetry.end_attempt(span, attempt)
@@ -186,9 +238,10 @@ class Cascade:
     # --- building the records (pure) --------------------------------------------------------
 
     def _judged(self, index: int, tier: Tier, flight: _InFlight, completion: Completion,
-                estimate: Estimate | None, failure: str | None, last: bool) -> Attempt:
+                estimate: Estimate | None, failure: str | None, last: bool,
+                check: bool = True) -> Attempt:
         confidence = None if estimate is None else estimate.confidence
-        if tier.estimator is None or _accepts_anything(tier):
+        if not check or tier.estimator is None or _accepts_anything(tier):
             decision = Decision.ACCEPT
         elif confidence is not None and confidence >= (tier.threshold or 0.0):
             decision = Decision.ACCEPT
@@ -203,7 +256,7 @@ class Cascade:
             completion.output_tokens + (usage.output_tokens if usage else 0),
             call_cost + (usage.cost if usage else 0.0),
             self._clock() - flight.started,
-            estimator=tier.estimator.name if tier.estimator else None,
+            estimator=tier.estimator.name if tier.estimator and check else None,
             estimator_error=failure, answer=completion.text,
             details=dict(estimate.details) if estimate is not None else {},
             label=completion.choices[0].label,
@@ -246,13 +299,14 @@ class Cascade:
             chosen = next(a for a in reversed(attempts) if a.tier == tier_index)
             answer = completion.text
             stop = StopReason.DEADLINE if timed_out else StopReason.EXHAUSTED
-        elif timed_out:
+        elif timed_out:  # (a grader's cost is lost with the run here: no Result to carry it)
             raise DeadlineExceededError("the deadline expired before any tier answered", attempts)
         else:
             raise NoAnswerError("every tier failed; see .attempts", attempts)
         return Result(
             answer=answer, accepted=accepted is not None, stop_reason=stop, tier=chosen.tier,
             tier_name=chosen.tier_name, model=chosen.model, confidence=chosen.confidence,
-            attempts=attempts, cost=math.fsum(a.cost for a in attempts),
+            attempts=attempts,
+            cost=math.fsum([a.cost for a in attempts] + ([state.route.cost] if state.route else [])),
             latency_s=self._clock() - started, escalations=max(0, len(tried) - 1),
-            trace_id=trace_id, feature=self.feature)
+            trace_id=trace_id, feature=self.feature, route=state.route)

@@ -95,6 +95,21 @@ class ReplayDataError(ConfigError):
         super().__init__(f"{where}: {message}")
 
 
+class RoutingDataError(ConfigError):
+    """Router training data cannot be used (a model column missing, an empty query, one
+    label only): names the file and, where there is one, the row and the model."""
+
+    def __init__(self, source: str | Path, message: str, *, row: int | None = None) -> None:
+        self.source = str(source)
+        self.row = row
+        where = self.source if row is None else f"{self.source}, row {row}"
+        super().__init__(f"{where}: {message}")
+
+
+class RouterArtifactError(ConfigError):
+    """A router artifact that does not fit the policy (e.g. trained for other models)."""
+
+
 # --- requests ----------------------------------------------------------------------------
 
 
@@ -195,5 +210,7 @@ __all__ = [
     "ReplayDataError",
     "ReplayMissError",
     "RequestError",
+    "RouterArtifactError",
+    "RoutingDataError",
     "RunError",
 ]

@@ -136,6 +136,47 @@ class Attempt:
     label: bool | None = None  # the answer's recorded correctness (replay data only)
 
 
+class RouteReason(enum.Enum):
+    PREDICTED = "predicted"  # the cheapest tier whose predicted P(acceptable) passed its threshold
+    RULE = "rule"  # a rule matched
+    DEFAULT = "default"  # nothing passed or matched: the policy's safe default tier
+    COLD_START = "cold_start"  # the request is far from everything the router was trained on
+    FAILED = "failed"  # the router raised, timed out or gave unusable output: the safe default
+
+
+@dataclass(frozen=True, slots=True)
+class TierScore:
+    tier: str
+    p_ok: float | None  # predicted probability that this tier's answer is acceptable
+    expected_cost: float | None  # mean recorded cost of one call, where the router knows it
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    """Where a run started and why (``Result.route``)."""
+
+    start: int  # index of the tier the run starts from
+    tier: str
+    reason: RouteReason
+    router: str
+    scores: tuple[TierScore, ...] = ()
+    similarity: float | None = None  # cosine similarity to the nearest training query
+    detail: str | None = None  # the matched rule, the grader's reply, the error
+    cost: float = 0.0  # what routing itself cost (a grader model's call), in the run's cost
+    latency_s: float = 0.0
+
+    @property
+    def cold_start(self) -> bool:
+        return self.reason is RouteReason.COLD_START
+
+    def to_dict(self) -> dict[str, object]:
+        return {"start": self.start, "tier": self.tier, "reason": self.reason.value,
+                "router": self.router, "similarity": self.similarity, "detail": self.detail,
+                "cost": self.cost, "latency_s": self.latency_s,
+                "scores": [{"tier": s.tier, "p_ok": s.p_ok, "expected_cost": s.expected_cost}
+                           for s in self.scores]}
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     """The outcome of one cascade run."""
@@ -153,6 +194,7 @@ class Result:
     escalations: int
     trace_id: str
     feature: str
+    route: RouteDecision | None = None  # None when the policy does not route
 
     @property
     def label(self) -> bool | None:
@@ -176,6 +218,7 @@ class Result:
             "trace_id": self.trace_id,
             "feature": self.feature,
             "attempts": [attempt_to_dict(a) for a in self.attempts],
+            "route": None if self.route is None else self.route.to_dict(),
         }
 
 

@@ -6,6 +6,7 @@ compares strategy names as strings.
 
 from __future__ import annotations
 
+import enum
 import re
 from typing import Annotated, Literal
 
@@ -14,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -216,6 +218,133 @@ def estimator_kinds(spec: EstimatorSpec | None) -> list[_Spec]:
     return [spec]
 
 
+# --- routing -----------------------------------------------------------------------------------
+
+
+class RoutingMode(str, enum.Enum):
+    CASCADE = "cascade"  # climb from the cheapest tier; the router is not consulted
+    ROUTE = "route"  # run the routed tier only (later tiers only as fallback on errors)
+    BOTH = "both"  # start at the routed tier, then climb with the estimators
+
+
+class RuleSpec(_Spec):
+    """Every condition given must hold; the first matching rule wins."""
+
+    name: str | None = Field(None, description="shown in results (default: rule-<n>)")
+    start: str = Field(description="tier to start from")
+    min_chars: int | None = Field(None, ge=0)
+    max_chars: int | None = Field(None, ge=0)
+    keywords: tuple[str, ...] = Field((), description="any of them, case-insensitive")
+    regex: str | None = Field(None, description="Python regular expression searched in the text")
+    metadata: dict[str, str] = Field(default_factory=dict,
+                                     description="request metadata that must all be equal")
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _some_condition(self) -> RuleSpec:
+        if (self.min_chars is None and self.max_chars is None and not self.keywords
+                and self.regex is None and not self.metadata):
+            raise ValueError("a rule needs at least one condition")
+        return self
+
+
+class _RouterSpec(_Spec):
+    default_tier: str | None = Field(None, description="the safe default (default: the last tier)")
+    timeout_s: float = Field(5.0, gt=0, description="a slower router falls back to the default")
+    max_chars: int = Field(1000, ge=50, description="conversation characters the router sees "
+                           "(the last user turn's end, then earlier turns while they fit)")
+
+
+class RulesRouterSpec(_RouterSpec):
+    kind: Literal["rules"]
+    rules: tuple[RuleSpec, ...] = Field(min_length=1)
+
+
+class LearnedRouterSpec(_RouterSpec):
+    """A router trained with ``cascade train-router`` (kNN, MF or BERT classifier)."""
+
+    kind: Literal["knn", "mf", "bert"]
+    artifact: str = Field(description="directory written by cascade train-router (relative "
+                          "to the policy file)")
+    threshold: float | tuple[float, ...] = Field(
+        0.5, description="start at the cheapest tier whose P(acceptable) reaches this (one "
+        "value for all tiers, or one per tier; cascade calibrate-router writes it)")
+    cold_start: bool = Field(True, description="requests unlike the training data go to the "
+                             "default tier")
+    min_similarity: float | None = Field(None, ge=-1, le=1, description="cold-start cut "
+                                         "(default: the artifact's, the 1st percentile of "
+                                         "training queries' nearest-neighbour similarity)")
+    models: dict[str, str] = Field(default_factory=dict, description="tier name -> model "
+                                   "name in the artifact, where they differ")
+
+    @field_validator("threshold")
+    @classmethod
+    def _unit(cls, value: float | tuple[float, ...]) -> float | tuple[float, ...]:
+        values = value if isinstance(value, tuple) else (value,)
+        if any(not 0.0 <= v <= 1.0 for v in values):
+            raise ValueError("thresholds are probabilities in [0, 1]")
+        return value
+
+
+class GraderSpec(_Spec):
+    """A model outside the tiers that grades difficulty (e.g. a small local one)."""
+
+    model: str
+    provider: ProviderSpec
+    price: Price = Field(default_factory=Price)
+    max_tokens: int = Field(8, ge=1)
+
+
+class CausalRouterSpec(_RouterSpec):
+    """A small causal LM grades difficulty 1..N; grade g starts at ``levels[g-1]``."""
+
+    kind: Literal["causal_llm"]
+    grader: str | GraderSpec = Field(description="a tier name, or a model of its own")
+    levels: tuple[str, ...] = Field(min_length=2, description="start tier for each grade, easiest first")
+    prompt: str | None = Field(None, description="template with {query} (and {levels})")
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_query(cls, value: str | None) -> str | None:
+        if value is not None and "{query}" not in value:
+            raise ValueError("the grader prompt needs a {query} placeholder")
+        return value
+
+
+RouterSpec = Annotated[
+    RulesRouterSpec | LearnedRouterSpec | CausalRouterSpec, Field(discriminator="kind")
+]
+
+
+class RoutingSpec(_Spec):
+    mode: RoutingMode = Field(RoutingMode.BOTH, description="route, cascade, or both")
+    router: RouterSpec
+
+
+def router_tier_names(spec: RouterSpec) -> list[tuple[str, str]]:
+    """(key path, tier name) of every tier a router spec names."""
+    names = [("default_tier", spec.default_tier)] if spec.default_tier else []
+    match spec:
+        case RulesRouterSpec():
+            names += [(f"rules.{i}.start", r.start) for i, r in enumerate(spec.rules)]
+        case LearnedRouterSpec():
+            names += [("models", t) for t in spec.models]
+        case CausalRouterSpec():
+            names += [(f"levels.{i}", t) for i, t in enumerate(spec.levels)]
+            if isinstance(spec.grader, str):
+                names.append(("grader", spec.grader))
+    return names
+
+
 # --- tiers and the policy ---------------------------------------------------------------------
 
 
@@ -284,6 +413,32 @@ class Policy(_Spec):
     deadline_s: float | None = Field(None, gt=0, description="whole-run deadline")
     defaults: Defaults = Field(default_factory=Defaults)
     tiers: tuple[TierSpec, ...] = Field(min_length=1, description="cheapest first")
+    routing: RoutingSpec | None = Field(None, description="pick the start tier per request")
+
+    @field_validator("routing")
+    @classmethod
+    def _routing_names_tiers(cls, routing: RoutingSpec | None, info: ValidationInfo) -> RoutingSpec | None:
+        if routing is None or "tiers" not in info.data:
+            return routing
+        tiers = [t.name for t in info.data["tiers"]]
+        for key, name in router_tier_names(routing.router):
+            if name not in tiers:
+                raise ValueError(f"router.{key}: {name!r} is not a tier of this policy")
+        router = routing.router
+        if isinstance(router, LearnedRouterSpec) and isinstance(router.threshold, tuple) \
+                and len(router.threshold) != len(tiers):
+            raise ValueError(f"router.threshold: {len(router.threshold)} values for {len(tiers)} tiers")
+        return routing
+        tiers = [t.name for t in self.tiers]
+        for key, name in router_tier_names(self.routing.router):
+            if name not in tiers:
+                raise ValueError(f"routing.router.{key}: {name!r} is not a tier of this policy")
+        router = self.routing.router
+        if isinstance(router, LearnedRouterSpec) and isinstance(router.threshold, tuple) \
+                and len(router.threshold) != len(tiers):
+            raise ValueError(f"routing.router.threshold: {len(router.threshold)} values for "
+                             f"{len(tiers)} tiers")
+        return self
 
     @field_validator("tiers")
     @classmethod

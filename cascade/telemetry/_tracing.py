@@ -77,3 +77,16 @@ def end_run(span: Span, result: Result) -> None:
         "cascade.escalations": result.escalations,
         "cascade.cost_usd": result.cost,
     })
+    route = result.route
+    if route is not None:  # never the grader's reply or the matched text: names and numbers only
+        span.set_attributes({
+            "cascade.route.router": route.router,
+            "cascade.route.tier": route.tier,
+            "cascade.route.reason": route.reason.value,
+            "cascade.route.cold_start": route.cold_start,
+            "cascade.route.latency_s": route.latency_s,
+        })
+        if route.similarity is not None:
+            span.set_attribute("cascade.route.similarity", route.similarity)
+        if route.scores and all(s.p_ok is not None for s in route.scores):
+            span.set_attribute("cascade.route.p_ok", [float(s.p_ok or 0.0) for s in route.scores])

@@ -1,0 +1,78 @@
+"""Up-front routing: pick the tier a run starts from (rules, kNN, MF, BERT classifier,
+causal-LLM grader), then let the cascade climb from there."""
+
+from cascade.routing._causal import DEFAULT_GRADER_PROMPT, CausalLLMRouter, parse_grade
+from cascade.routing._learned import LearnedRouter, columns_for
+from cascade.routing._models import (
+    BertModel,
+    KnnModel,
+    MfModel,
+    NeighbourIndex,
+    RouterKind,
+    RouterModel,
+    load_router_model,
+)
+from cascade.routing._rules import Rule, RulesRouter
+from cascade.routing._select import (
+    RouteCalibrationError,
+    RoutedOutcome,
+    RouteTargetKind,
+    routed,
+    share_thresholds,
+    start_tier,
+    starts,
+    target_threshold,
+)
+from cascade.routing._train import (
+    CorrectnessData,
+    Preference,
+    PreferenceData,
+    correctness_data,
+    preference_data,
+    router_text,
+    train_bert,
+    train_knn,
+    train_mf,
+)
+from cascade.routing._types import RouteContext, Router, RouteTier
+from cascade.types import RouteDecision, RouteReason, TierScore
+
+__all__ = [
+    "DEFAULT_GRADER_PROMPT",
+    "BertModel",
+    "CausalLLMRouter",
+    "CorrectnessData",
+    "KnnModel",
+    "LearnedRouter",
+    "MfModel",
+    "NeighbourIndex",
+    "Preference",
+    "PreferenceData",
+    "RouteCalibrationError",
+    "RouteContext",
+    "RouteDecision",
+    "RouteReason",
+    "RouteTargetKind",
+    "RouteTier",
+    "RoutedOutcome",
+    "Router",
+    "RouterKind",
+    "RouterModel",
+    "Rule",
+    "RulesRouter",
+    "TierScore",
+    "columns_for",
+    "correctness_data",
+    "load_router_model",
+    "parse_grade",
+    "preference_data",
+    "routed",
+    "router_text",
+    "share_thresholds",
+    "start_tier",
+    "starts",
+    "target_threshold",
+    "train_bert",
+    "train_knn",
+    "train_mf",
+]

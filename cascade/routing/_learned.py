@@ -1,0 +1,69 @@
+"""A trained router (kNN, MF or BERT) bound to a policy's tiers: predicts P(acceptable) per
+tier, applies the thresholds, and sends requests far from the training data (cold start) to
+the safe default. Inference runs in a worker thread; the MiniLM encoder is shared."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+import numpy as np
+
+from cascade.errors import RouterArtifactError
+from cascade.routing._models import RouterModel
+from cascade.routing._select import start_tier
+from cascade.routing._types import RouteContext, RouteTier
+from cascade.types import RouteDecision, RouteReason, TierScore
+
+Embed = Callable[[Sequence[str]], np.ndarray]
+
+
+def columns_for(model: RouterModel, tiers: Sequence[RouteTier], source: str) -> tuple[int, ...]:
+    """Each tier's column in the artifact, by model name; a tier the router was not trained
+    for is a ``RouterArtifactError`` (extra artifact models are fine: they are not tiers)."""
+    missing = [f"{t.name} ({t.model})" for t in tiers if t.model not in model.models]
+    if missing:
+        raise RouterArtifactError(
+            f"{source}: the router was trained for {', '.join(model.models)}; it knows nothing "
+            f"of tier(s) {', '.join(missing)}. Retrain it with these models (cascade train-router "
+            "--models ...) or map tiers with routing.router.models")
+    return tuple(model.models.index(t.model) for t in tiers)
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedRouter:
+    model: RouterModel
+    columns: tuple[int, ...]  # artifact column of each tier, in tier order
+    thresholds: tuple[float, ...]  # per tier
+    default: int
+    embed: Embed
+    min_similarity: float | None  # None: cold-start detection off
+
+    @property
+    def name(self) -> str:
+        return self.model.kind.value
+
+    def predict(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(P(acceptable) per tier in tier order, similarity to the nearest training query)."""
+        embeddings = self.embed(list(texts))
+        p = self.model.predict(texts, embeddings)[:, list(self.columns)]
+        return p, self.model.index.nearest(embeddings)
+
+    def decide(self, text: str, tiers: Sequence[RouteTier]) -> RouteDecision:
+        p, similarity = self.predict([text])
+        costs = [self.model.expected_cost[c] for c in self.columns]
+        scores = tuple(TierScore(t.name, float(v), c) for t, v, c in zip(tiers, p[0], costs))
+        sim = float(similarity[0])
+        if self.min_similarity is not None and sim < self.min_similarity:
+            return RouteDecision(self.default, tiers[self.default].name, RouteReason.COLD_START,
+                                 self.name, scores, sim,
+                                 f"similarity {sim:.3f} < {self.min_similarity:.3f}")
+        start = start_tier(p[0], self.thresholds)
+        if start is None:
+            return RouteDecision(self.default, tiers[self.default].name, RouteReason.DEFAULT,
+                                 self.name, scores, sim, "no tier passed its threshold")
+        return RouteDecision(start, tiers[start].name, RouteReason.PREDICTED, self.name, scores, sim)
+
+    async def route(self, ctx: RouteContext) -> RouteDecision:
+        return await anyio.to_thread.run_sync(self.decide, ctx.text, ctx.tiers)

@@ -1,0 +1,253 @@
+"""Learned router models at inference: each maps texts (and their MiniLM embeddings) to an
+(n, models) matrix of P(model's answer is acceptable). kNN and MF run in numpy; the BERT
+classifier in torch. Artifacts are safetensors + JSON (``verifiers`` artifact format with a
+sha256 manifest); nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from cascade.errors import RouterArtifactError
+from verifiers import ArtifactError
+from verifiers._artifacts import Artifact, load_artifact, save_artifact
+
+ENCODER_DIR = "encoder"
+
+
+class RouterKind(str, enum.Enum):
+    KNN = "knn"
+    MF = "mf"
+    BERT = "bert"
+
+
+ARTIFACT_KINDS = frozenset(f"router-{k.value}" for k in RouterKind)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass(frozen=True, slots=True)
+class NeighbourIndex:
+    """Normalised training-query embeddings; cosine similarity by one matrix product."""
+
+    embeddings: np.ndarray  # (n, d) float32, rows of unit length
+
+    def top(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        sims = queries @ self.embeddings.T
+        k = min(k, sims.shape[1])
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(sims, part, axis=1).argsort(axis=1)[:, ::-1]
+        index = np.take_along_axis(part, order, axis=1)
+        return np.take_along_axis(sims, index, axis=1), index
+
+    def nearest(self, queries: np.ndarray) -> np.ndarray:
+        return (queries @ self.embeddings.T).max(axis=1)
+
+    def leave_one_out_nearest(self) -> np.ndarray:
+        """Each training query's similarity to its nearest other training query."""
+        out = np.empty(self.embeddings.shape[0], dtype=np.float32)
+        for start in range(0, out.size, 1024):
+            sims = self.embeddings[start:start + 1024] @ self.embeddings.T
+            rows = np.arange(sims.shape[0])
+            sims[rows, rows + start] = -np.inf
+            out[start:start + 1024] = sims.max(axis=1)
+        return out
+
+
+class RouterModel(Protocol):
+    kind: RouterKind
+    models: tuple[str, ...]
+    index: NeighbourIndex  # training queries, for cold-start detection
+    min_similarity: float  # below this similarity to every training query: cold start
+    expected_cost: tuple[float | None, ...]  # mean recorded cost per call, per model
+
+    def predict(self, texts: Sequence[str], embeddings: np.ndarray) -> np.ndarray: ...
+
+    def save(self, directory: str | Path) -> Path: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What every router artifact records besides its weights."""
+
+    models: tuple[str, ...]
+    min_similarity: float
+    expected_cost: tuple[float | None, ...]
+    metrics: dict[str, object] = field(default_factory=dict)
+
+    def meta(self, **extra: object) -> dict[str, object]:
+        return {"models": list(self.models), "min_similarity": self.min_similarity,
+                "expected_cost": list(self.expected_cost), "metrics": self.metrics, **extra}
+
+
+@dataclass(frozen=True, slots=True)
+class KnnModel:
+    """P(model ok) = similarity-weighted share of the k nearest training queries it got right."""
+
+    header: Header
+    index: NeighbourIndex
+    labels: np.ndarray  # (n, models) in {0, 1}
+    k: int = 10
+    kind: RouterKind = RouterKind.KNN
+
+    models = property(lambda self: self.header.models)
+    min_similarity = property(lambda self: self.header.min_similarity)
+    expected_cost = property(lambda self: self.header.expected_cost)
+
+    def predict(self, texts: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
+        sims, index = self.index.top(embeddings, self.k)
+        weights = np.clip(sims, 1e-6, None)[:, :, None]
+        return (self.labels[index] * weights).sum(axis=1) / weights.sum(axis=1)
+
+    def save(self, directory: str | Path) -> Path:
+        return save_artifact(directory, "router-knn", self.header.meta(k=self.k),
+                             {"embeddings": self.index.embeddings.astype(np.float16),
+                              "labels": self.labels.astype(np.uint8)})
+
+
+@dataclass(frozen=True, slots=True)
+class MfModel:
+    """RouteLLM's matrix factorisation, generalised to N models:
+    score(m, q) = w · (normalise(P[m]) ⊙ W q) + b[m];  P(m ok | q) = sigmoid(score)."""
+
+    header: Header
+    index: NeighbourIndex
+    model_embeddings: np.ndarray  # (models, dim)
+    projection: np.ndarray  # (dim, 384)
+    classifier: np.ndarray  # (dim,)
+    bias: np.ndarray  # (models,)
+    kind: RouterKind = RouterKind.MF
+
+    models = property(lambda self: self.header.models)
+    min_similarity = property(lambda self: self.header.min_similarity)
+    expected_cost = property(lambda self: self.header.expected_cost)
+
+    def scores(self, embeddings: np.ndarray) -> np.ndarray:
+        p = self.model_embeddings / np.linalg.norm(self.model_embeddings, axis=1, keepdims=True)
+        projected = embeddings @ self.projection.T  # (n, dim)
+        return (projected[:, None, :] * p[None, :, :]) @ self.classifier + self.bias[None, :]
+
+    def predict(self, texts: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
+        return _sigmoid(self.scores(embeddings))
+
+    def save(self, directory: str | Path) -> Path:
+        return save_artifact(directory, "router-mf", self.header.meta(), {
+            "embeddings": self.index.embeddings.astype(np.float16),
+            "model_embeddings": self.model_embeddings.astype(np.float32),
+            "projection": self.projection.astype(np.float32),
+            "classifier": self.classifier.astype(np.float32), "bias": self.bias.astype(np.float32)})
+
+
+@dataclass(slots=True)
+class BertModel:
+    """The MiniLM encoder fine-tuned with one logistic head per model (multi-label)."""
+
+    header: Header
+    index: NeighbourIndex
+    tokenizer: Any
+    encoder: Any  # transformers BertModel
+    head: Any  # torch.nn.Linear(384, models)
+    max_length: int = 256
+    kind: RouterKind = RouterKind.BERT
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    models = property(lambda self: self.header.models)
+    min_similarity = property(lambda self: self.header.min_similarity)
+    expected_cost = property(lambda self: self.header.expected_cost)
+
+    def logits(self, texts: Sequence[str]) -> Any:
+        batch = self.tokenizer([t or " " for t in texts], padding=True, truncation=True,
+                               max_length=self.max_length, return_tensors="pt")
+        hidden = self.encoder(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return self.head(pooled)
+
+    def predict(self, texts: Sequence[str], embeddings: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        import torch
+
+        out = []
+        with self._lock, torch.inference_mode():
+            self.encoder.eval()
+            for i in range(0, len(texts), batch_size):
+                out.append(torch.sigmoid(self.logits(texts[i:i + batch_size])).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.models)))
+
+    def save(self, directory: str | Path) -> Path:
+        folder = Path(directory)
+        self.encoder.save_pretrained(str(folder / ENCODER_DIR), safe_serialization=True)
+        self.tokenizer.save_pretrained(str(folder / ENCODER_DIR))
+        return save_artifact(folder, "router-bert", self.header.meta(max_length=self.max_length), {
+            "embeddings": self.index.embeddings.astype(np.float16),
+            "head.weight": self.head.weight.detach().numpy(), "head.bias": self.head.bias.detach().numpy()})
+
+
+def _header(artifact: Artifact) -> Header:
+    meta = artifact.meta
+    models = meta.get("models")
+    if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
+        raise RouterArtifactError(f"{artifact.directory}/meta.json: `models` is not a list of names")
+    costs = meta.get("expected_cost") or [None] * len(models)
+    if not isinstance(costs, list) or len(costs) != len(models):
+        raise RouterArtifactError(f"{artifact.directory}/meta.json: `expected_cost` does not match `models`")
+    return Header(tuple(models), float(meta.get("min_similarity", -1.0)),  # type: ignore[arg-type]
+                  tuple(None if c is None else float(c) for c in costs),
+                  dict(meta.get("metrics") or {}))  # type: ignore[arg-type]
+
+
+def _array(artifact: Artifact, name: str, shape: tuple[int | None, ...]) -> np.ndarray:
+    value = artifact.arrays.get(name)
+    if value is None:
+        raise RouterArtifactError(f"{artifact.directory}: the weights hold no {name!r}")
+    if value.ndim != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape)):
+        raise RouterArtifactError(f"{artifact.directory}: {name!r} has shape {value.shape}, "
+                                  f"expected {tuple('*' if s is None else s for s in shape)}")
+    return value
+
+
+def load_router_model(directory: str | Path) -> RouterModel:
+    """Load a ``cascade train-router`` artifact after checking every file's hash."""
+    try:
+        artifact = load_artifact(directory, ARTIFACT_KINDS)
+    except ArtifactError as exc:
+        raise RouterArtifactError(str(exc)) from None
+    header = _header(artifact)
+    m = len(header.models)
+    index = NeighbourIndex(_array(artifact, "embeddings", (None, 384)).astype(np.float32))
+    match RouterKind(artifact.kind.removeprefix("router-")):
+        case RouterKind.KNN:
+            labels = _array(artifact, "labels", (index.embeddings.shape[0], m)).astype(np.float32)
+            return KnnModel(header, index, labels, int(artifact.meta.get("k", 10)))  # type: ignore[arg-type]
+        case RouterKind.MF:
+            p = _array(artifact, "model_embeddings", (m, None))
+            return MfModel(header, index, p, _array(artifact, "projection", (p.shape[1], 384)),
+                           _array(artifact, "classifier", (p.shape[1],)), _array(artifact, "bias", (m,)))
+        case RouterKind.BERT:
+            return _load_bert(artifact, header, index)
+    raise RouterArtifactError(f"{directory}: unknown router kind {artifact.kind!r}")  # unreachable
+
+
+def _load_bert(artifact: Artifact, header: Header, index: NeighbourIndex) -> BertModel:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = artifact.directory / ENCODER_DIR
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    encoder = AutoModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+    encoder.eval()
+    weight = _array(artifact, "head.weight", (len(header.models), encoder.config.hidden_size))
+    head = torch.nn.Linear(encoder.config.hidden_size, len(header.models))
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(weight))
+        head.bias.copy_(torch.from_numpy(_array(artifact, "head.bias", (len(header.models),))))
+    return BertModel(header, index, tokenizer, encoder, head,
+                     int(artifact.meta.get("max_length", 256)))  # type: ignore[arg-type]

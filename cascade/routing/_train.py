@@ -1,0 +1,234 @@
+"""Training routers from recorded data (``cascade train-router``). CPU-bound; call it from a
+thread or a script, never on the event loop. Two kinds of data:
+
+- per-model correctness (any RouterBench-format CSV, or a RouteLLM response CSV): an (n, models)
+  0/1 matrix, with each model's mean recorded cost when the data has costs;
+- pairwise preferences (JSON lines ``{"prompt", "model_a", "model_b", "winner"}`` with winner
+  ``model_a`` | ``model_b`` | ``tie``, as in Chatbot Arena): MF only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cascade.errors import ReplayDataError, RoutingDataError
+from cascade.providers import load_table
+from cascade.routing._models import BertModel, Header, KnnModel, MfModel, NeighbourIndex
+from verifiers import conversation_text
+from verifiers._encoder import minilm_path
+
+ROUTER_MAX_CHARS = 1000  # the conversation's end the routers see (MiniLM reads ~256 tokens)
+COLD_START_QUANTILE = 0.01
+
+
+def router_text(prompt: str, max_chars: int = ROUTER_MAX_CHARS) -> str:
+    """A recorded single-turn prompt as the engine's routers see it at run time."""
+    return conversation_text([("user", prompt)], max_chars)
+
+
+@dataclass(frozen=True, slots=True)
+class CorrectnessData:
+    source: str
+    texts: tuple[str, ...]
+    models: tuple[str, ...]
+    labels: np.ndarray  # (n, models) float32 in {0, 1}
+    costs: np.ndarray | None  # (n, models) recorded cost per call, when the data has costs
+    dropped: int = 0  # rows without a label for some model
+
+
+@dataclass(frozen=True, slots=True)
+class Preference:
+    text: str
+    a: int  # model indices
+    b: int
+    outcome: float  # 1: a wins, 0: b wins, 0.5: tie
+
+
+@dataclass(frozen=True, slots=True)
+class PreferenceData:
+    source: str
+    models: tuple[str, ...]
+    pairs: tuple[Preference, ...]
+
+
+def correctness_data(path: str | Path, models: Sequence[str] | None = None,
+                     max_chars: int = ROUTER_MAX_CHARS) -> CorrectnessData:
+    """Rows with a label for every chosen model; missing model columns and empty prompts are
+    ``RoutingDataError``s naming the file (and row)."""
+    try:
+        table = load_table(path)
+    except ReplayDataError as exc:
+        raise RoutingDataError(path, str(exc)) from None
+    if not table.models or not table.has_labels_per_model:
+        raise RoutingDataError(path, "routers need one labelled answer per model per query "
+                               "(a RouterBench or RouteLLM CSV)")
+    chosen = tuple(models) if models else table.models
+    missing = [m for m in chosen if m not in table.models]
+    if missing:
+        raise RoutingDataError(path, f"model column(s) {', '.join(missing)} not in the data "
+                               f"(models: {', '.join(table.models)})")
+    if len(chosen) < 2:
+        raise RoutingDataError(path, "a router needs at least two models")
+    texts, labels, costs, dropped = [], [], [], 0
+    for number, row in enumerate(table.rows, start=1):
+        records = [table.record(row, m) for m in chosen]
+        if any(r.correct is None for r in records):
+            dropped += 1
+            continue
+        if not row.prompt.strip():
+            raise RoutingDataError(path, "empty query", row=number)
+        texts.append(router_text(row.prompt, max_chars))
+        labels.append([float(bool(r.correct)) for r in records])
+        costs.append([r.cost if r.cost is not None else np.nan for r in records])
+    if not texts:
+        raise RoutingDataError(path, "no row has a label for every chosen model")
+    cost = np.array(costs, dtype=np.float64)
+    return CorrectnessData(str(path), tuple(texts), chosen, np.array(labels, dtype=np.float32),
+                           None if np.isnan(cost).any() else cost, dropped)
+
+
+def preference_data(path: str | Path, max_chars: int = ROUTER_MAX_CHARS) -> PreferenceData:
+    outcomes = {"model_a": 1.0, "model_b": 0.0, "tie": 0.5}
+    models: dict[str, int] = {}
+    pairs = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise RoutingDataError(path, f"cannot read: {exc.strerror}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            prompt, a, b, winner = item["prompt"], item["model_a"], item["model_b"], item["winner"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise RoutingDataError(path, f"not a preference record ({exc!r}); expected "
+                                   '{"prompt", "model_a", "model_b", "winner"}', row=number) from None
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise RoutingDataError(path, "empty query", row=number)
+        if winner not in outcomes or not isinstance(a, str) or not isinstance(b, str) or a == b:
+            raise RoutingDataError(path, f"winner must be model_a, model_b or tie, between two "
+                                   f"different models (got {winner!r})", row=number)
+        pairs.append(Preference(router_text(prompt, max_chars), models.setdefault(a, len(models)),
+                                models.setdefault(b, len(models)), outcomes[winner]))
+    if not pairs:
+        raise RoutingDataError(path, "no preference records")
+    return PreferenceData(str(path), tuple(models), tuple(pairs))
+
+
+def _embed(texts: Sequence[str]) -> np.ndarray:
+    from verifiers import shared_encoder
+
+    return shared_encoder().encode(list(texts))
+
+
+def _header(index: NeighbourIndex, models: Sequence[str], costs: np.ndarray | None,
+            quantile: float, **metrics: object) -> Header:
+    loo = index.leave_one_out_nearest() if index.embeddings.shape[0] > 1 else np.array([-1.0])
+    expected = [None] * len(models) if costs is None else [float(c) for c in costs.mean(axis=0)]
+    return Header(tuple(models), float(np.quantile(loo, quantile)), tuple(expected),
+                  {"queries": int(index.embeddings.shape[0]), "cold_start_quantile": quantile, **metrics})
+
+
+def _check_labels(data: CorrectnessData) -> None:
+    if data.labels.min() == data.labels.max():
+        raise RoutingDataError(data.source, "every label is the same: nothing to learn")
+
+
+def train_knn(data: CorrectnessData, *, k: int = 10, quantile: float = COLD_START_QUANTILE,
+              embeddings: np.ndarray | None = None) -> KnnModel:
+    _check_labels(data)
+    index = NeighbourIndex(_embed(data.texts) if embeddings is None else embeddings)
+    return KnnModel(_header(index, data.models, data.costs, quantile, dropped=data.dropped),
+                    index, data.labels, k)
+
+
+def train_mf(data: CorrectnessData | PreferenceData, *, dim: int = 32, epochs: int = 300,
+             lr: float = 3e-3, weight_decay: float = 1e-4, seed: int = 0,
+             quantile: float = COLD_START_QUANTILE, embeddings: np.ndarray | None = None) -> MfModel:
+    """Full-batch AdamW: BCE on per-model correctness, or on sigmoid(s_a - s_b) for preferences."""
+    import torch
+
+    torch.manual_seed(seed)
+    texts = data.texts if isinstance(data, CorrectnessData) else tuple(p.text for p in data.pairs)
+    if isinstance(data, CorrectnessData):
+        _check_labels(data)
+    q = torch.from_numpy(_embed(texts) if embeddings is None else embeddings)
+    m = len(data.models)
+    p = torch.nn.Parameter(torch.randn(m, dim) * 0.1)
+    w_proj = torch.nn.Parameter(torch.randn(dim, q.shape[1]) / q.shape[1] ** 0.5)
+    w_cls = torch.nn.Parameter(torch.randn(dim) * 0.1)
+    bias = torch.nn.Parameter(torch.zeros(m))
+    optimiser = torch.optim.AdamW([p, w_proj, w_cls, bias], lr=lr, weight_decay=weight_decay)
+
+    def scores() -> torch.Tensor:
+        return ((q @ w_proj.T)[:, None, :] * torch.nn.functional.normalize(p, dim=1)[None]) @ w_cls + bias
+
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    if isinstance(data, CorrectnessData):
+        target = torch.from_numpy(data.labels)
+        objective = lambda: loss_fn(scores(), target)  # noqa: E731
+    else:
+        rows = torch.arange(len(data.pairs))
+        a = torch.tensor([x.a for x in data.pairs])
+        b = torch.tensor([x.b for x in data.pairs])
+        won = torch.tensor([x.outcome for x in data.pairs], dtype=torch.float32)
+        objective = lambda: loss_fn(scores()[rows, a] - scores()[rows, b], won)  # noqa: E731
+    for _ in range(epochs):
+        optimiser.zero_grad()
+        loss = objective()
+        loss.backward()
+        optimiser.step()
+    index = NeighbourIndex(q.numpy().astype(np.float32))
+    costs = data.costs if isinstance(data, CorrectnessData) else None
+    header = _header(index, data.models, costs, quantile, final_loss=float(loss.detach()), epochs=epochs,
+                     objective="correctness" if isinstance(data, CorrectnessData) else "preference")
+    return MfModel(header, index, p.detach().numpy(), w_proj.detach().numpy(),
+                   w_cls.detach().numpy(), bias.detach().numpy())
+
+
+def train_bert(data: CorrectnessData, *, epochs: int = 2, batch_size: int = 16, lr: float = 3e-5,
+               max_length: int = 256, seed: int = 0, quantile: float = COLD_START_QUANTILE,
+               base: Path | None = None, embeddings: np.ndarray | None = None,
+               limit_steps: int | None = None) -> BertModel:
+    """Fine-tune MiniLM with one logistic head per model (multi-label BCE)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    _check_labels(data)
+    torch.manual_seed(seed)
+    path = str(base or minilm_path())
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    encoder = AutoModel.from_pretrained(path, local_files_only=True)
+    head = torch.nn.Linear(encoder.config.hidden_size, len(data.models))
+    with torch.no_grad():  # start each head at its model's base rate
+        head.bias.copy_(torch.logit(torch.from_numpy(data.labels.mean(axis=0)).clamp(0.02, 0.98)))
+    index = NeighbourIndex(_embed(data.texts) if embeddings is None else embeddings)
+    model = BertModel(_header(index, data.models, data.costs, quantile), index, tokenizer,
+                      encoder, head, max_length)
+    optimiser = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=lr)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    rng = np.random.default_rng(seed)
+    steps = 0
+    encoder.train()
+    for _ in range(epochs):
+        for chosen in np.array_split(rng.permutation(len(data.texts)),
+                                     max(1, len(data.texts) // batch_size)):
+            loss = loss_fn(model.logits([data.texts[i] for i in chosen]),
+                           torch.from_numpy(data.labels[chosen]))
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            steps += 1
+            if limit_steps is not None and steps >= limit_steps:
+                break
+        if limit_steps is not None and steps >= limit_steps:
+            break
+    encoder.eval()
+    model.header.metrics.update({"epochs": epochs, "steps": steps, "final_loss": float(loss.detach())})
+    return model
