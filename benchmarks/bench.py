@@ -54,8 +54,20 @@ class SuiteReport:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """What a cascade method leaves for router + cascade: the engine-recorded confidences on
+    train, the test-side estimators, and which tiers it can judge."""
+
+    method: str
+    recorded: Mapping[str, Recorded]
+    on_test: PerTier
+    judged: frozenset[str]
+
+
 async def cascade_curve(method: EstimatorMethod, suite: Suite, train: Side, test: Side,
-                        single_train: Mapping[str, Outcomes], progress: Progress | None) -> Curve | None:
+                        single_train: Mapping[str, Outcomes], progress: Progress | None,
+                        keep: list[Judged] | None = None) -> Curve | None:
     """None when the method judges no tier of this suite."""
     on_train, on_test = await method.build(suite, train, test)
     if not on_train:
@@ -72,6 +84,8 @@ async def cascade_curve(method: EstimatorMethod, suite: Suite, train: Side, test
     single_cost = {n: single_train[n].cost for n in names}
     chain, settings, train_aiq = best_chain(recorded, single_cost, order, method.lengths,
                                             judged=frozenset(on_train))
+    if keep is not None:
+        keep.append(Judged(method.name, recorded, on_test, frozenset(on_train)))
     by_name = {t.name: t for t in test.tiers}
     curve = Curve(f"cascade: {method.name}", "cascade")
     for setting in settings:
@@ -85,7 +99,8 @@ async def cascade_curve(method: EstimatorMethod, suite: Suite, train: Side, test
 
 
 async def run_suite(suite: Suite, data: Path, methods: Sequence[EstimatorMethod] = (),
-                    progress: Progress | None = None, bootstrap_rounds: int = 200) -> SuiteReport:
+                    progress: Progress | None = None, bootstrap_rounds: int = 200,
+                    routers: Sequence[str] = ()) -> SuiteReport:
     train, test = open_side(suite, data, "train"), open_side(suite, data, "test")
     try:
         single_test = await singles(test, progress)
@@ -94,13 +109,18 @@ async def run_suite(suite: Suite, data: Path, methods: Sequence[EstimatorMethod]
         curves.append(Curve("random", "random",
                             points_only=metrics.hull([o.point() for o in single_test.values()])))
         curves.append(Curve("oracle", "oracle", points_only=[oracle(single_test)]))
-        notes = []
+        notes: list[str] = []
+        judged_by: list[Judged] = []
         for method in methods:
-            curve = await cascade_curve(method, suite, train, test, single_train, progress)
+            curve = await cascade_curve(method, suite, train, test, single_train, progress, judged_by)
             if curve is None:
                 notes.append(f"{method.name}: judges no tier of this suite (skipped)")
             else:
                 curves.append(curve)
+        if routers:
+            from benchmarks.routing import router_curves  # torch: only when routers are benchmarked
+
+            curves += await router_curves(routers, train, test, single_train, judged_by, progress, notes)
     finally:
         await train.engine.aclose()
         await test.engine.aclose()
@@ -136,7 +156,7 @@ def _measure(report: SuiteReport, single: Mapping[str, Outcomes], rounds: int) -
             correct = np.stack([o.correct for o in curve.outcomes])
             row["aiq_ci95"] = metrics.bootstrap(cost, correct,
                                                 lambda p: metrics.aiq(p, report.c_max), rounds=rounds)
-        if curve.kind == "cascade":
+        if curve.settings and curve.outcomes:
             row["settings"] = [dict(s, escalation=o.escalation(), test_point=list(o.point()))
                                for s, o in zip(curve.settings, curve.outcomes)]
         report.metrics[curve.name] = row

@@ -44,7 +44,7 @@ def csv_suite(test: Path, train: Path | None, out: Path) -> Suite:
 
 
 async def _run(suites: Sequence[Suite], data: Path, method_names: Sequence[str] | None,
-               rounds: int, console: Console) -> list[SuiteReport]:
+               rounds: int, console: Console, routers: Sequence[str] = ()) -> list[SuiteReport]:
     reports = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as bars:
@@ -55,7 +55,7 @@ async def _run(suites: Sequence[Suite], data: Path, method_names: Sequence[str] 
             await train.engine.aclose()
             await test.engine.aclose()
             task = bars.add_task(f"{suite.name}: engine runs", total=total)
-            report = await run_suite(suite, data, methods, lambda k: bars.advance(task, k), rounds)
+            report = await run_suite(suite, data, methods, lambda k: bars.advance(task, k), rounds, routers)
             bars.update(task, completed=total)
             reports.append(report)
     return reports
@@ -63,8 +63,13 @@ async def _run(suites: Sequence[Suite], data: Path, method_names: Sequence[str] 
 
 def bench(suite_names: Sequence[str], *, data: Path | None, out: Path, csv: Path | None,
           train: Path | None, policy: Path | None, split: SplitRule, methods: Sequence[str] | None,
-          rounds: int, console: Console) -> list[SuiteReport]:
+          rounds: int, console: Console, routers: Sequence[str] = ()) -> list[SuiteReport]:
     data = data or default_data()
+    from cascade.routing import RouterKind
+
+    bad = [r for r in routers if r not in {k.value for k in RouterKind}]
+    if bad:
+        raise KeyError(f"no router kind {', '.join(bad)} (kinds: knn, mf, bert)")
     suites: list[Suite] = []
     if csv is not None:
         suites.append(csv_suite(csv, train, out))
@@ -74,7 +79,7 @@ def bench(suite_names: Sequence[str], *, data: Path | None, out: Path, csv: Path
         if name not in SUITES:
             raise KeyError(f"no suite {name!r} (suites: {', '.join(SUITES)})")
         suites.append(SUITES[name])
-    reports = anyio.run(_run, suites, data, methods, rounds, console)
+    reports = anyio.run(_run, suites, data, methods, rounds, console, routers)
     out.mkdir(parents=True, exist_ok=True)
     command = "cascade bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "cascade bench"
     text = markdown(reports)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cascade import Cascade, Policy, Tier, load_policy
+from cascade._tier import Routing
 from cascade._calibrate import Recorded, record_tier
 from cascade.errors import RunError
 from cascade.providers import ReplayProvider
@@ -127,9 +128,10 @@ def _labelled(tiers: Sequence[Tier], number: int) -> bool:
     return True
 
 
-async def run_setting(tiers: Sequence[Tier], side: Side, progress: Progress | None = None) -> Outcomes:
-    """Run the engine with these tiers over every query of the side."""
-    engine = Cascade(tiers, feature=side.engine.feature)
+async def run_setting(tiers: Sequence[Tier], side: Side, progress: Progress | None = None,
+                      routing: Routing | None = None) -> Outcomes:
+    """Run the engine with these tiers (and routing, if any) over every query of the side."""
+    engine = Cascade(tiers, feature=side.engine.feature, routing=routing)
     n, t = len(side.queries), len(tiers)
     cost, correct, reached = np.zeros(n), np.zeros(n), np.zeros((n, t), dtype=bool)
     for i, query in enumerate(side.queries):

@@ -36,6 +36,7 @@ from cascade.routing import (
     LearnedRouter,
     Router,
     RouteTier,
+    RouteRule,
     Rule,
     RulesRouter,
     columns_for,
@@ -266,7 +267,7 @@ def _learned(spec: LearnedRouterSpec, tiers: list[Tier], default: int, base_dir:
     thresholds = spec.threshold if isinstance(spec.threshold, tuple) else (spec.threshold,) * len(tiers)
     cut = spec.min_similarity if spec.min_similarity is not None else model.min_similarity
     return LearnedRouter(model, columns, thresholds, default, _text_encoder(),
-                         cut if spec.cold_start else None)
+                         cut if spec.cold_start else None, RouteRule(spec.rule), spec.cost_weight)
 
 
 def _grader(grader: str | GraderSpec, tiers: list[Tier], index: dict[str, int],

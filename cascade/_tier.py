@@ -62,5 +62,5 @@ class Routing:
     router: Router
     mode: RoutingMode = RoutingMode.BOTH
     timeout_s: float = 5.0
-    max_chars: int = 1000
+    max_chars: int = 500
     grader: Tier | None = None

@@ -32,6 +32,9 @@ def bench(
     split: Annotated[Split, typer.Option(help="how --policy is split")] = Split.HALVES,
     method: Annotated[list[str] | None, typer.Option(
         help="estimator cascades to include: vote, verifier (repeatable; default: all; none: singles only)")] = None,
+    router: Annotated[list[str] | None, typer.Option(
+        help="router kinds to include: knn, mf, bert (repeatable): routing only, and router + "
+        "each cascade method")] = None,
     out: Annotated[Path | None, typer.Option(help="output folder (default benchmarks/results)")] = None,
     bootstrap: Annotated[int, typer.Option(help="bootstrap rounds for the AIQ intervals")] = 200,
 ) -> None:
@@ -49,6 +52,6 @@ def bench(
     try:
         run_bench(suites or [], data=data, out=out or DEFAULT_OUT, csv=csv, train=train,
                   policy=policy, split=SplitRule(split.value), methods=method, rounds=bootstrap,
-                  console=err)
-    except (CascadeError, KeyError) as exc:
+                  console=err, routers=router or [])
+    except (CascadeError, KeyError, ValueError) as exc:
         raise _fail(str(exc).strip('"'), EXIT_BAD_INPUT) from None

@@ -260,7 +260,7 @@ class RuleSpec(_Spec):
 class _RouterSpec(_Spec):
     default_tier: str | None = Field(None, description="the safe default (default: the last tier)")
     timeout_s: float = Field(5.0, gt=0, description="a slower router falls back to the default")
-    max_chars: int = Field(1000, ge=50, description="conversation characters the router sees "
+    max_chars: int = Field(500, ge=50, description="conversation characters the router sees "
                            "(the last user turn's end, then earlier turns while they fit)")
 
 
@@ -278,6 +278,11 @@ class LearnedRouterSpec(_RouterSpec):
     threshold: float | tuple[float, ...] = Field(
         0.5, description="start at the cheapest tier whose P(acceptable) reaches this (one "
         "value for all tiers, or one per tier; cascade calibrate-router writes it)")
+    rule: Literal["threshold", "utility"] = Field(
+        "threshold", description="threshold: the cheapest tier whose P(acceptable) passes; "
+        "utility: argmax P(acceptable) - cost_weight × expected cost / dearest tier's")
+    cost_weight: float = Field(0.0, ge=0, description="utility rule: how much a tier's relative "
+                               "cost weighs against its P(acceptable)")
     cold_start: bool = Field(True, description="requests unlike the training data go to the "
                              "default tier")
     min_similarity: float | None = Field(None, ge=-1, le=1, description="cold-start cut "
@@ -290,8 +295,9 @@ class LearnedRouterSpec(_RouterSpec):
     @classmethod
     def _unit(cls, value: float | tuple[float, ...]) -> float | tuple[float, ...]:
         values = value if isinstance(value, tuple) else (value,)
-        if any(not 0.0 <= v <= 1.0 for v in values):
-            raise ValueError("thresholds are probabilities in [0, 1]")
+        if any(not v >= 0.0 for v in values):
+            raise ValueError("thresholds are probabilities in [0, 1] (above 1, e.g. .inf: never "
+                             "start at that tier)")
         return value
 
 

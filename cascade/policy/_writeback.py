@@ -23,18 +23,54 @@ def _yaml() -> YAML:
     return yaml
 
 
-def with_thresholds(text: str, thresholds: Mapping[str, float], *, source: str = "<string>",
-                    digits: int = 4, env: Mapping[str, str] | None = None) -> str:
-    """The policy text with ``threshold`` set on the named tiers; everything else unchanged.
-    The result is validated like any policy (a ``PolicyError`` if it would not load)."""
+def _load(text: str, source: str) -> tuple[YAML, object]:
     yaml = _yaml()
     try:
         _, sequence, offset = load_yaml_guess_indent(text)
         sequence, offset = sequence or 2, offset or 0
         yaml.indent(mapping=max(2, sequence - offset), sequence=sequence, offset=offset)
-        document = yaml.load(text)
+        return yaml, yaml.load(text)
     except YAMLError as exc:
         raise PolicyError(source, [PolicyIssue("", None, f"not valid YAML: {exc}")]) from None
+
+
+def with_router_thresholds(text: str, thresholds: tuple[float, ...], *, source: str = "<string>",
+                           digits: int = 4, env: Mapping[str, str] | None = None) -> str:
+    """The policy text with ``routing.router.threshold`` set (one value, or one per tier)."""
+    from ruamel.yaml.comments import CommentedSeq
+
+    yaml, document = _load(text, source)
+    router = document.get("routing", {}).get("router") if hasattr(document, "get") else None
+    if not hasattr(router, "get"):
+        raise PolicyError(source, [PolicyIssue("routing.router", None, "no router to calibrate")])
+    # above 1 (e.g. .inf): never start at that tier
+    values = [float(v) if float(v) > 1.0 else round(max(0.0, float(v)), digits) for v in thresholds]
+    if len(set(values)) == 1:
+        router["threshold"] = values[0]
+    else:
+        seq = CommentedSeq(values)
+        seq.fa.set_flow_style()
+        router["threshold"] = seq
+    out = io.StringIO()
+    yaml.dump(document, out)
+    result = out.getvalue()
+    parse_policy(result, source=source, env=env)
+    return result
+
+
+def write_router_thresholds(path: str | Path, thresholds: tuple[float, ...], *,
+                            env: Mapping[str, str] | None = None) -> str:
+    file = Path(path)
+    text = with_router_thresholds(file.read_text(encoding="utf-8"), thresholds, source=str(file), env=env)
+    file.write_text(text, encoding="utf-8")
+    return text
+
+
+def with_thresholds(text: str, thresholds: Mapping[str, float], *, source: str = "<string>",
+                    digits: int = 4, env: Mapping[str, str] | None = None) -> str:
+    """The policy text with ``threshold`` set on the named tiers; everything else unchanged.
+    The result is validated like any policy (a ``PolicyError`` if it would not load)."""
+    yaml, document = _load(text, source)
     tiers = document.get("tiers") if hasattr(document, "get") else None
     names = {str(t.get("name")): t for t in tiers or [] if hasattr(t, "get")}
     missing = sorted(set(thresholds) - set(names))

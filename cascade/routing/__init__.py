@@ -16,12 +16,14 @@ from cascade.routing._rules import Rule, RulesRouter
 from cascade.routing._select import (
     RouteCalibrationError,
     RoutedOutcome,
+    RouteRule,
     RouteTargetKind,
     routed,
     share_thresholds,
     start_tier,
     starts,
     target_threshold,
+    utility_starts,
 )
 from cascade.routing._train import (
     CorrectnessData,
@@ -52,6 +54,7 @@ __all__ = [
     "RouteContext",
     "RouteDecision",
     "RouteReason",
+    "RouteRule",
     "RouteTargetKind",
     "RouteTier",
     "RoutedOutcome",
@@ -75,4 +78,5 @@ __all__ = [
     "train_bert",
     "train_knn",
     "train_mf",
+    "utility_starts",
 ]

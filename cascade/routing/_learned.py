@@ -12,7 +12,7 @@ import numpy as np
 
 from cascade.errors import RouterArtifactError
 from cascade.routing._models import RouterModel
-from cascade.routing._select import start_tier
+from cascade.routing._select import RouteRule, start_tier, utility_starts
 from cascade.routing._types import RouteContext, RouteTier
 from cascade.types import RouteDecision, RouteReason, TierScore
 
@@ -39,6 +39,17 @@ class LearnedRouter:
     default: int
     embed: Embed
     min_similarity: float | None  # None: cold-start detection off
+    rule: RouteRule = RouteRule.THRESHOLD
+    cost_weight: float = 0.0  # utility rule only
+
+    def __post_init__(self) -> None:
+        if self.rule is RouteRule.UTILITY and any(c is None for c in self.costs):
+            raise RouterArtifactError("the utility rule needs each tier's expected cost, and this "
+                                      "router was trained on data without costs: use the threshold rule")
+
+    @property
+    def costs(self) -> list[float | None]:
+        return [self.model.expected_cost[c] for c in self.columns]
 
     @property
     def name(self) -> str:
@@ -52,14 +63,16 @@ class LearnedRouter:
 
     def decide(self, text: str, tiers: Sequence[RouteTier]) -> RouteDecision:
         p, similarity = self.predict([text])
-        costs = [self.model.expected_cost[c] for c in self.columns]
-        scores = tuple(TierScore(t.name, float(v), c) for t, v, c in zip(tiers, p[0], costs))
+        scores = tuple(TierScore(t.name, float(v), c) for t, v, c in zip(tiers, p[0], self.costs))
         sim = float(similarity[0])
         if self.min_similarity is not None and sim < self.min_similarity:
             return RouteDecision(self.default, tiers[self.default].name, RouteReason.COLD_START,
                                  self.name, scores, sim,
                                  f"similarity {sim:.3f} < {self.min_similarity:.3f}")
-        start = start_tier(p[0], self.thresholds)
+        if self.rule is RouteRule.UTILITY:
+            start = int(utility_starts(p, [float(c or 0.0) for c in self.costs], self.cost_weight)[0])
+        else:
+            start = start_tier(p[0], self.thresholds)
         if start is None:
             return RouteDecision(self.default, tiers[self.default].name, RouteReason.DEFAULT,
                                  self.name, scores, sim, "no tier passed its threshold")

@@ -39,6 +39,18 @@ def start_tier(p_ok: np.ndarray, thresholds: Sequence[float]) -> int | None:
     return None
 
 
+class RouteRule(enum.Enum):
+    THRESHOLD = "threshold"  # the cheapest tier whose P(acceptable) reaches its threshold
+    UTILITY = "utility"  # argmax P(acceptable) - cost_weight * expected cost / dearest cost
+
+
+def utility_starts(p_ok: np.ndarray, cost: Sequence[float], cost_weight: float) -> np.ndarray:
+    """RouterBench's willingness-to-pay rule: per row, the tier maximising P(ok) minus
+    ``cost_weight`` times its expected cost relative to the dearest tier's (ties: cheaper)."""
+    relative = np.asarray(cost, dtype=float) / max(max(cost), 1e-300)
+    return np.argmax(p_ok - cost_weight * relative[None, :], axis=1)
+
+
 def starts(p_ok: np.ndarray, thresholds: Sequence[float], default: int) -> np.ndarray:
     """``start_tier`` for every row of an (n, tiers) matrix, the default where none passes."""
     passed = p_ok >= np.asarray(thresholds, dtype=float)[None, :]

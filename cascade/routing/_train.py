@@ -22,7 +22,7 @@ from cascade.routing._models import BertModel, Header, KnnModel, MfModel, Neighb
 from verifiers import conversation_text
 from verifiers._encoder import minilm_path
 
-ROUTER_MAX_CHARS = 1000  # the conversation's end the routers see (MiniLM reads ~256 tokens)
+ROUTER_MAX_CHARS = 500  # the conversation's end routers see: the question, not a shared few-shot prefix
 COLD_START_QUANTILE = 0.01
 
 

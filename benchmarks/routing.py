@@ -1,0 +1,223 @@
+"""Routers on the replay bench: routing only (over every tier of the suite) and router +
+cascade (over a cascade method's chain), each trained and tuned on train only and measured on
+test through the engine (``Routing`` on a ``Cascade``), as it ships.
+
+Train-side router predictions are cross-fitted (each train query scored by a router that did
+not see it), so that the settings chosen on train are not flattered by memorised labels."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import anyio
+import numpy as np
+
+from benchmarks.bench import Judged
+from benchmarks.metrics import aiq
+from benchmarks.replay import Curve, Outcomes, Progress, Side, alone, judged, run_setting
+from benchmarks.sweep import Setting, pareto, threshold_grid
+from cascade._calibrate import Recorded
+from cascade._tier import Routing
+from cascade.policy import RoutingMode
+from cascade.routing import (
+    CorrectnessData,
+    LearnedRouter,
+    RouterKind,
+    RouteRule,
+    RouterModel,
+    router_text,
+    starts,
+    train_bert,
+    utility_starts,
+    train_knn,
+    train_mf,
+)
+from verifiers import CachedEncoder
+
+FOLDS = {RouterKind.KNN: 5, RouterKind.MF: 5, RouterKind.BERT: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    names: tuple[str, ...]  # tier names, cheapest first (on train)
+    texts: tuple[tuple[str, ...], tuple[str, ...]]  # train, test
+    x: tuple[np.ndarray, np.ndarray]
+    labels: np.ndarray  # train (n, tiers)
+    cost: np.ndarray  # train (n, tiers)
+    default: int  # the safe default: the most accurate tier on train
+
+
+def _inputs(train: Side, test: Side, single: Mapping[str, Outcomes], encoder: CachedEncoder) -> Inputs:
+    names = tuple(sorted(single, key=lambda n: float(single[n].cost.sum())))
+    texts = (tuple(router_text(q.prompt) for q in train.queries),
+             tuple(router_text(q.prompt) for q in test.queries))
+    x = (encoder.encode(list(texts[0])), encoder.encode(list(texts[1])))
+    labels = np.stack([single[n].correct for n in names], axis=1).astype(np.float32)
+    cost = np.stack([single[n].cost for n in names], axis=1)
+    default = int(np.argmax(labels.mean(axis=0)))
+    return Inputs(names, texts, x, labels, cost, default)
+
+
+def _fit(kind: RouterKind, inputs: Inputs, rows: np.ndarray) -> RouterModel:
+    data = CorrectnessData("train", tuple(inputs.texts[0][i] for i in rows), inputs.names,
+                           inputs.labels[rows], inputs.cost[rows])
+    match kind:
+        case RouterKind.KNN:
+            return train_knn(data, embeddings=inputs.x[0][rows])
+        case RouterKind.MF:
+            return train_mf(data, embeddings=inputs.x[0][rows])
+        case RouterKind.BERT:
+            return train_bert(data, embeddings=inputs.x[0][rows], epochs=2, max_length=128)
+    raise AssertionError(kind)
+
+
+def _cross_fit(kind: RouterKind, inputs: Inputs) -> np.ndarray:
+    n = inputs.labels.shape[0]
+    folds = np.array_split(np.random.default_rng(0).permutation(n), FOLDS[kind])
+    p = np.zeros(inputs.labels.shape)
+    for fold in folds:
+        model = _fit(kind, inputs, np.setdiff1d(np.arange(n), fold))
+        p[fold] = model.predict([inputs.texts[0][i] for i in fold], inputs.x[0][fold])
+    return p
+
+
+@dataclass(frozen=True, slots=True)
+class Memo:
+    """A router model whose test predictions were computed in one batch up front (a BERT
+    forward pass per query per setting would take hours here); the engine still calls it."""
+
+    base: RouterModel
+    rows: Mapping[str, np.ndarray]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.base, name)
+
+    def predict(self, texts: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
+        return np.stack([self.rows[t] for t in texts])
+
+
+def _router(memo: Memo, inputs: Inputs, columns: Sequence[int], threshold: float,
+            default: int, cost_weight: float | None = None) -> LearnedRouter:
+    lookup = dict(zip(inputs.texts[1], inputs.x[1]))
+    rule = RouteRule.THRESHOLD if cost_weight is None else RouteRule.UTILITY
+    return LearnedRouter(memo, tuple(columns), (threshold,) * len(columns), default,  # type: ignore[arg-type]
+                         lambda texts: np.stack([lookup[t] for t in texts]), memo.min_similarity,
+                         rule, cost_weight or 0.0)
+
+
+def _simulate(start: np.ndarray, chain: Sequence[Recorded], last_cost: np.ndarray,
+              thresholds: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-query cost and correctness: start at ``start``, then climb the chain."""
+    n = start.size
+    spent, right, done = np.zeros(n), np.zeros(n), np.zeros(n, dtype=bool)
+    for j, rec in enumerate(chain):
+        active = ~done & (start <= j)
+        spent += np.where(active, last_cost if j == len(chain) - 1 else rec.cost, 0.0)
+        accept = active & ((j == len(chain) - 1) | (rec.confidence >= (thresholds[j] if j < len(thresholds) else 0)))
+        right = np.where(accept, rec.correct, right)
+        done |= accept
+    return spent, right
+
+
+@dataclass(frozen=True, slots=True)
+class Combined:
+    chain: tuple[str, ...]
+    router_threshold: float
+    setting: Setting
+
+
+def _combined(p: np.ndarray, inputs: Inputs, judged_by: Judged) -> tuple[list[Combined], float]:
+    """Every cost-ordered chain of 2-3 tiers (only judged tiers before the last) × router
+    threshold × estimator thresholds, on train; the best chain's train-hull settings."""
+    c_max = float(inputs.cost.sum(axis=0).max())
+    best: tuple[list[Combined], float] | None = None
+    for length in (2, 3):
+        for chain in itertools.combinations(range(len(inputs.names)), length):
+            names = tuple(inputs.names[j] for j in chain)
+            if not set(names[:-1]) <= judged_by.judged:
+                continue
+            recs = [judged_by.recorded[n] for n in names]
+            grids = [threshold_grid(r.confidence, 7) for r in recs[:-1]]
+            options = []
+            for r in threshold_grid(p[:, list(chain)].ravel(), 9):
+                start = starts(p[:, list(chain)], [r] * length, length - 1)
+                for ths in itertools.product(*grids):
+                    spent, right = _simulate(start, recs, inputs.cost[:, chain[-1]], ths)
+                    options.append(Combined(names, r, Setting(names, ths, float(spent.sum()),
+                                                              float(right.mean()))))
+            score = aiq([(o.setting.train_cost, o.setting.train_accuracy) for o in options], c_max)
+            if best is None or score > best[1]:
+                best = (options, score)
+    if best is None:
+        return [], 0.0
+    kept = {id(s) for s in pareto([o.setting for o in best[0]], 16)}
+    return [o for o in best[0] if id(o.setting) in kept], best[1]
+
+
+async def router_curves(kinds: Sequence[str], train: Side, test: Side, single: Mapping[str, Outcomes],
+                        judged_by: Sequence[Judged], progress: Progress | None,
+                        notes: list[str]) -> list[Curve]:
+    encoder = CachedEncoder()
+    inputs = await anyio.to_thread.run_sync(_inputs, train, test, single, encoder)
+    by_name = {t.name: t for t in test.tiers}
+    curves = []
+    for kind in (RouterKind(k) for k in kinds):
+        p_train = await anyio.to_thread.run_sync(_cross_fit, kind, inputs)
+        model = await anyio.to_thread.run_sync(_fit, kind, inputs, np.arange(inputs.labels.shape[0]))
+        p_test = await anyio.to_thread.run_sync(model.predict, list(inputs.texts[1]), inputs.x[1])
+        memo = Memo(model, dict(zip(inputs.texts[1], p_test)))
+        curves.append(await _routing_only(kind, memo, inputs, p_train, by_name, test, progress))
+        for judged_set in judged_by:
+            curve = await _router_cascade(kind, memo, inputs, p_train, judged_set, by_name, test, progress)
+            if curve is None:
+                notes.append(f"router + cascade ({kind.value}, {judged_set.method}): no chain")
+            else:
+                curves.append(curve)
+    return curves
+
+
+async def _routing_only(kind: RouterKind, memo: Memo, inputs: Inputs, p_train: np.ndarray,
+                        by_name: Mapping[str, object], test: Side, progress: Progress | None) -> Curve:
+    """Over every tier: the utility rule (argmax P(ok) - λ·relative cost, RouterBench's) swept
+    over λ; the train-hull settings (cross-fitted predictions) measured on test."""
+    cost = inputs.cost.mean(axis=0)
+    rows = np.arange(p_train.shape[0])
+    options = []
+    for weight in [0.0, *np.geomspace(1e-3, 1e3, 31)]:
+        begin = utility_starts(p_train, list(cost), float(weight))
+        options.append(Setting(inputs.names, (float(weight),), float(inputs.cost[rows, begin].sum()),
+                               float(inputs.labels[rows, begin].mean())))
+    tiers = [alone(by_name[n]) for n in inputs.names]  # type: ignore[arg-type]
+    curve = Curve(f"routing only: {kind.value}", "router")
+    for setting in pareto(options, 12):
+        router = _router(memo, inputs, range(len(tiers)), 0.0, inputs.default, setting.thresholds[0])
+        curve.outcomes.append(await run_setting(tiers, test, progress,
+                                                Routing(router, RoutingMode.ROUTE)))  # type: ignore[arg-type]
+        curve.settings.append({"tiers": list(inputs.names), "cost_weight": setting.thresholds[0],
+                               "train_cost": setting.train_cost, "train_accuracy": setting.train_accuracy})
+    return curve
+
+
+async def _router_cascade(kind: RouterKind, memo: Memo, inputs: Inputs, p_train: np.ndarray,
+                          judged_set: Judged, by_name: Mapping[str, object], test: Side,
+                          progress: Progress | None) -> Curve | None:
+    options, train_aiq = await anyio.to_thread.run_sync(_combined, p_train, inputs, judged_set)
+    if not options:
+        return None
+    curve = Curve(f"router + cascade: {kind.value} + {judged_set.method}", "router+cascade")
+    for option in options:
+        names = option.chain
+        tiers = [judged(by_name[n], judged_set.on_test[n], th)  # type: ignore[arg-type]
+                 for n, th in zip(names[:-1], option.setting.thresholds)]
+        tiers.append(dataclasses.replace(alone(by_name[names[-1]])))  # type: ignore[arg-type]
+        columns = [inputs.names.index(n) for n in names]
+        router = _router(memo, inputs, columns, option.router_threshold, len(names) - 1)
+        curve.outcomes.append(await run_setting(tiers, test, progress, Routing(router, RoutingMode.BOTH)))  # type: ignore[arg-type]
+        curve.settings.append({"chain": list(names), "router_threshold": option.router_threshold,
+                               "thresholds": list(option.setting.thresholds),
+                               "train_cost": option.setting.train_cost,
+                               "train_accuracy": option.setting.train_accuracy, "train_aiq": train_aiq})
+    return curve

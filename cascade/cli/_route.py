@@ -1,0 +1,139 @@
+"""``cascade train-router`` and ``cascade calibrate-router``."""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import numpy as np
+import typer
+from rich.table import Table
+
+from cascade._route_calibrate import RouteCalibration, RouteTarget, calibrate_router
+from cascade.cli._app import EXIT_BAD_INPUT, EXIT_RUN_FAILED, _fail, app, out
+from cascade.errors import CascadeError
+from cascade.policy import load_policy
+from cascade.policy._writeback import write_router_thresholds
+from cascade.routing import (
+    RouteCalibrationError,
+    RouterModel,
+    correctness_data,
+    preference_data,
+    train_bert,
+    train_knn,
+    train_mf,
+)
+from verifiers import auroc, shared_encoder
+
+
+class RouterChoice(str, enum.Enum):
+    KNN = "knn"
+    MF = "mf"
+    BERT = "bert"
+
+
+def _train(kind: RouterChoice, data: Path, models: list[str] | None, pairwise: bool,
+           epochs: int | None, k: int) -> RouterModel:
+    if pairwise:
+        if kind is not RouterChoice.MF:
+            raise _fail("--pairwise trains MF routers only", EXIT_BAD_INPUT)
+        return train_mf(preference_data(data), **({"epochs": epochs} if epochs else {}))
+    labelled = correctness_data(data, models)
+    match kind:
+        case RouterChoice.KNN:
+            return train_knn(labelled, k=k)
+        case RouterChoice.MF:
+            return train_mf(labelled, **({"epochs": epochs} if epochs else {}))
+        case RouterChoice.BERT:
+            return train_bert(labelled, **({"epochs": epochs} if epochs else {}))
+    raise AssertionError(kind)  # unreachable: the enum is closed
+
+
+def _held_out(model: RouterModel, test: Path) -> Table:
+    data = correctness_data(test, list(model.models))
+    x = shared_encoder().encode(list(data.texts))
+    p = model.predict(list(data.texts), x)
+    table = Table(title=f"held out: {test.name} ({len(data.texts)} queries)", title_justify="left")
+    for column in ("model", "accuracy", "mean P(ok)", "AUROC"):
+        table.add_column(column)
+    for j, name in enumerate(model.models):
+        labels = data.labels[:, j].astype(bool)
+        score = auroc(p[:, j], labels) if 0 < labels.mean() < 1 else None
+        table.add_row(name, f"{labels.mean():.3f}", f"{p[:, j].mean():.3f}",
+                      "-" if score is None else f"{score:.3f}")
+    return table
+
+
+@app.command("train-router")
+def train_router_command(
+    kind: Annotated[RouterChoice, typer.Option(help="knn | mf | bert")],
+    data: Annotated[Path, typer.Option(help="per-model correctness (RouterBench or RouteLLM CSV), "
+                                       "or preference JSON lines with --pairwise")],
+    out_dir: Annotated[Path, typer.Option("--out", help="artifact directory to write")],
+    models: Annotated[str | None, typer.Option(help="comma-separated model columns (default: all)")] = None,
+    pairwise: Annotated[bool, typer.Option(help="data is {prompt, model_a, model_b, winner} lines")] = False,
+    epochs: Annotated[int | None, typer.Option(help="MF / BERT training epochs")] = None,
+    k: Annotated[int, typer.Option(help="kNN neighbours")] = 10,
+    test: Annotated[Path | None, typer.Option(help="held-out data to report AUROC per model on")] = None,
+) -> None:
+    """Train a router from recorded data; the artifact is safetensors + JSON with sha256 hashes."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    started = time.perf_counter()
+    chosen = [m.strip() for m in models.split(",")] if models else None
+    try:
+        model = _train(kind, data, chosen, pairwise, epochs, k)
+        folder = model.save(out_dir)
+        report = _held_out(model, test) if test is not None else None
+    except CascadeError as exc:
+        raise _fail(str(exc), EXIT_BAD_INPUT) from None
+    metrics = model.header.metrics  # type: ignore[attr-defined]
+    out.print(f"{kind.value} router for {len(model.models)} models on {metrics.get('queries')} "
+              f"queries ({metrics.get('dropped', 0)} rows without every label dropped); cold start "
+              f"below similarity {model.min_similarity:.3f}; trained in "
+              f"{time.perf_counter() - started:.1f} s -> {folder}", highlight=False)
+    if report is not None:
+        out.print(report)
+
+
+def _report(result: RouteCalibration, tiers: list[str]) -> None:
+    table = Table(title=f"router calibration on {result.queries} queries "
+                  f"(target {result.target.kind.value} {','.join(f'{v:g}' for v in result.target.values)})",
+                  title_justify="left")
+    for column in ("tier", "threshold", "share starting here", "AUROC of P(ok)"):
+        table.add_column(column)
+    for j, name in enumerate(tiers):
+        score = result.auroc[j] if result.auroc else None
+        table.add_row(name, f"{result.thresholds[j]:.4f}", f"{result.shares[j]:.1%}",
+                      "-" if score is None else f"{score:.3f}")
+    out.print(table)
+    if result.accuracy is not None and result.cost is not None:
+        out.print(f"routing only, on this data: accuracy {result.accuracy:.4f}, mean cost "
+                  f"${result.cost:.6f} per query", highlight=False)
+
+
+@app.command("calibrate-router")
+def calibrate_router_command(
+    policy: Annotated[Path, typer.Option(help="the policy YAML whose router to calibrate")],
+    data: Annotated[Path, typer.Option(help="recorded queries (labelled, for quality / cost)")],
+    target: Annotated[str, typer.Option(help="shares=0.5,0.3,0.2 | quality=0.95 | cost=0.3")],
+    write: Annotated[bool, typer.Option(help="write routing.router.threshold into the policy")] = True,
+) -> None:
+    """Choose the router's thresholds: a share of requests per tier (no labels needed), or a
+    quality / cost target on labelled data."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        parsed = RouteTarget.parse(target)
+        loaded = load_policy(policy)
+        result = anyio.run(calibrate_router, loaded, data, parsed, policy.parent)
+    except RouteCalibrationError as exc:
+        raise _fail(str(exc), EXIT_RUN_FAILED) from None
+    except CascadeError as exc:
+        raise _fail(str(exc), EXIT_BAD_INPUT) from None
+    _report(result, [t.name for t in loaded.tiers])
+    if write:
+        write_router_thresholds(policy, tuple(float(np.float64(t)) for t in result.thresholds))
+        out.print(f"wrote routing.router.threshold into {policy}", highlight=False)
