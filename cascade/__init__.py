@@ -1,7 +1,7 @@
 """cascade: answer each LLM request with as little model as it can get away with."""
 
 from cascade._api import bundled_policies_dir, policies_dir, policy_path, run
-from cascade._tier import Tier
+from cascade._tier import Routing, Tier
 from cascade.engine import Cascade
 from cascade.errors import (
     CascadeError,
@@ -25,6 +25,8 @@ from cascade.errors import (
     ReplayDataError,
     ReplayMissError,
     RequestError,
+    RouterArtifactError,
+    RoutingDataError,
     RunError,
 )
 from cascade.policy import Policy, load_policy, parse_policy, policy_json_schema
@@ -37,12 +39,16 @@ from cascade.types import (
     ModelCall,
     Request,
     Result,
+    RouteDecision,
+    RouteReason,
     StopReason,
+    TierScore,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "__version__",
     "Attempt",
     "Cascade",
     "CascadeError",
@@ -74,10 +80,15 @@ __all__ = [
     "Request",
     "RequestError",
     "Result",
+    "RouteDecision",
+    "RouteReason",
+    "RouterArtifactError",
+    "Routing",
+    "RoutingDataError",
     "RunError",
     "StopReason",
     "Tier",
-    "__version__",
+    "TierScore",
     "bundled_policies_dir",
     "load_policy",
     "parse_policy",

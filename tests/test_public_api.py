@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-MODULES = ["cascade", "cascade.policy", "cascade.providers", "cascade.telemetry", "verifiers",
+MODULES = ["cascade", "cascade.policy", "cascade.providers", "cascade.routing", "cascade.telemetry", "verifiers",
            "cascade.errors"]
 
 

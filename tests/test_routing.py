@@ -376,3 +376,22 @@ def test_share_calibration_hits_targets_on_real_data(shared_data: Path) -> None:
         got = np.bincount(starts(p, share_thresholds(p, shares), 2), minlength=3) / len(p)
         assert np.abs(got - np.array(shares)).max() <= 0.02, (shares, got)
     assert math.isfinite(model.min_similarity)
+
+
+def test_bert_router_learns_which_model_answers_which_topic(tmp_path: Path) -> None:
+    """Real MiniLM fine-tuned briefly: model a answers arithmetic, model b history."""
+    from cascade.routing import train_bert
+
+    sums = [f"What is {a} plus {b}?" for a, b in ((2, 3), (7, 8), (11, 4), (9, 9), (6, 1), (5, 12))]
+    past = ["Who was the first emperor of Rome?", "When did the Berlin Wall fall?",
+            "Which dynasty built the Forbidden City?", "Who led Carthage across the Alps?",
+            "When did the French Revolution begin?", "Who was the last tsar of Russia?"]
+    texts = tuple(sums + past)
+    labels = np.array([[1, 0]] * 6 + [[0, 1]] * 6, dtype=np.float32)
+    data = CorrectnessData("topics", texts, ("a", "b"), labels, None)
+    model = train_bert(data, epochs=8, batch_size=4, lr=1e-4, max_length=32)
+    probe = ["What is 14 plus 3?", "Who founded the Mongol empire?"]
+    p = model.predict(probe, np.zeros((2, 384), np.float32))
+    assert p[0, 0] > p[0, 1] and p[1, 1] > p[1, 0], p
+    reloaded = load_router_model(model.save(tmp_path / "bert"))
+    assert np.allclose(reloaded.predict(probe, np.zeros((2, 384), np.float32)), p, atol=1e-5)

@@ -1,0 +1,64 @@
+"""``cascade train-router`` and ``cascade calibrate-router`` on the hand-written fixture."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from cascade.cli import app
+from cascade.policy import load_policy
+
+FIXTURE = Path(__file__).parent / "fixtures" / "routing_routerbench.csv"
+runner = CliRunner()
+
+
+def _policy(tmp_path: Path) -> Path:
+    path = tmp_path / "routed.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        # routing by topic
+        feature: routed
+        tiers:
+          - {{name: cheap, model: cheap-model, provider: {{kind: replay, data: {FIXTURE}}}}}
+          - {{name: mid, model: mid-model, provider: {{kind: replay, data: {FIXTURE}}}}}
+          - {{name: dear, model: dear-model, provider: {{kind: replay, data: {FIXTURE}}}}}
+        routing:
+          mode: both
+          router:
+            kind: knn
+            artifact: knn   # trained below
+            threshold: 0.5
+        """))
+    return path
+
+
+def test_train_then_calibrate_to_shares_and_to_quality(tmp_path: Path) -> None:
+    trained = runner.invoke(app, ["train-router", "--kind", "knn", "--data", str(FIXTURE),
+                                  "--out", str(tmp_path / "knn"), "--k", "3", "--test", str(FIXTURE)])
+    assert trained.exit_code == 0, trained.output
+    assert "knn router for 3 models on 12 queries" in trained.output
+    assert (tmp_path / "knn" / "manifest.json").is_file()
+    policy = _policy(tmp_path)
+    shares = runner.invoke(app, ["calibrate-router", "--policy", str(policy), "--data", str(FIXTURE),
+                                 "--target", "shares=0.5,0.5,0"])
+    assert shares.exit_code == 0, shares.output
+    assert "50.0%" in shares.output
+    text = policy.read_text()
+    assert "# routing by topic" in text and "artifact: knn   # trained below" in text
+    threshold = load_policy(policy).routing.router.threshold  # type: ignore[union-attr]
+    assert isinstance(threshold, tuple) and len(threshold) == 3
+    quality = runner.invoke(app, ["calibrate-router", "--policy", str(policy), "--data", str(FIXTURE),
+                                  "--target", "quality=1.0"])
+    assert quality.exit_code == 0, quality.output
+    assert "routing only, on this data: accuracy 1.0000" in quality.output
+
+
+def test_bad_training_data_exits_2_naming_the_column(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train-router", "--kind", "mf", "--data", str(FIXTURE),
+                                 "--out", str(tmp_path / "x"), "--models", "cheap-model,gpt-9"])
+    assert result.exit_code == 2
+    assert "gpt-9 not in the data" in result.output
+    pairwise = runner.invoke(app, ["train-router", "--kind", "knn", "--data", str(FIXTURE),
+                                   "--out", str(tmp_path / "x"), "--pairwise"])
+    assert pairwise.exit_code == 2 and "MF routers only" in pairwise.output
