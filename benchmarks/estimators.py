@@ -120,22 +120,32 @@ def score(kind: str, train: list[Example], test: list[Example], epochs: int) -> 
             "test_accuracy": float(np.mean(labels))}
 
 
-def verifiers_table(data: Path, cross: bool, epochs: int, quick: bool) -> list[dict[str, object]]:
+def verifiers_table(data: Path, cross: bool, epochs: int, quick: bool,
+                    sets: Sequence[str] | None = None, kinds: Sequence[str] | None = None) -> list[dict[str, object]]:
+    """sklearn verifiers for the cheap models; the cross-encoder for Mixtral on every set."""
     rows = []
+    wanted = lambda name, kind: (sets is None or name in sets) and (kinds is None or kind in kinds)  # noqa: E731
     for name, stem in SETS.items():
+        if sets is not None and name not in sets:
+            continue
         train_t = load_table(data / "routerbench" / f"{stem}_train.csv")
         test_t = load_table(data / "routerbench" / f"{stem}_test.csv")
         for model in CHEAP[:1] if quick else CHEAP:
-            kinds = ["sklearn"] + (["cross-encoder"] if cross and name == "arc" and "mixtral" in model else [])
-            for kind in kinds:
+            for kind in ["sklearn"] + (["cross-encoder"] if cross and "mixtral" in model else []):
+                if not wanted(name, kind):
+                    continue
                 result = score(kind, examples(train_t, model), examples(test_t, model), epochs)
                 rows.append({"data": name, "model": model, "kind": kind, **result})
                 print(rows[-1], flush=True)
+    if sets is not None and "gsm8k" not in sets:
+        return rows
     gsm = load_table(data / "routellm_gsm8k" / "gsm8k_responses.csv")
     order = np.random.RandomState(0).permutation(len(gsm.rows))
     half = len(order) // 2
     model = "mistralai/Mixtral-8x7B-Instruct-v0.1"
     for kind in ["sklearn"] + (["cross-encoder"] if cross else []):
+        if not wanted("gsm8k", kind):
+            continue
         result = score(kind, examples(gsm, model, order[:half]), examples(gsm, model, order[half:]), epochs)
         rows.append({"data": "gsm8k", "model": model, "kind": kind, **result})
         print(rows[-1], flush=True)
@@ -200,10 +210,25 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one cheap model per data set")
     parser.add_argument("--no-cross-encoder", action="store_true")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--merge", action="store_true",
+                        help="add verifier rows to the existing results (vote and risk kept)")
+    parser.add_argument("--sets", help="comma-separated: arc,winogrande,mbpp,gsm8k")
+    parser.add_argument("--kinds", help="comma-separated: sklearn,cross-encoder")
     args = parser.parse_args()
-    vote = mot_vote(args.data)
-    risk = risk_table(args.data)
-    verifiers = verifiers_table(args.data, not args.no_cross_encoder, args.epochs, args.quick)
+    sets = args.sets.split(",") if args.sets else None
+    kinds = args.kinds.split(",") if args.kinds else None
+    if args.merge:
+        old = json.loads((OUT / "estimators.json").read_text())
+        vote, risk = old["vote"], old["risk"]
+        new = verifiers_table(args.data, not args.no_cross_encoder, args.epochs, args.quick, sets, kinds)
+        keys = {(r["data"], r["model"], r["kind"]) for r in new}
+        verifiers = [r for r in old["verifiers"] if (r["data"], r["model"], r["kind"]) not in keys] + new
+        order = list(SETS) + ["gsm8k"]
+        verifiers.sort(key=lambda r: (order.index(r["data"]), r["model"], r["kind"]))
+    else:
+        vote = mot_vote(args.data)
+        risk = risk_table(args.data)
+        verifiers = verifiers_table(args.data, not args.no_cross_encoder, args.epochs, args.quick, sets, kinds)
     OUT.mkdir(exist_ok=True)
     text = markdown(vote, verifiers, risk)
     (OUT / "estimators.md").write_text("Produced by `.venv/bin/python benchmarks/estimators.py`\n\n" + text)
