@@ -9,9 +9,11 @@ from pathlib import Path
 
 import anyio
 
-from cascade._tier import Routing, Tier
+from cascade._ensemble import Called
+from cascade._tier import Member, Routing, Tier
 from cascade.errors import ProviderConfigError, ProviderError, RouterArtifactError
 from cascade.policy import (
+    AgreementSpec,
     CausalRouterSpec,
     CombineSpec,
     GraderSpec,
@@ -45,6 +47,7 @@ from cascade.routing import (
 from cascade.types import Completion, Message, ModelCall, Request
 from verifiers import (
     DEFAULT_RATING_PROMPT,
+    AgreementEstimator,
     AnswerKind,
     Asked,
     AskFn,
@@ -53,6 +56,7 @@ from verifiers import (
     Embed,
     EstimateContext,
     Estimator,
+    Peer,
     Sampled,
     SampleFn,
     SelfConsistencyEstimator,
@@ -84,7 +88,24 @@ def build_estimator(spec: EstimatorSpec | None, base_dir: Path) -> Estimator | N
         case CombineSpec():
             members = tuple(build_estimator(m, base_dir) for m in spec.members)
             return CombinedEstimator(members, spec.method, spec.weights, spec.intercept)  # type: ignore[arg-type]
+        case AgreementSpec():
+            return _agreement(spec, base_dir)
     raise TypeError(f"no estimator for {spec!r}")  # unreachable: the union is closed
+
+
+def _agreement(spec: AgreementSpec, base_dir: Path) -> AgreementEstimator:
+    model = None
+    if spec.artifact is not None:
+        from verifiers import load_agreement
+
+        path = Path(spec.artifact).expanduser()
+        model = load_agreement(path if path.is_absolute() else base_dir / path)
+        if model.kind is not spec.answer:
+            raise ProviderConfigError(f"{path}: agreement weights learned for answer kind "
+                                      f"{model.kind.value!r}, but the policy says {spec.answer.value!r}")
+    embed = _text_encoder() if spec.answer is AnswerKind.TEXT else None
+    return AgreementEstimator(spec.answer, spec.min_members, spec.earlier, dict(spec.weights),
+                              model, spec.similarity, embed)
 
 
 def _text_encoder() -> Embed:
@@ -112,32 +133,42 @@ def _context_window(spec: TierSpec, policy: Policy) -> int | None:
     return policy.defaults.context_window
 
 
-def _provider(spec: TierSpec, factory: ProviderFactory) -> Provider:
-    provider = factory.build(spec.provider, spec.model)
-    if isinstance(provider, ReplayProvider) and not provider.table.has_costs and spec.price == Price():
+def _provider(spec: TierSpec, factory: ProviderFactory, model: str | None = None,
+              provider_spec: object = None, price: Price | None = None) -> Provider:
+    provider = factory.build(provider_spec or spec.provider, model or spec.display_model)  # type: ignore[arg-type]
+    if isinstance(provider, ReplayProvider) and not provider.table.has_costs and (price or spec.price) == Price():
         raise ProviderConfigError(
             f"tier {spec.name!r}: {provider.table.path} records no costs; set the tier's "
             "price (input_per_1m / output_per_1m) so that its calls are costed from tokens")
     return provider
 
 
+def _members(spec: TierSpec, factory: ProviderFactory) -> tuple[Member, ...]:
+    """An ensemble's members, each on its own provider or the tier's (a member that is not in
+    the tier's replay data fails here, at load)."""
+    return tuple(Member(m.model, _provider(spec, factory, m.model, m.provider, m.price),
+                        m.price or spec.price) for m in spec.members)
+
+
 def build_tiers(policy: Policy, factory: ProviderFactory, base_dir: Path) -> list[Tier]:
     d = policy.defaults
     tiers = []
     for spec in policy.tiers:
-        provider = _provider(spec, factory)
+        members = _members(spec, factory)
+        provider = members[0].provider if members else _provider(spec, factory)
         estimator = build_estimator(spec.estimator, base_dir)
         if estimator is not None and "samples" in estimator.requires and not _can_sample(provider):
             raise ProviderConfigError(f"tier {spec.name!r}: {estimator.name} needs samples, and "
                                       f"{provider.deployment} records one answer per query")
         tiers.append(Tier(
-            name=spec.name, model=spec.model, provider=provider,
+            name=spec.name, model=spec.display_model, provider=provider,
             estimator=estimator, threshold=spec.threshold, price=spec.price,
             max_tokens=spec.max_tokens or d.max_tokens, timeout_s=spec.timeout_s or d.timeout_s,
             temperature=d.temperature if spec.temperature is None else spec.temperature,
             context_window=_context_window(spec, policy), system_prompt=spec.system_prompt,
             stop=spec.stop, logprobs=spec.logprobs, top_logprobs=spec.top_logprobs, n=spec.n,
-            rater=_rater(spec),
+            rater=_rater(spec), members=members,
+            consensus=estimator if members and isinstance(estimator, AgreementEstimator) else None,
         ))
     return tiers
 
@@ -216,10 +247,14 @@ def asker(rater: Tier, request: Request) -> AskFn:
     return ask
 
 
-def estimate_context(tier: Tier, request: Request, completion: Completion,
-                     sample: SampleFn, ask: AskFn | None = None) -> EstimateContext:
+def estimate_context(tier: Tier, request: Request, called: Called, sample: SampleFn,
+                     ask: AskFn | None = None, peers: tuple[Peer, ...] = ()) -> EstimateContext:
+    """The estimator's view: the candidate carries the model as the policy names it (the key
+    of learned agreement weights), not as the provider reports it."""
     query = tuple(Turn(m.role, m.content) for m in request.messages)
-    return EstimateContext(query, candidate(completion), tier.name, sample, ask)
+    chosen = candidate(called.completion)
+    chosen = Candidate(chosen.text, called.source, chosen.token_logprobs)
+    return EstimateContext(query, chosen, tier.name, sample, ask, peers)
 
 
 # --- routing -----------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cascade.policy import Price, RoutingMode
 from cascade.providers import Provider, estimate_message_tokens
@@ -13,8 +15,30 @@ from verifiers import Estimator
 
 
 @dataclass(frozen=True, slots=True)
+class Member:
+    """One model of an ensemble tier, with its own provider and prices."""
+
+    model: str
+    provider: Provider
+    price: Price = field(default_factory=Price)
+
+    def cost_of(self, completion: Completion) -> float:
+        if completion.recorded_cost is not None:
+            return completion.recorded_cost
+        return self.price.cost(completion.input_tokens, completion.output_tokens)
+
+
+class Consensus(Protocol):
+    """Picks an ensemble's answer among its members' (the agreement estimator is one)."""
+
+    async def choose(self, texts: Sequence[str | None], sources: Sequence[str]) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
 class Tier:
-    """A tier ready to run: its provider and estimator are live objects."""
+    """A tier ready to run: its provider and estimator are live objects. An ensemble tier has
+    ``members`` (its ``model`` is their names joined by '+', its ``provider`` the first
+    member's) and a ``consensus`` that picks the tier's answer."""
 
     name: str
     model: str
@@ -33,6 +57,26 @@ class Tier:
     top_logprobs: int = 0
     n: int = 1
     rater: str | None = None  # the tier whose model answers ``ask`` (self-rating)
+    members: tuple[Member, ...] = ()
+    consensus: Consensus | None = None
+
+    def __post_init__(self) -> None:
+        if self.members and (len(self.members) < 2 or self.consensus is None):
+            raise ValueError(f"tier {self.name!r}: an ensemble needs at least two members and a consensus")
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every model this tier calls."""
+        return tuple(m.model for m in self.members) or (self.model,)
+
+    @property
+    def providers(self) -> tuple[Provider, ...]:
+        return tuple(m.provider for m in self.members) or (self.provider,)
+
+    @property
+    def deployment(self) -> str:
+        names = dict.fromkeys(p.deployment for p in self.providers)
+        return ",".join(names)
 
     def call_for(self, request: Request) -> ModelCall:
         wants_logprobs = self.logprobs or (

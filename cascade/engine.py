@@ -19,6 +19,7 @@ from opentelemetry.trace import Tracer
 
 from cascade import telemetry
 from cascade._adapt import asker, build_routing, build_tiers, estimate_context, sampler
+from cascade._ensemble import Called, call_tier
 from cascade._tier import Routing, Tier
 from cascade._request import PromptLike, make_request
 from cascade.errors import (
@@ -26,7 +27,6 @@ from cascade.errors import (
     NoAnswerError,
     PromptTooLongError,
     ProviderError,
-    ProviderTimeoutError,
 )
 from cascade.policy import Policy, RoutingMode, load_policy
 from cascade.providers import ClientPool, ProviderFactory, estimate_message_tokens
@@ -35,13 +35,14 @@ from cascade.types import (
     Attempt,
     Completion,
     Decision,
+    MemberAnswer,
     Request,
     Result,
     RouteDecision,
     RouteReason,
     StopReason,
 )
-from verifiers import Estimate, conversation_text
+from verifiers import Estimate, Peer, conversation_text
 
 log = logging.getLogger("cascade")
 Clock = Callable[[], float]
@@ -54,6 +55,7 @@ class _InFlight:
     tier: int
     started: float
     completion: Completion | None = None
+    members: list[MemberAnswer] = field(default_factory=list)  # ensemble members finished so far
 
 
 @dataclass(slots=True)
@@ -64,6 +66,7 @@ class _RunState:
     in_flight: _InFlight | None = None
     route: RouteDecision | None = None
     check: bool = True  # False in route-only mode: the routed tier's answer is accepted
+    peers: list[Peer] = field(default_factory=list)  # every answer paid for so far (evidence)
 
 
 def _accepts_anything(tier: Tier) -> bool:
@@ -125,9 +128,10 @@ class Cascade:
         provider cannot be reached; run nothing."""
         seen: set[int] = set()
         for tier in self.tiers:
-            if id(tier.provider) not in seen:
-                seen.add(id(tier.provider))
-                await tier.provider.check()
+            for provider in tier.providers:
+                if id(provider) not in seen:
+                    seen.add(id(provider))
+                    await provider.check()
 
     # --- the request path -------------------------------------------------------------------
 
@@ -198,35 +202,31 @@ class Cascade:
         flight = state.in_flight = _InFlight(index, self._clock())
         with telemetry.attempt_span(self._tracer, tier.model) as span:
             try:
-                with anyio.fail_after(tier.timeout_s):
-                    completion = await tier.provider.complete(tier.call_for(state.request))
-            except TimeoutError:
-                error: ProviderError = ProviderTimeoutError(
-                    tier.provider.deployment, f"no answer within {tier.timeout_s:g} s")
-                attempt = self._failed(index, tier, flight, error)
+                called = await call_tier(tier, state.request, self._clock, flight.members)
             except ProviderError as exc:
                 attempt = self._failed(index, tier, flight, exc)
             else:
-                flight.completion = completion
-                state.best = (index, completion)
+                flight.completion = called.completion
+                state.best = (index, called.completion)
+                estimate, failure = None, None
                 if state.check:
-                    estimate, failure = await self._estimate(tier, state.request, completion)
-                else:
-                    estimate, failure = None, None
-                attempt = self._judged(index, tier, flight, completion, estimate, failure, last,
+                    peers = (*called.peers(tier.name, earlier=False), *state.peers)
+                    estimate, failure = await self._estimate(tier, state.request, called, peers)
+                state.peers += called.peers(tier.name, earlier=True)
+                attempt = self._judged(index, tier, flight, called, estimate, failure, last,
                                        state.check)
             state.in_flight = None
             state.attempts.append(attempt)
             telemetry.end_attempt(span, attempt)
             return attempt.decision
 
-    async def _estimate(self, tier: Tier, request: Request,
-                        completion: Completion) -> tuple[Estimate | None, str | None]:
+    async def _estimate(self, tier: Tier, request: Request, called: Called,
+                        peers: tuple[Peer, ...]) -> tuple[Estimate | None, str | None]:
         if tier.estimator is None or _accepts_anything(tier):
             return None, None  # nothing to decide: no need to pay for a confidence
         rater = self._by_name.get(tier.rater) if tier.rater is not None else None
         ask = asker(rater, request) if rater is not None else None
-        ctx = estimate_context(tier, request, completion, sampler(tier, request), ask)
+        ctx = estimate_context(tier, request, called, sampler(tier, request), ask, peers)
         try:
             with anyio.fail_after(tier.timeout_s):
                 return await tier.estimator.estimate(ctx), None
@@ -238,7 +238,7 @@ class Cascade:
 
     # --- building the records (pure) --------------------------------------------------------
 
-    def _judged(self, index: int, tier: Tier, flight: _InFlight, completion: Completion,
+    def _judged(self, index: int, tier: Tier, flight: _InFlight, called: Called,
                 estimate: Estimate | None, failure: str | None, last: bool,
                 check: bool = True) -> Attempt:
         confidence = None if estimate is None else estimate.confidence
@@ -249,39 +249,44 @@ class Cascade:
         else:  # below threshold, or the estimator failed (counts as low confidence)
             decision = Decision.REJECT if last else Decision.ESCALATE
         usage = estimate.usage if estimate is not None else None
-        call_cost = tier.cost_of(completion)
+        completion = called.completion
         return Attempt(
-            index, tier.name, tier.model, tier.provider.deployment, decision, confidence,
-            tier.threshold,
-            completion.input_tokens + (usage.input_tokens if usage else 0),
-            completion.output_tokens + (usage.output_tokens if usage else 0),
-            call_cost + (usage.cost if usage else 0.0),
+            index, tier.name, called.source if tier.members else tier.model, tier.deployment,
+            decision, confidence, tier.threshold,
+            called.input_tokens + (usage.input_tokens if usage else 0),
+            called.output_tokens + (usage.output_tokens if usage else 0),
+            called.cost + (usage.cost if usage else 0.0),
             self._clock() - flight.started,
             estimator=tier.estimator.name if tier.estimator and check else None,
             estimator_error=failure, answer=completion.text,
             details=dict(estimate.details) if estimate is not None else {},
-            label=completion.choices[0].label,
+            label=completion.choices[0].label, members=called.members,
         )
 
     def _failed(self, index: int, tier: Tier, flight: _InFlight, error: ProviderError) -> Attempt:
-        return Attempt(index, tier.name, tier.model, tier.provider.deployment, Decision.ERROR,
+        return Attempt(index, tier.name, tier.model, tier.deployment, Decision.ERROR,
                        None, tier.threshold, latency_s=self._clock() - flight.started,
-                       error=f"{type(error).__name__}: {error}")
+                       error=f"{type(error).__name__}: {error}", members=tuple(flight.members))
 
     def _timed_out(self, flight: _InFlight) -> Attempt:
+        """The attempt the run's deadline cut short, with what it had been paid for."""
         tier = self.tiers[flight.tier]
-        completion = flight.completion
-        cost = tier.cost_of(completion) if completion is not None else 0.0
+        completion, members = flight.completion, tuple(flight.members)
+        if members:
+            cost = math.fsum(m.cost for m in members)
+            tokens = (sum(m.input_tokens for m in members), sum(m.output_tokens for m in members))
+        else:
+            cost = tier.cost_of(completion) if completion is not None else 0.0
+            tokens = (completion.input_tokens, completion.output_tokens) if completion else (0, 0)
         return Attempt(
-            flight.tier, tier.name, tier.model, tier.provider.deployment, Decision.TIMEOUT, None,
-            tier.threshold, completion.input_tokens if completion else 0,
-            completion.output_tokens if completion else 0, cost,
+            flight.tier, tier.name, tier.model, tier.deployment, Decision.TIMEOUT, None,
+            tier.threshold, tokens[0], tokens[1], cost,
             self._clock() - flight.started, error="DeadlineExceeded: the run's deadline expired",
             answer=completion.text if completion else None,
-            label=completion.choices[0].label if completion else None)
+            label=completion.choices[0].label if completion else None, members=members)
 
     def _skipped(self, index: int, tier: Tier) -> Attempt:
-        return Attempt(index, tier.name, tier.model, tier.provider.deployment, Decision.SKIP,
+        return Attempt(index, tier.name, tier.model, tier.deployment, Decision.SKIP,
                        None, tier.threshold, error="the prompt does not fit the context window")
 
     def _too_long(self, request: Request) -> None:

@@ -114,6 +114,27 @@ class StopReason(str, enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class MemberAnswer:
+    """One model of an ensemble tier: what it answered (None: it failed or timed out) and cost."""
+
+    model: str
+    answer: str | None
+    cost: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float = 0.0
+    error: str | None = None
+    label: bool | None = None  # recorded correctness (replay data only)
+    chosen: bool = False  # this member's answer is the tier's answer
+
+    def to_dict(self) -> dict[str, object]:
+        return {"model": self.model, "answer": self.answer, "cost": self.cost,
+                "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "latency_s": self.latency_s, "error": self.error, "label": self.label,
+                "chosen": self.chosen}
+
+
+@dataclass(frozen=True, slots=True)
 class Attempt:
     """One tier's try, as recorded in the result and the trace."""
 
@@ -134,6 +155,7 @@ class Attempt:
     answer: str | None = None
     details: Mapping[str, object] = field(default_factory=lambda: _EMPTY)
     label: bool | None = None  # the answer's recorded correctness (replay data only)
+    members: tuple[MemberAnswer, ...] = ()  # an ensemble tier's models (empty otherwise)
 
 
 class RouteReason(enum.Enum):
@@ -241,4 +263,5 @@ def attempt_to_dict(attempt: Attempt) -> dict[str, object]:
         "answer": attempt.answer,
         "details": dict(attempt.details),
         "label": attempt.label,
+        "members": [m.to_dict() for m in attempt.members],
     }

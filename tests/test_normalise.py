@@ -63,9 +63,18 @@ def test_exact(text: str, expected: str | None) -> None:
 def test_code_drops_comments_blank_lines_and_fences() -> None:
     a = "Here you go:\n```python\ndef f(x):\n    # add one\n    return x + 1\n\n```\nDone."
     b = "def f(x):   \n\n    return x + 1  # increment\n"
-    assert normalise(a, K) == normalise(b, K) == "def f(x):\n    return x + 1"
+    assert normalise(a, K) == normalise(b, K) == "def v0(v1):\n    return v1 + 1"
     assert normalise("def g(): pass", K) != normalise(b, K)
     assert normalise("# only a comment", K) is None
+
+
+def test_code_equal_up_to_names_and_docstrings_but_not_builtins() -> None:
+    a = 'def total(xs):\n    """Sum."""\n    s = 0\n    for x in xs:\n        s += x\n    return s'
+    b = "def add_all(items):\n    acc = 0\n    for it in items:\n        acc += it\n    return acc"
+    assert normalise(a, K) == normalise(b, K)
+    assert normalise("def f(x):\n    return len(x)", K) != normalise("def f(x):\n    return sorted(x)", K)
+    assert normalise("def f(x):\n    return x - 1", K) != normalise(b, K)
+    assert normalise("not python (", K) == "not python ("  # falls back to the text rules
 
 
 def test_group_answers_by_normal_form_and_by_embedding() -> None:

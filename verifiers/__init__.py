@@ -1,5 +1,15 @@
 """Confidence estimators for LLM answers, usable with or without the cascade engine."""
 
+from verifiers._agreement import (
+    AgreementEstimator,
+    AgreementModel,
+    AgreementRow,
+    agreement_matrix,
+    consensus,
+    fit_agreement,
+    load_agreement,
+)
+from verifiers._agreement_search import AnswerSet, Goal, Plan, Point, frontier, pick, search
 from verifiers._calibrate import (
     CalibrationError,
     CascadeChoice,
@@ -40,6 +50,7 @@ from verifiers._types import (
     Estimator,
     EstimatorError,
     MissingInputError,
+    Peer,
     Sampled,
     SampleFn,
     Turn,
@@ -49,6 +60,21 @@ from verifiers._types import (
 from verifiers._vote import SelfConsistencyEstimator, decided, majority_probability, vote_confidence
 
 __all__ = [
+    "AgreementEstimator",
+    "AgreementModel",
+    "AgreementRow",
+    "AnswerSet",
+    "Goal",
+    "Peer",
+    "Plan",
+    "Point",
+    "agreement_matrix",
+    "consensus",
+    "fit_agreement",
+    "frontier",
+    "load_agreement",
+    "pick",
+    "search",
     "CachedEncoder",
     "DEFAULT_RATING_PROMPT",
     "AnswerKind",

@@ -5,7 +5,7 @@
 | ``number`` | ``#### 42``, ``\\boxed{42}``, "the answer is 42", else the last number | a canonical decimal: ``1,000`` → ``1000``, ``3.50`` → ``3.5``, ``1/2`` → ``0.5``, ``$-4`` → ``-4`` |
 | ``choice`` | "answer is (B)", "Answer: b", "**C**", "option D", a line that is only a letter, else a lone letter | the upper-case letter (A–E by default) |
 | ``exact`` | the final "Answer:" / "A:" line when there is one, else the whole text | case-folded, "the answer is" dropped, whitespace collapsed, end punctuation stripped |
-| ``code`` | the first fenced code block, else the whole text | comments, blank lines and trailing spaces removed |
+| ``code`` | the first fenced code block, else the whole text | Python that parses: re-printed from its syntax tree without docstrings, local names renamed in order of first use (so renamed variables still compare equal); anything else: comments, blank lines and trailing spaces removed |
 | ``text`` | the whole text | case-folded, whitespace collapsed (free text is compared by embeddings: ``group_answers``) |
 
 ``normalise`` returns None when no answer can be extracted (e.g. no number at all).
@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import ast
 import enum
 import re
 from collections.abc import Callable, Sequence
@@ -101,9 +102,50 @@ def _exact(text: str) -> str | None:
 _FENCE = re.compile(r"```[\w+-]*\n(.*?)```", re.DOTALL)
 
 
+class _Rename(ast.NodeTransformer):
+    """Functions, arguments and assigned names -> v0, v1, … in order of first use; names of
+    builtins and imported modules stay (``len`` must not equal ``sorted``)."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+
+    def _new(self, name: str) -> str:
+        return self.names.setdefault(name, f"v{len(self.names)}")
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        node.name = self._new(node.name)
+        body = node.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]  # the docstring
+        self.generic_visit(node)
+        return node
+
+    def visit_arg(self, node: ast.arg) -> ast.AST:
+        node.arg = self._new(node.arg)
+        node.annotation = None
+        return node
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if isinstance(node.ctx, ast.Store) or node.id in self.names:
+            node.id = self._new(node.id)
+        return node
+
+
+def _canonical_python(code: str) -> str | None:
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+    return ast.unparse(_Rename().visit(tree))
+
+
 def _code(text: str) -> str | None:
     found = _FENCE.search(text)
     body = found.group(1) if found else text
+    canonical = _canonical_python(body)
+    if canonical is not None and canonical.strip():
+        return canonical
     lines = []
     for line in body.splitlines():
         stripped = re.sub(r"(^|\s)#.*$", "", line).rstrip()

@@ -77,12 +77,25 @@ AskFn = Callable[[tuple["Turn", ...]], Awaitable[Asked]]
 
 
 @dataclass(frozen=True, slots=True)
+class Peer:
+    """Another answer to the same query that the run has already paid for: a fellow member of
+    the tier's ensemble, or (``earlier``) an answer of a cheaper tier."""
+
+    source: str  # the model that gave it (the key of learned agreement weights)
+    text: str | None  # None: the member failed or timed out
+    earlier: bool = False
+    tier: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class EstimateContext:
     """The one state object every estimator receives.
 
     ``sample(k)`` draws k more answers from the same tier (the engine supplies it);
     it is ``None`` where no sampling is possible. ``ask(messages)`` sends a conversation to
     the model the policy chose for judging (self-rating); ``None`` where there is none.
+    ``peers`` are the other answers already paid for in this run (ensemble members, earlier
+    tiers): the evidence of the agreement estimator.
     """
 
     query: tuple[Turn, ...]
@@ -90,6 +103,7 @@ class EstimateContext:
     tier: str = ""
     sample: SampleFn | None = None
     ask: AskFn | None = None
+    peers: tuple[Peer, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from cascade.policy._loader import format_key_path, load_policy, parse_policy, policy_json_schema
 from cascade.policy._models import (
     BUNDLED_MODELS,
+    AgreementSpec,
     AnthropicProvider,
     CausalRouterSpec,
     GraderSpec,
@@ -17,6 +18,7 @@ from cascade.policy._models import (
     EstimatorSpec,
     LlamaCppProvider,
     LogprobSpec,
+    MemberSpec,
     OpenAIProvider,
     Policy,
     Price,
@@ -31,6 +33,7 @@ from cascade.policy._models import (
 
 __all__ = [
     "BUNDLED_MODELS",
+    "AgreementSpec",
     "AnthropicProvider",
     "CausalRouterSpec",
     "GraderSpec",
@@ -45,6 +48,7 @@ __all__ = [
     "EstimatorSpec",
     "LlamaCppProvider",
     "LogprobSpec",
+    "MemberSpec",
     "OpenAIProvider",
     "Policy",
     "Price",

@@ -202,8 +202,34 @@ class CombineSpec(_Spec):
         return self
 
 
+class AgreementSpec(_Spec):
+    """Cross-model agreement: the (weighted) share of the other answers already paid for —
+    the tier's ensemble members and, with ``earlier``, cheaper tiers' answers — that agree
+    with the tier's answer; or, with ``artifact``, a learned calibrated probability."""
+
+    kind: Literal["agreement"]
+    answer: AnswerKind = Field(AnswerKind.EXACT, description="how answers are compared")
+    min_members: int = Field(2, ge=1, description="answers needed (the tier's own included); "
+                             "fewer (members failed) means confidence 0")
+    earlier: bool = Field(True, description="count the answers of cheaper tiers as evidence")
+    similarity: float = Field(0.85, gt=0, le=1,
+                              description="text answers: MiniLM cosine similarity that counts as agreeing")
+    weights: dict[str, float] = Field(default_factory=dict, description="model -> weight in the "
+                                      "ensemble's consensus and the share (default 1)")
+    artifact: str | None = Field(None, description="learned agreement weights (directory "
+                                 "written by cascade search-ensemble, relative to the policy file)")
+
+    @field_validator("weights")
+    @classmethod
+    def _finite(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not (v >= 0 and v < float("inf"))}
+        if bad:
+            raise ValueError(f"weights must be finite and >= 0: {bad}")
+        return value
+
+
 EstimatorSpec = Annotated[
-    LogprobSpec | VoteSpec | VerifierSpec | SelfRatingSpec | CombineSpec,
+    LogprobSpec | VoteSpec | VerifierSpec | SelfRatingSpec | CombineSpec | AgreementSpec,
     Field(discriminator="kind"),
 ]
 CombineSpec.model_rebuild()
@@ -361,11 +387,24 @@ class Defaults(_Spec):
     context_window: int = Field(128_000, ge=64, description="for remote tiers that give none")
 
 
+class MemberSpec(_Spec):
+    """An ensemble member on a provider (or with prices) of its own."""
+
+    model: str
+    provider: ProviderSpec | None = Field(None, description="default: the tier's provider")
+    price: Price | None = Field(None, description="default: the tier's price")
+
+
 class TierSpec(_Spec):
-    """One rung of the cascade: a model, where it runs, what it costs, and when to accept."""
+    """One rung of the cascade: a model (or an ensemble of models), where it runs, what it
+    costs, and when to accept."""
 
     name: str = Field(description="unique slug, used in results and traces")
-    model: str = Field(description="model name sent to the provider (replay: the CSV column)")
+    model: str | None = Field(None, description="model name sent to the provider (replay: the "
+                              "CSV column); give `model` or `models`")
+    models: tuple[str | MemberSpec, ...] = Field(
+        (), description="an ensemble: these models answer concurrently and the answer they "
+        "agree on is the tier's (needs an `agreement` estimator)")
     provider: ProviderSpec
     price: Price = Field(default_factory=Price)
     max_tokens: int | None = Field(None, ge=1)
@@ -388,6 +427,33 @@ class TierSpec(_Spec):
         if not _SLUG.match(value):
             raise ValueError(f"{value!r} is not a slug (lower-case letters, digits, '-', '_')")
         return value
+
+    @property
+    def members(self) -> tuple[MemberSpec, ...]:
+        """The ensemble's members with the tier's provider and price filled in (empty: one model)."""
+        return tuple(m if isinstance(m, MemberSpec) else MemberSpec(model=m) for m in self.models)
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(m.model for m in self.members) or ((self.model,) if self.model else ())
+
+    @property
+    def display_model(self) -> str:
+        return self.model or "+".join(self.model_names)
+
+    @model_validator(mode="after")
+    def _model_or_models(self) -> TierSpec:
+        if (self.model is None) == (not self.models):
+            raise ValueError("give exactly one of `model` or `models`")
+        if self.models:
+            if len(self.models) < 2:
+                raise ValueError("an ensemble (`models`) needs at least two models")
+            if len(set(self.model_names)) != len(self.model_names):
+                raise ValueError("an ensemble lists a model twice")
+            if not isinstance(self.estimator, AgreementSpec):
+                raise ValueError("an ensemble tier needs `estimator: {kind: agreement, ...}` (its "
+                                 "members' agreement picks and judges the answer)")
+        return self
 
     @model_validator(mode="after")
     def _estimator_and_threshold(self) -> TierSpec:
@@ -431,20 +497,15 @@ class Policy(_Spec):
             if name not in tiers:
                 raise ValueError(f"router.{key}: {name!r} is not a tier of this policy")
         router = routing.router
+        ensembles = {t.name for t in info.data["tiers"] if t.models}
+        if isinstance(router, CausalRouterSpec) and isinstance(router.grader, str) \
+                and router.grader in ensembles:
+            raise ValueError(f"router.grader: {router.grader!r} is an ensemble; the grader must "
+                             "be a one-model tier")
         if isinstance(router, LearnedRouterSpec) and isinstance(router.threshold, tuple) \
                 and len(router.threshold) != len(tiers):
             raise ValueError(f"router.threshold: {len(router.threshold)} values for {len(tiers)} tiers")
         return routing
-        tiers = [t.name for t in self.tiers]
-        for key, name in router_tier_names(self.routing.router):
-            if name not in tiers:
-                raise ValueError(f"routing.router.{key}: {name!r} is not a tier of this policy")
-        router = self.routing.router
-        if isinstance(router, LearnedRouterSpec) and isinstance(router.threshold, tuple) \
-                and len(router.threshold) != len(tiers):
-            raise ValueError(f"routing.router.threshold: {len(router.threshold)} values for "
-                             f"{len(tiers)} tiers")
-        return self
 
     @field_validator("tiers")
     @classmethod
@@ -454,9 +515,13 @@ class Policy(_Spec):
             if tier.name in seen:
                 raise ValueError(f"tier name {tier.name!r} is used twice")
             seen.add(tier.name)
+        ensembles = {t.name for t in tiers if t.models}
         for tier in tiers:
             for kind in estimator_kinds(tier.estimator):
                 if isinstance(kind, SelfRatingSpec) and kind.rater is not None and kind.rater not in seen:
                     raise ValueError(f"tier {tier.name!r}: rater {kind.rater!r} is not a tier of "
                                      "this policy")
+                if isinstance(kind, SelfRatingSpec) and (kind.rater or tier.name) in ensembles:
+                    raise ValueError(f"tier {tier.name!r}: the rater must be a one-model tier, "
+                                     f"not the ensemble {kind.rater or tier.name!r}")
         return tiers

@@ -1,0 +1,107 @@
+"""One tier's model call: a single model, or an ensemble whose members run concurrently.
+
+Each member has the tier's timeout of its own; a member that fails or is slow is recorded and
+the tier decides on the answers it has (the consensus picks one). Only when no member answers
+does the tier fail, with the first member's error. Every member's cost counts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import anyio
+
+from cascade._tier import Member, Tier
+from cascade.errors import ProviderError, ProviderTimeoutError
+from cascade.types import Completion, MemberAnswer, Request
+from verifiers import Peer
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Called:
+    """What a tier's call produced: its answer, which model gave it, the total cost and
+    tokens of every model called, and each member's record (ensembles)."""
+
+    completion: Completion
+    source: str  # the model (as the policy names it) whose answer is the tier's
+    cost: float
+    input_tokens: int
+    output_tokens: int
+    members: tuple[MemberAnswer, ...] = ()
+
+    def peers(self, tier: str, *, earlier: bool) -> tuple[Peer, ...]:
+        """The answers of this call as evidence: for the tier's own estimator the members
+        other than the chosen one; for later tiers (``earlier``) every answer."""
+        if not self.members:
+            return (Peer(self.source, self.completion.text, True, tier),) if earlier else ()
+        return tuple(Peer(m.model, m.answer, earlier, tier) for m in self.members
+                     if earlier or not m.chosen)
+
+
+def _timeout(deployment: str, tier: Tier) -> ProviderTimeoutError:
+    return ProviderTimeoutError(deployment, f"no answer within {tier.timeout_s:g} s")
+
+
+async def call_tier(tier: Tier, request: Request, clock: Clock, done: list[MemberAnswer]) -> Called:
+    """Call the tier's model(s). ``done`` receives each member's record as it finishes, so a
+    run deadline that cuts the tier short still counts what was paid for."""
+    if tier.members:
+        return await _ensemble(tier, request, clock, done)
+    try:
+        with anyio.fail_after(tier.timeout_s):
+            completion = await tier.provider.complete(tier.call_for(request))
+    except TimeoutError:
+        raise _timeout(tier.provider.deployment, tier) from None
+    return Called(completion, tier.model, tier.cost_of(completion), completion.input_tokens,
+                  completion.output_tokens)
+
+
+async def _member(tier: Tier, member: Member, request: Request, clock: Clock
+                  ) -> tuple[MemberAnswer, Completion | None, ProviderError | None]:
+    started = clock()
+    call = replace(tier.call_for(request), model=member.model)
+    try:
+        with anyio.fail_after(tier.timeout_s):
+            completion = await member.provider.complete(call)
+    except TimeoutError:
+        error: ProviderError = _timeout(member.provider.deployment, tier)
+    except ProviderError as exc:
+        error = exc
+    else:
+        record = MemberAnswer(member.model, completion.text, member.cost_of(completion),
+                              completion.input_tokens, completion.output_tokens,
+                              clock() - started, label=completion.choices[0].label)
+        return record, completion, None
+    record = MemberAnswer(member.model, None, latency_s=clock() - started,
+                          error=f"{type(error).__name__}: {error}")
+    return record, None, error
+
+
+async def _ensemble(tier: Tier, request: Request, clock: Clock, done: list[MemberAnswer]) -> Called:
+    results: list[tuple[MemberAnswer, Completion | None, ProviderError | None] | None] = \
+        [None] * len(tier.members)
+
+    async def run(i: int) -> None:
+        results[i] = outcome = await _member(tier, tier.members[i], request, clock)
+        done.append(outcome[0])
+
+    async with anyio.create_task_group() as group:
+        for i in range(len(tier.members)):
+            group.start_soon(run, i)
+    finished = [r for r in results if r is not None]
+    answered = [i for i, (_, completion, _) in enumerate(finished) if completion is not None]
+    if not answered:
+        raise next(error for _, _, error in finished if error is not None)
+    assert tier.consensus is not None  # guaranteed by Tier.__post_init__
+    texts = [finished[i][0].answer for i in answered]
+    pick = answered[await tier.consensus.choose(texts, [finished[i][0].model for i in answered])]
+    members = tuple(replace(r, chosen=(i == pick)) for i, (r, _, _) in enumerate(finished))
+    completion = finished[pick][1]
+    assert completion is not None
+    return Called(completion, members[pick].model, math.fsum(m.cost for m in members),
+                  sum(m.input_tokens for m in members), sum(m.output_tokens for m in members),
+                  members)
