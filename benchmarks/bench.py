@@ -25,6 +25,7 @@ from benchmarks.replay import (
     run_setting,
     singles,
 )
+from benchmarks.agreement import AgreementFound, agreement_curve
 from benchmarks.sweep import best_chain
 from verifiers import Estimator
 
@@ -39,8 +40,9 @@ class EstimatorMethod:
     """A cascade method: per-tier estimators built (and trained, if they learn) on train."""
 
     name: str
-    build: EstimatorBuilder
+    build: EstimatorBuilder | None = None
     lengths: tuple[int, ...] = (2, 3)
+    agreement: bool = False  # the agreement-cascade search (benchmarks/agreement.py) instead
 
 
 @dataclass(slots=True)
@@ -69,6 +71,7 @@ async def cascade_curve(method: EstimatorMethod, suite: Suite, train: Side, test
                         single_train: Mapping[str, Outcomes], progress: Progress | None,
                         keep: list[Judged] | None = None) -> Curve | None:
     """None when the method judges no tier of this suite."""
+    assert method.build is not None
     on_train, on_test = await method.build(suite, train, test)
     if not on_train:
         return None
@@ -111,7 +114,12 @@ async def run_suite(suite: Suite, data: Path, methods: Sequence[EstimatorMethod]
         curves.append(Curve("oracle", "oracle", points_only=[oracle(single_test)]))
         notes: list[str] = []
         judged_by: list[Judged] = []
+        agreed: list[AgreementFound] = []
         for method in methods:
+            if method.agreement:
+                found = await agreement_curve(suite, train, test, progress, notes, agreed)
+                curves += [found] if found is not None else []
+                continue
             curve = await cascade_curve(method, suite, train, test, single_train, progress, judged_by)
             if curve is None:
                 notes.append(f"{method.name}: judges no tier of this suite (skipped)")
@@ -120,7 +128,8 @@ async def run_suite(suite: Suite, data: Path, methods: Sequence[EstimatorMethod]
         if routers:
             from benchmarks.routing import router_curves  # torch: only when routers are benchmarked
 
-            curves += await router_curves(routers, train, test, single_train, judged_by, progress, notes)
+            curves += await router_curves(routers, train, test, single_train, judged_by, progress,
+                                          notes, agreed)
     finally:
         await train.engine.aclose()
         await test.engine.aclose()

@@ -138,6 +138,7 @@ def _features(encoder: CachedEncoder, pairs: Sequence[tuple[str, str]]) -> np.nd
 REGISTRY: Mapping[str, EstimatorMethod] = {
     "vote": EstimatorMethod("vote", _vote, (2,)),
     "verifier": EstimatorMethod("verifier", _verifier, (2, 3)),
+    "agreement": EstimatorMethod("agreement", agreement=True),
 }
 
 

@@ -23,7 +23,7 @@ from cascade._calibrate import Recorded, record_tier
 from cascade.errors import RunError
 from cascade.providers import ReplayProvider
 from cascade.types import Decision
-from verifiers import Estimator
+from verifiers import AnswerKind, Estimator
 
 Progress = Callable[[int], None]  # called with the number of queries just finished
 
@@ -42,6 +42,7 @@ class Suite:
     seed: int = 0
     complete_only: bool = True  # drop rows where any tier's correctness cell is empty
     files: tuple[Path, Path] | None = None  # (train, test) exported to the policy as ${FILE}
+    answer: AnswerKind | None = None  # how answers compare (agreement cascades)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +121,11 @@ def open_side(suite: Suite, data: Path, split: str) -> Side:
 
 def _labelled(tiers: Sequence[Tier], number: int) -> bool:
     for tier in tiers:
-        provider = tier.provider
-        if isinstance(provider, ReplayProvider):
-            table = provider.table
-            if table.record(table.rows[number - 1], tier.model).correct is None:
-                return False
+        for model, provider in zip(tier.models, tier.providers):
+            if isinstance(provider, ReplayProvider):
+                table = provider.table
+                if table.record(table.rows[number - 1], model).correct is None:
+                    return False
     return True
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import anyio
 import numpy as np
 
+from benchmarks.agreement import AgreementFound, plan_label
 from benchmarks.bench import Judged
 from benchmarks.metrics import aiq
 from benchmarks.replay import Curve, Outcomes, Progress, Side, alone, judged, run_setting
@@ -34,7 +35,8 @@ from cascade.routing import (
     train_knn,
     train_mf,
 )
-from verifiers import CachedEncoder
+from cascade._ensemble_search import plan_tiers
+from verifiers import CachedEncoder, Point, frontier, simulate_cascade
 
 FOLDS = {RouterKind.KNN: 5, RouterKind.MF: 5, RouterKind.BERT: 2}
 
@@ -158,7 +160,7 @@ def _combined(p: np.ndarray, inputs: Inputs, judged_by: Judged) -> tuple[list[Co
 
 async def router_curves(kinds: Sequence[str], train: Side, test: Side, single: Mapping[str, Outcomes],
                         judged_by: Sequence[Judged], progress: Progress | None,
-                        notes: list[str]) -> list[Curve]:
+                        notes: list[str], agreed: Sequence[AgreementFound] = ()) -> list[Curve]:
     encoder = CachedEncoder()
     inputs = await anyio.to_thread.run_sync(_inputs, train, test, single, encoder)
     by_name = {t.name: t for t in test.tiers}
@@ -175,7 +177,80 @@ async def router_curves(kinds: Sequence[str], train: Side, test: Side, single: M
                 notes.append(f"router + cascade ({kind.value}, {judged_set.method}): no chain")
             else:
                 curves.append(curve)
+        for found in agreed:
+            curves.append(await _router_agreement(kind, memo, inputs, p_train, found, test, progress))
     return curves
+
+
+@dataclass(frozen=True, slots=True)
+class _Gate:
+    """Router + agreement cascade: queries the router trusts to the ``solo`` model alone go
+    there; those it trusts to the ensemble's strongest member run the agreement plan; the
+    rest go straight to the plan's last model."""
+
+    point: Point
+    solo: int  # AnswerSet index
+    strongest: int
+    thresholds: tuple[float, float]
+    setting: Setting
+
+
+def _gates(p: np.ndarray, inputs: Inputs, found: AgreementFound) -> list[_Gate]:
+    answers = found.answers
+    column = {j: inputs.names.index(found.names[j]) for j in range(len(found.names))}
+    accuracy, mean_cost = answers.correct.mean(axis=0), answers.cost.mean(axis=0)
+    options: list[_Gate] = []
+    for point in frontier(found.found, 24):
+        learned = point.learned
+        plan = learned.plan
+        if plan.single:
+            continue
+        spent_c, right_c, _ = simulate_cascade(point.thresholds, learned.confidence,
+                                               learned.correct, learned.cost)
+        strongest = max(plan.ensemble, key=lambda j: accuracy[j])
+        solos = [j for j in range(len(found.names)) if mean_cost[j] < learned.cost[0].mean()]
+        last = plan.last
+        for solo in solos:
+            p0, p1 = p[:, column[solo]], p[:, column[strongest]]
+            for r0 in threshold_grid(p0, 7):
+                for r1 in [0.0, *threshold_grid(p1, 7)]:
+                    start0 = p0 >= r0
+                    start1 = ~start0 & (p1 >= r1)
+                    spent = np.where(start0, answers.cost[:, solo], np.where(start1, spent_c, answers.cost[:, last]))
+                    right = np.where(start0, answers.correct[:, solo], np.where(start1, right_c, answers.correct[:, last]))
+                    options.append(_Gate(point, solo, strongest, (r0, r1),
+                                         Setting(inputs.names, (r0, r1), float(spent.sum()), float(right.mean()))))
+    kept = {id(s) for s in pareto([o.setting for o in options], 16)}
+    return [o for o in options if id(o.setting) in kept]
+
+
+async def _router_agreement(kind: RouterKind, memo: Memo, inputs: Inputs, p_train: np.ndarray,
+                            found: AgreementFound, test: Side, progress: Progress | None) -> Curve:
+    """Router + agreement cascade, chosen on train (cross-fitted router predictions,
+    out-of-fold agreement confidences), measured on test through the engine (mode both)."""
+    gates = await anyio.to_thread.run_sync(_gates, p_train, inputs, found)
+    curve = Curve(f"router + cascade: {kind.value} + agreement", "router+cascade")
+    for gate in gates:
+        tiers = [alone(found.test_tiers[gate.solo]),
+                 *plan_tiers(gate.point, found.test_tiers, found.kind)]
+        plan = gate.point.learned.plan
+        models = [gate.solo, gate.strongest, *([plan.middle] if plan.middle is not None else []), plan.last]
+        columns = [inputs.names.index(found.names[j]) for j in models]
+        thresholds = (*gate.thresholds, *([np.inf] * (len(models) - 2)))
+        router = LearnedRouter(memo, tuple(columns), thresholds, len(models) - 1,  # type: ignore[arg-type]
+                               _embed(inputs), memo.min_similarity, RouteRule.THRESHOLD, 0.0)
+        curve.outcomes.append(await run_setting(tiers, test, progress, Routing(router, RoutingMode.BOTH)))
+        curve.settings.append({"solo": found.names[gate.solo], "plan": plan_label(gate.point, found.names),
+                               "router_thresholds": list(gate.thresholds),
+                               "thresholds": [min(t, 9.0) for t in gate.point.thresholds],
+                               "train_cost": gate.setting.train_cost,
+                               "train_accuracy": gate.setting.train_accuracy})
+    return curve
+
+
+def _embed(inputs: Inputs):  # type: ignore[no-untyped-def]
+    lookup = dict(zip(inputs.texts[1], inputs.x[1]))
+    return lambda texts: np.stack([lookup[t] for t in texts])
 
 
 async def _routing_only(kind: RouterKind, memo: Memo, inputs: Inputs, p_train: np.ndarray,

@@ -162,7 +162,7 @@ def build_tiers(policy: Policy, factory: ProviderFactory, base_dir: Path) -> lis
                                       f"{provider.deployment} records one answer per query")
         tiers.append(Tier(
             name=spec.name, model=spec.display_model, provider=provider,
-            estimator=estimator, threshold=spec.threshold, price=spec.price,
+            estimator=estimator, threshold=spec.accept_at, price=spec.price,
             max_tokens=spec.max_tokens or d.max_tokens, timeout_s=spec.timeout_s or d.timeout_s,
             temperature=d.temperature if spec.temperature is None else spec.temperature,
             context_window=_context_window(spec, policy), system_prompt=spec.system_prompt,

@@ -6,13 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.replay import SplitRule, Suite
+from verifiers import AnswerKind
 
 HERE = Path(__file__).parent
 
 SUITES: dict[str, Suite] = {
-    "arc": Suite("arc", HERE / "arc.yaml", SplitRule.FILES, c_max=2.2894),
-    "winogrande": Suite("winogrande", HERE / "winogrande.yaml", SplitRule.FILES, c_max=1.3418),
-    "mbpp": Suite("mbpp", HERE / "mbpp.yaml", SplitRule.FILES, c_max=0.8958),
-    "gsm8k": Suite("gsm8k", HERE / "gsm8k.yaml", SplitRule.HALVES, c_max=2.5113),
-    "mot-date": Suite("mot-date", HERE / "mot-date.yaml", SplitRule.HALVES, c_max=3.9391),
+    "arc": Suite("arc", HERE / "arc.yaml", SplitRule.FILES, c_max=2.2894,
+                 answer=AnswerKind.CHOICE),
+    "winogrande": Suite("winogrande", HERE / "winogrande.yaml", SplitRule.FILES,
+                        c_max=1.3418, answer=AnswerKind.CHOICE),
+    "mbpp": Suite("mbpp", HERE / "mbpp.yaml", SplitRule.FILES, c_max=0.8958,
+                  answer=AnswerKind.CODE),
+    "gsm8k": Suite("gsm8k", HERE / "gsm8k.yaml", SplitRule.HALVES, c_max=2.5113,
+                   answer=AnswerKind.NUMBER),
+    "mot-date": Suite("mot-date", HERE / "mot-date.yaml", SplitRule.HALVES, c_max=3.9391,
+                      answer=AnswerKind.EXACT),
 }

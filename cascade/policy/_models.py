@@ -7,6 +7,7 @@ compares strategy names as strings.
 from __future__ import annotations
 
 import enum
+import math
 import re
 from typing import Annotated, Literal
 
@@ -419,7 +420,14 @@ class TierSpec(_Spec):
     estimator: EstimatorSpec | None = Field(
         None, description="omit to accept this tier's answer unchecked"
     )
-    threshold: float | None = Field(None, ge=0, le=1)
+    threshold: Annotated[float, Field(ge=0, le=1)] | Literal["never"] | None = Field(
+        None, description="accept when the estimator's confidence reaches this; `never`: the "
+        "tier's answers only serve as evidence (agreement) for later tiers")
+
+    @property
+    def accept_at(self) -> float | None:
+        """The threshold as a number (``never`` is infinity)."""
+        return math.inf if self.threshold == "never" else self.threshold  # type: ignore[return-value]
 
     @field_validator("name")
     @classmethod
