@@ -94,10 +94,32 @@ async def record_tier(tier: Tier, queries: Sequence[tuple[str, int]], feature: s
     return Recorded(confidence, correct, cost)
 
 
+async def record_chain(tiers: Sequence[Tier], queries: Sequence[tuple[str, int]],
+                       feature: str = "calibrate") -> list[Recorded]:
+    """Every tier on every query, in one run per query with thresholds no answer reaches, so
+    that each tier's estimator sees what it would in production: the answers of the cheaper
+    tiers before it (agreement evidence)."""
+    engine = Cascade([replace(t, threshold=math.inf) for t in tiers], feature=feature)
+    n, t = len(queries), len(tiers)
+    confidence, correct, cost = np.zeros((t, n)), np.zeros((t, n), dtype=bool), np.zeros((t, n))
+    for i, (prompt, row) in enumerate(queries):
+        try:
+            attempts = (await engine.run(prompt, metadata={"replay_row": str(row)})).attempts
+        except RunError as exc:
+            attempts = exc.attempts
+        for attempt in attempts:
+            confidence[attempt.tier, i] = attempt.confidence or 0.0
+            correct[attempt.tier, i] = bool(attempt.label)
+            cost[attempt.tier, i] = attempt.cost
+    return [Recorded(confidence[j], correct[j], cost[j]) for j in range(t)]
+
+
 def replayed_policy(policy: Policy, data: Path, fmt: ReplayFormat | None = None) -> Policy:
     """The policy with every tier answering from ``data`` (same models, estimators, prices)."""
     spec = ReplayProvider(kind="replay", data=str(data.resolve()), format=fmt)
-    tiers = tuple(t.model_copy(update={"provider": spec}) for t in policy.tiers)
+    tiers = tuple(t.model_copy(update={"provider": spec, "models": tuple(
+        m.model_copy(update={"provider": None}) if not isinstance(m, str) else m for m in t.models)})
+        for t in policy.tiers)
     return policy.model_copy(update={"tiers": tiers})
 
 
@@ -172,8 +194,9 @@ async def calibrate(policy: Policy, data: Path, target: Target, base_dir: Path) 
         assert isinstance(provider, ReplayLive)
         rows = provider.table.rows
         queries = [(row.prompt, i) for i, row in enumerate(rows, 1)
-                   if all(provider.table.record(row, t.model).correct is not None for t in engine.tiers)]
-        recorded = [await record_tier(tier, queries) for tier in engine.tiers]
+                   if all(provider.table.record(row, m).correct is not None
+                          for t in engine.tiers for m in t.models)]
+        recorded = await record_chain(engine.tiers, queries)
         reports = tuple(_tier_report(s, t, r) for s, t, r in zip(policy.tiers, engine.tiers, recorded))
     thresholds, notes = choose(target, recorded)
     spent, right, escalation = simulate_cascade(
