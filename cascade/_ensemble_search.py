@@ -118,7 +118,8 @@ def _raw_tiers(source: Path) -> list[dict[str, Any]]:
 
 
 def _threshold(value: float) -> float | str:
-    return "never" if value > 1 else round(min(1.0, value), 6)
+    """Exactly as chosen (rounding up would refuse the confidences equal to it)."""
+    return "never" if value > 1 else float(min(1.0, value))
 
 
 def plan_policy(point: Point, policy: Policy, source: Path, out: Path, kind: AnswerKind,
