@@ -105,7 +105,7 @@ def _agreement(spec: AgreementSpec, base_dir: Path) -> AgreementEstimator:
                                       f"{model.kind.value!r}, but the policy says {spec.answer.value!r}")
     embed = _text_encoder() if spec.answer is AnswerKind.TEXT else None
     return AgreementEstimator(spec.answer, spec.min_members, spec.earlier, dict(spec.weights),
-                              model, spec.similarity, embed)
+                              model, spec.similarity, embed, spec.run_tests, spec.tests_timeout_s)
 
 
 def _text_encoder() -> Embed:
@@ -254,7 +254,7 @@ def estimate_context(tier: Tier, request: Request, called: Called, sample: Sampl
     query = tuple(Turn(m.role, m.content) for m in request.messages)
     chosen = candidate(called.completion)
     chosen = Candidate(chosen.text, called.source, chosen.token_logprobs)
-    return EstimateContext(query, chosen, tier.name, sample, ask, peers)
+    return EstimateContext(query, chosen, tier.name, sample, ask, peers, request.metadata)
 
 
 # --- routing -----------------------------------------------------------------------------------

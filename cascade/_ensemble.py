@@ -98,7 +98,8 @@ async def _ensemble(tier: Tier, request: Request, clock: Clock, done: list[Membe
         raise next(error for _, _, error in finished if error is not None)
     assert tier.consensus is not None  # guaranteed by Tier.__post_init__
     texts = [finished[i][0].answer for i in answered]
-    pick = answered[await tier.consensus.choose(texts, [finished[i][0].model for i in answered])]
+    pick = answered[await tier.consensus.choose(texts, [finished[i][0].model for i in answered],
+                                                 request.metadata)]
     members = tuple(replace(r, chosen=(i == pick)) for i, (r, _, _) in enumerate(finished))
     completion = finished[pick][1]
     assert completion is not None

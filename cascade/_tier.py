@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,7 +31,8 @@ class Member:
 class Consensus(Protocol):
     """Picks an ensemble's answer among its members' (the agreement estimator is one)."""
 
-    async def choose(self, texts: Sequence[str | None], sources: Sequence[str]) -> int: ...
+    async def choose(self, texts: Sequence[str | None], sources: Sequence[str],
+                     metadata: Mapping[str, str]) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

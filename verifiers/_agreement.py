@@ -31,7 +31,7 @@ import numpy as np
 from verifiers._artifacts import ArtifactError, load_artifact, save_artifact
 from verifiers._normalise import AnswerKind, Embed, normalise
 from verifiers._trained import Calibration, CalibrationMap, TrainingDataError
-from verifiers._types import Capability, Estimate, EstimateContext, Peer
+from verifiers._types import Capability, Estimate, EstimateContext, MissingInputError, Peer
 
 AGREE, DISAGREE, UNKNOWN = 1, 0, -1
 ARTIFACT_KIND = "agreement"
@@ -184,8 +184,12 @@ class AgreementEstimator:
     model: AgreementModel | None = None
     similarity: float = 0.85
     embed: Embed | None = field(default=None, compare=False, hash=False)
+    run_tests: bool = False  # code: compare by the request's shared tests (metadata "tests")
+    tests_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
+        if self.run_tests and self.kind is not AnswerKind.CODE:
+            raise ValueError("run_tests compares code answers: it needs answer kind 'code'")
         if self.min_members < 1:
             raise ValueError("min_members must be at least 1")
         if any(not (w >= 0 and math.isfinite(w)) for w in self.weights.values()):
@@ -206,27 +210,51 @@ class AgreementEstimator:
         """A model's weight in the consensus and in the unlearned share (default 1)."""
         return float(self.weights.get(source, 1.0))
 
-    def matrix(self, texts: Sequence[str | None]) -> np.ndarray:
+    def tests(self, metadata: Mapping[str, str]) -> tuple[str, ...]:
+        """The shared tests of a request (metadata ``tests``: a JSON list of statements)."""
+        if not self.run_tests or "tests" not in metadata:
+            return ()
+        import json
+
+        try:
+            value = json.loads(metadata["tests"])
+        except json.JSONDecodeError:
+            raise MissingInputError("metadata 'tests' is not a JSON list of strings") from None
+        if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+            raise MissingInputError("metadata 'tests' is not a JSON list of strings")
+        return tuple(value)
+
+    def matrix(self, texts: Sequence[str | None], tests: Sequence[str] = ()) -> np.ndarray:
+        if tests:
+            from verifiers._code_tests import agreement_by_tests
+
+            return agreement_by_tests(texts, tests, timeout_s=self.tests_timeout_s)
         return agreement_matrix(texts, self.kind, embed=self.embed, similarity=self.similarity)
 
-    def pick(self, texts: Sequence[str | None], sources: Sequence[str]) -> int:
+    def _offloaded(self, tests: Sequence[str]) -> bool:
+        return bool(tests) or (self.kind is AnswerKind.TEXT and self.embed is not None)
+
+    def pick(self, texts: Sequence[str | None], sources: Sequence[str], tests: Sequence[str] = ()) -> int:
         """The ensemble's answer among its members' (``consensus`` with this estimator's weights)."""
-        return consensus(self.matrix(texts), [self.weight(s) for s in sources])
+        return consensus(self.matrix(texts, tests), [self.weight(s) for s in sources])
 
-    async def choose(self, texts: Sequence[str | None], sources: Sequence[str]) -> int:
-        """``pick`` for an engine (free text is embedded in a worker thread)."""
-        if self.kind is AnswerKind.TEXT and self.embed is not None:
-            return await anyio.to_thread.run_sync(lambda: self.pick(texts, sources))
-        return self.pick(texts, sources)
+    async def choose(self, texts: Sequence[str | None], sources: Sequence[str],
+                     metadata: Mapping[str, str] = MappingProxyType({})) -> int:
+        """``pick`` for an engine (embedding and test runs in a worker thread)."""
+        tests = self.tests(metadata)
+        if self._offloaded(tests):
+            return await anyio.to_thread.run_sync(lambda: self.pick(texts, sources, tests))
+        return self.pick(texts, sources, tests)
 
-    def judge(self, candidate: str, source: str, peers: Sequence[Peer]) -> tuple[float, dict[str, object]]:
-        """Pure (CPU work for free text): the confidence and who agreed."""
+    def judge(self, candidate: str, source: str, peers: Sequence[Peer],
+              tests: Sequence[str] = ()) -> tuple[float, dict[str, object]]:
+        """Pure apart from test runs (CPU work): the confidence and who agreed."""
         used = [p for p in peers if self.earlier or not p.earlier]
         answered = [p for p in used if p.text is not None]
         if 1 + len(answered) < self.min_members:
             return 0.0, {"reason": f"{1 + len(answered)} answer(s), fewer than min_members "
                          f"{self.min_members}", "members": 1 + len(answered)}
-        row = self.matrix([candidate, *(p.text for p in used)])[0]
+        row = self.matrix([candidate, *(p.text for p in used)], tests)[0]
         if row[0] != AGREE:
             return 0.0, {"reason": "no answer could be extracted from the candidate",
                          "members": 1 + len(answered)}
@@ -249,9 +277,11 @@ class AgreementEstimator:
         return min(1.0, share), details
 
     async def estimate(self, ctx: EstimateContext) -> Estimate:
-        args = (ctx.candidate.text, ctx.candidate.model, ctx.peers)
-        if self.kind is AnswerKind.TEXT and self.embed is not None:
+        tests = self.tests(ctx.metadata)
+        args = (ctx.candidate.text, ctx.candidate.model, ctx.peers, tests)
+        if self._offloaded(tests):
             confidence, details = await anyio.to_thread.run_sync(lambda: self.judge(*args))
         else:
             confidence, details = self.judge(*args)
-        return Estimate(confidence, details={**details, "kind": self.kind.value})
+        return Estimate(confidence, details={**details, "kind": self.kind.value,
+                                             "compared_by": "tests" if tests else "answers"})

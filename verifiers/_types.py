@@ -95,7 +95,8 @@ class EstimateContext:
     it is ``None`` where no sampling is possible. ``ask(messages)`` sends a conversation to
     the model the policy chose for judging (self-rating); ``None`` where there is none.
     ``peers`` are the other answers already paid for in this run (ensemble members, earlier
-    tiers): the evidence of the agreement estimator.
+    tiers): the evidence of the agreement estimator. ``metadata`` is the request's (e.g.
+    ``tests`` for code answers).
     """
 
     query: tuple[Turn, ...]
@@ -104,6 +105,7 @@ class EstimateContext:
     sample: SampleFn | None = None
     ask: AskFn | None = None
     peers: tuple[Peer, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)

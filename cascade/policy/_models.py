@@ -219,6 +219,16 @@ class AgreementSpec(_Spec):
                                       "ensemble's consensus and the share (default 1)")
     artifact: str | None = Field(None, description="learned agreement weights (directory "
                                  "written by cascade search-ensemble, relative to the policy file)")
+    run_tests: bool = Field(False, description="answer code: compare answers by the shared tests "
+                            "in request metadata `tests` (a JSON list of assert statements); runs "
+                            "model-written code in a resource-limited subprocess, not a sandbox")
+    tests_timeout_s: float = Field(5.0, gt=0, le=60, description="per answer, all tests")
+
+    @model_validator(mode="after")
+    def _tests_need_code(self) -> AgreementSpec:
+        if self.run_tests and self.answer is not AnswerKind.CODE:
+            raise ValueError("run_tests needs `answer: code`")
+        return self
 
     @field_validator("weights")
     @classmethod
