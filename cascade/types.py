@@ -252,7 +252,7 @@ def attempt_to_dict(attempt: Attempt) -> dict[str, object]:
         "deployment": attempt.deployment,
         "decision": attempt.decision.value,
         "confidence": attempt.confidence,
-        "threshold": attempt.threshold,
+        "threshold": "never" if attempt.threshold == float("inf") else attempt.threshold,
         "input_tokens": attempt.input_tokens,
         "output_tokens": attempt.output_tokens,
         "cost": attempt.cost,
