@@ -67,9 +67,10 @@ def bench(suite_names: Sequence[str], *, data: Path | None, out: Path, csv: Path
     data = data or default_data()
     from cascade.routing import RouterKind
 
-    bad = [r for r in routers if r not in {k.value for k in RouterKind}]
+    names = [k.value for k in RouterKind] + ["knn-static", "mf-static"]  # benchmarks.routing.router_kind
+    bad = [r for r in routers if r not in names]
     if bad:
-        raise KeyError(f"no router kind {', '.join(bad)} (kinds: knn, mf, bert)")
+        raise KeyError(f"no router kind {', '.join(bad)} (kinds: {', '.join(names)})")
     suites: list[Suite] = []
     if csv is not None:
         suites.append(csv_suite(csv, train, out))

@@ -1,13 +1,16 @@
 """Router decision latency, batch 1, on this CPU: each kind's ``route()`` as the engine calls
-it (worker-thread hop included), on ARC-Challenge test prompts the router has never seen, with
-the MiniLM embedding computed per request (no cache).
+it (worker-thread hop included where the router uses one), on ARC-Challenge test prompts the
+router has never seen, with the embedding computed per request (no cache).
 
-    .venv/bin/python benchmarks/router_latency.py [--queries 300] [--no-causal]
+    .venv/bin/python benchmarks/router_latency.py [--queries 300] [--no-causal] [--static-table DIR]
 
-kNN and MF are trained on ARC-Challenge train (11 models); the BERT router is trained for a
-few steps only (latency does not depend on training); the causal-LLM router grades with the
-bundled SmolLM2-135M in process (llama.cpp). Prints p50 / p99 in milliseconds and writes
-benchmarks/results/router_latency.{md,json}.
+kNN and MF are trained on ARC-Challenge train (11 models), on MiniLM embeddings and on the
+static encoder distilled from MiniLM (``-static``; distilled at start unless ``--static-table``
+names a saved one). Static routers decide on the event loop (``LearnedRouter.inline``); the
+``(worker thread)`` row forces the hop, and ``thread hop alone`` is ``anyio.to_thread`` of a
+no-op, for the inline rule. The BERT router is trained for a few steps only (latency does not
+depend on training); the causal-LLM router grades with the bundled SmolLM2-135M in process
+(llama.cpp). Prints p50 / p99 in milliseconds and writes benchmarks/results/router_latency.{md,json}.
 """
 
 from __future__ import annotations
@@ -35,23 +38,47 @@ from cascade.routing import (
     train_mf,
 )
 from cascade.providers import load_table
-from verifiers import shared_encoder
+from verifiers import StaticEncoder, distil_static, load_static, shared_encoder
 
 OUT = Path(__file__).resolve().parent / "results"
 
 
-def _routers(data: Path) -> dict[str, object]:
+class _Hop:
+    """``anyio.to_thread`` of a no-op: what the worker-thread hop alone costs."""
+
+    async def route(self, ctx: RouteContext) -> None:
+        await anyio.to_thread.run_sync(lambda: None)
+
+
+def _static(table: Path | None) -> StaticEncoder:
+    if table is not None:
+        return load_static(table)
+    started = time.perf_counter()
+    static = distil_static()
+    print(f"distilled the static encoder in {time.perf_counter() - started:.0f} s", flush=True)
+    return static
+
+
+def _routers(data: Path, table: Path | None) -> dict[str, object]:
     train = correctness_data(data / "routerbench" / "arc_challenge_train.csv")
     x = shared_encoder().encode(list(train.texts))
+    static = _static(table)
     tiers = len(train.models)
     embed = shared_encoder().encode
     out: dict[str, object] = {"rules": RulesRouter((Rule("long", tiers - 1, min_chars=400),
-                                                    Rule("kw", 1, keywords=("energy", "cell"))), tiers - 1)}
+                                                    Rule("kw", 1, keywords=("energy", "cell"))), tiers - 1),
+                              "thread hop alone": _Hop()}
     for name, model in (("knn", train_knn(train, embeddings=x)),
                         ("mf", train_mf(train, embeddings=x)),
+                        ("knn-static", train_knn(train, static=static)),
+                        ("mf-static", train_mf(train, static=static)),
                         ("bert", train_bert(train, embeddings=x, limit_steps=3, max_length=128))):
         out[name] = LearnedRouter(model, tuple(range(tiers)), (0.7,) * tiers, tiers - 1, embed,
                                   model.min_similarity)
+        if name == "knn-static":
+            out["knn-static (worker thread)"] = LearnedRouter(
+                model, tuple(range(tiers)), (0.7,) * tiers, tiers - 1, embed, model.min_similarity,
+                inline=False)
     return out
 
 
@@ -108,17 +135,20 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--no-causal", action="store_true")
+    parser.add_argument("--static-table", type=Path, help="a saved static encoder (default: distil one)")
     args = parser.parse_args()
-    routers = _routers(args.data)
+    routers = _routers(args.data, args.static_table)
     test = load_table(args.data / "routerbench" / "arc_challenge_test.csv")
     texts = [router_text(r.prompt) for r in test.rows[: args.queries]]
     results = anyio.run(_measure, routers, texts, not args.no_causal)
+    load = os.getloadavg()[0]
     lines = ["Produced by `.venv/bin/python benchmarks/router_latency.py`", "",
+             f"1-minute load average at the end: {load:.1f} on {os.cpu_count()} CPUs.", "",
              "| router | p50 (ms) | p99 (ms) | requests |", "|---|---|---|---|"]
     lines += [f"| {k} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['n']} |" for k, v in results.items()]
     OUT.mkdir(exist_ok=True)
     (OUT / "router_latency.md").write_text("\n".join(lines) + "\n")
-    (OUT / "router_latency.json").write_text(json.dumps(results, indent=1) + "\n")
+    (OUT / "router_latency.json").write_text(json.dumps({"load_average": load, **results}, indent=1) + "\n")
     print("\n".join(lines))
 
 

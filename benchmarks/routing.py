@@ -3,7 +3,10 @@ cascade (over a cascade method's chain), each trained and tuned on train only an
 test through the engine (``Routing`` on a ``Cascade``), as it ships.
 
 Train-side router predictions are cross-fitted (each train query scored by a router that did
-not see it), so that the settings chosen on train are not flattered by memorised labels."""
+not see it), so that the settings chosen on train are not flattered by memorised labels.
+
+Router names: ``knn``, ``mf``, ``bert`` (MiniLM embeddings), and ``knn-static`` / ``mf-static``
+(the same routers on the static encoder distilled from MiniLM, ``verifiers.StaticEncoder``)."""
 
 from __future__ import annotations
 
@@ -36,9 +39,19 @@ from cascade.routing import (
     train_mf,
 )
 from cascade._ensemble_search import plan_tiers
-from verifiers import CachedEncoder, Point, frontier, simulate_cascade
+from verifiers import CachedEncoder, Point, StaticEncoder, frontier, shared_static, simulate_cascade
 
 FOLDS = {RouterKind.KNN: 5, RouterKind.MF: 5, RouterKind.BERT: 2}
+STATIC_SUFFIX = "-static"
+
+
+def router_kind(name: str) -> tuple[RouterKind, bool]:
+    """A bench router name as (kind, on the static encoder); ValueError for an unknown one."""
+    static = name.endswith(STATIC_SUFFIX)
+    kind = RouterKind(name.removesuffix(STATIC_SUFFIX))
+    if static and kind is RouterKind.BERT:
+        raise ValueError("bert-static: a BERT router fine-tunes the MiniLM transformer itself")
+    return kind, static
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +62,15 @@ class Inputs:
     labels: np.ndarray  # train (n, tiers)
     cost: np.ndarray  # train (n, tiers)
     default: int  # the safe default: the most accurate tier on train
+    static: StaticEncoder | None = None  # x are this static encoder's embeddings (else MiniLM's)
 
 
-def _inputs(train: Side, test: Side, single: Mapping[str, Outcomes], encoder: CachedEncoder) -> Inputs:
+def _label(kind: RouterKind, inputs: Inputs) -> str:
+    return kind.value + (STATIC_SUFFIX if inputs.static is not None else "")
+
+
+def _inputs(train: Side, test: Side, single: Mapping[str, Outcomes],
+            encoder: CachedEncoder | StaticEncoder) -> Inputs:
     names = tuple(sorted(single, key=lambda n: float(single[n].cost.sum())))
     texts = (tuple(router_text(q.prompt) for q in train.queries),
              tuple(router_text(q.prompt) for q in test.queries))
@@ -59,7 +78,8 @@ def _inputs(train: Side, test: Side, single: Mapping[str, Outcomes], encoder: Ca
     labels = np.stack([single[n].correct for n in names], axis=1).astype(np.float32)
     cost = np.stack([single[n].cost for n in names], axis=1)
     default = int(np.argmax(labels.mean(axis=0)))
-    return Inputs(names, texts, x, labels, cost, default)
+    return Inputs(names, texts, x, labels, cost, default,
+                  encoder if isinstance(encoder, StaticEncoder) else None)
 
 
 def _fit(kind: RouterKind, inputs: Inputs, rows: np.ndarray) -> RouterModel:
@@ -67,9 +87,9 @@ def _fit(kind: RouterKind, inputs: Inputs, rows: np.ndarray) -> RouterModel:
                            inputs.labels[rows], inputs.cost[rows])
     match kind:
         case RouterKind.KNN:
-            return train_knn(data, embeddings=inputs.x[0][rows])
+            return train_knn(data, embeddings=inputs.x[0][rows], static=inputs.static)
         case RouterKind.MF:
-            return train_mf(data, embeddings=inputs.x[0][rows])
+            return train_mf(data, embeddings=inputs.x[0][rows], static=inputs.static)
         case RouterKind.BERT:
             return train_bert(data, embeddings=inputs.x[0][rows], epochs=2, max_length=128)
     raise AssertionError(kind)
@@ -161,11 +181,14 @@ def _combined(p: np.ndarray, inputs: Inputs, judged_by: Judged) -> tuple[list[Co
 async def router_curves(kinds: Sequence[str], train: Side, test: Side, single: Mapping[str, Outcomes],
                         judged_by: Sequence[Judged], progress: Progress | None,
                         notes: list[str], agreed: Sequence[AgreementFound] = ()) -> list[Curve]:
-    encoder = CachedEncoder()
-    inputs = await anyio.to_thread.run_sync(_inputs, train, test, single, encoder)
+    by_encoder: dict[bool, Inputs] = {}
     by_name = {t.name: t for t in test.tiers}
     curves = []
-    for kind in (RouterKind(k) for k in kinds):
+    for kind, static in (router_kind(k) for k in kinds):
+        if static not in by_encoder:  # MiniLM or static embeddings, each computed once
+            encoder = await anyio.to_thread.run_sync(shared_static) if static else CachedEncoder()
+            by_encoder[static] = await anyio.to_thread.run_sync(_inputs, train, test, single, encoder)
+        inputs = by_encoder[static]
         p_train = await anyio.to_thread.run_sync(_cross_fit, kind, inputs)
         model = await anyio.to_thread.run_sync(_fit, kind, inputs, np.arange(inputs.labels.shape[0]))
         p_test = await anyio.to_thread.run_sync(model.predict, list(inputs.texts[1]), inputs.x[1])
@@ -174,7 +197,7 @@ async def router_curves(kinds: Sequence[str], train: Side, test: Side, single: M
         for judged_set in judged_by:
             curve = await _router_cascade(kind, memo, inputs, p_train, judged_set, by_name, test, progress)
             if curve is None:
-                notes.append(f"router + cascade ({kind.value}, {judged_set.method}): no chain")
+                notes.append(f"router + cascade ({_label(kind, inputs)}, {judged_set.method}): no chain")
             else:
                 curves.append(curve)
         for found in agreed:
@@ -229,7 +252,7 @@ async def _router_agreement(kind: RouterKind, memo: Memo, inputs: Inputs, p_trai
     """Router + agreement cascade, chosen on train (cross-fitted router predictions,
     out-of-fold agreement confidences), measured on test through the engine (mode both)."""
     gates = await anyio.to_thread.run_sync(_gates, p_train, inputs, found)
-    curve = Curve(f"router + cascade: {kind.value} + agreement", "router+cascade")
+    curve = Curve(f"router + cascade: {_label(kind, inputs)} + agreement", "router+cascade")
     for gate in gates:
         tiers = [alone(found.test_tiers[gate.solo]),
                  *plan_tiers(gate.point, found.test_tiers, found.kind)]
@@ -265,7 +288,7 @@ async def _routing_only(kind: RouterKind, memo: Memo, inputs: Inputs, p_train: n
         options.append(Setting(inputs.names, (float(weight),), float(inputs.cost[rows, begin].sum()),
                                float(inputs.labels[rows, begin].mean())))
     tiers = [alone(by_name[n]) for n in inputs.names]  # type: ignore[arg-type]
-    curve = Curve(f"routing only: {kind.value}", "router")
+    curve = Curve(f"routing only: {_label(kind, inputs)}", "router")
     for setting in pareto(options, 12):
         router = _router(memo, inputs, range(len(tiers)), 0.0, inputs.default, setting.thresholds[0])
         curve.outcomes.append(await run_setting(tiers, test, progress,
@@ -281,7 +304,7 @@ async def _router_cascade(kind: RouterKind, memo: Memo, inputs: Inputs, p_train:
     options, train_aiq = await anyio.to_thread.run_sync(_combined, p_train, inputs, judged_set)
     if not options:
         return None
-    curve = Curve(f"router + cascade: {kind.value} + {judged_set.method}", "router+cascade")
+    curve = Curve(f"router + cascade: {_label(kind, inputs)} + {judged_set.method}", "router+cascade")
     for option in options:
         names = option.chain
         tiers = [judged(by_name[n], judged_set.on_test[n], th)  # type: ignore[arg-type]

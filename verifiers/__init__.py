@@ -30,6 +30,7 @@ from verifiers._encoder import CachedEncoder, MiniLMEncoder, conversation_text, 
 from verifiers._logprob import LogprobStatistic, TokenLogprobEstimator, summarise
 from verifiers._normalise import AnswerKind, Embed, group_answers, normalise
 from verifiers._selfrate import DEFAULT_RATING_PROMPT, RatingScale, SelfRatingEstimator, parse_rating
+from verifiers._static import StaticEncoder, distil_static, load_static, shared_static
 from verifiers._trained import (
     Calibration,
     CalibrationMap,
@@ -105,6 +106,7 @@ __all__ = [
     "SelfConsistencyEstimator",
     "SelfRatingEstimator",
     "SklearnVerifier",
+    "StaticEncoder",
     "TokenLogprobEstimator",
     "TrainingDataError",
     "Turn",
@@ -123,12 +125,15 @@ __all__ = [
     "fit_stacker",
     "group_answers",
     "load_verifier",
+    "load_static",
+    "distil_static",
     "majority_probability",
     "normalise",
     "parse_rating",
     "quality_thresholds",
     "risk_threshold",
     "shared_encoder",
+    "shared_static",
     "simulate_cascade",
     "summarise",
     "train_cross_encoder",

@@ -65,8 +65,10 @@ def consensus(matrix: np.ndarray, weights: Sequence[float]) -> int:
     member. No extractable answer anywhere: the first member."""
     w = np.asarray(weights, dtype=float)
     support = ((matrix == AGREE) * w[None, :]).sum(axis=1)
-    best = max(range(len(w)), key=lambda i: (support[i], w[i], -i))
-    return best if matrix[best, best] == AGREE else 0
+    answered = [i for i in range(len(w)) if matrix[i, i] == AGREE]
+    if not answered:
+        return 0
+    return max(answered, key=lambda i: (support[i], w[i], -i))
 
 
 # --- learned weights ----------------------------------------------------------------------------

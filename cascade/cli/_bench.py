@@ -33,8 +33,9 @@ def bench(
     method: Annotated[list[str] | None, typer.Option(
         help="estimator cascades to include: vote, verifier (repeatable; default: all; none: singles only)")] = None,
     router: Annotated[list[str] | None, typer.Option(
-        help="router kinds to include: knn, mf, bert (repeatable): routing only, and router + "
-        "each cascade method")] = None,
+        help="router kinds to include: knn, mf, bert, knn-static, mf-static (repeatable; -static: "
+        "on the static encoder distilled from MiniLM): routing only, and router + each cascade "
+        "method")] = None,
     out: Annotated[Path | None, typer.Option(help="output folder (default benchmarks/results)")] = None,
     bootstrap: Annotated[int, typer.Option(help="bootstrap rounds for the AIQ intervals")] = 200,
 ) -> None:

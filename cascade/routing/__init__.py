@@ -1,13 +1,15 @@
 """Up-front routing: pick the tier a run starts from (rules, kNN, MF, BERT classifier,
-causal-LLM grader), then let the cascade climb from there."""
+causal-LLM grader), then let the cascade climb from there. kNN and MF embed with MiniLM or
+with a static encoder distilled from it (``RouterEncoder``)."""
 
 from cascade.routing._causal import DEFAULT_GRADER_PROMPT, CausalLLMRouter, parse_grade
-from cascade.routing._learned import LearnedRouter, columns_for
+from cascade.routing._learned import LearnedRouter, columns_for, router_embed
 from cascade.routing._models import (
     BertModel,
     KnnModel,
     MfModel,
     NeighbourIndex,
+    RouterEncoder,
     RouterKind,
     RouterModel,
     load_router_model,
@@ -59,6 +61,7 @@ __all__ = [
     "RouteTier",
     "RoutedOutcome",
     "Router",
+    "RouterEncoder",
     "RouterKind",
     "RouterModel",
     "Rule",
@@ -70,6 +73,7 @@ __all__ = [
     "parse_grade",
     "preference_data",
     "routed",
+    "router_embed",
     "router_text",
     "share_thresholds",
     "start_tier",

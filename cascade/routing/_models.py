@@ -1,7 +1,12 @@
-"""Learned router models at inference: each maps texts (and their MiniLM embeddings) to an
+"""Learned router models at inference: each maps texts (and their embeddings) to an
 (n, models) matrix of P(model's answer is acceptable). kNN and MF run in numpy; the BERT
 classifier in torch. Artifacts are safetensors + JSON (``verifiers`` artifact format with a
 sha256 manifest); nothing is ever unpickled.
+
+kNN and MF are trained on the embeddings of one encoder, recorded in ``meta.json`` as
+``encoder``: ``minilm`` (the transformer, shared per process; the meaning of an artifact
+without the field) or ``static`` (``verifiers.StaticEncoder``, whose table and tokenizer are
+saved inside the artifact, in ``static/``, so a router always embeds as it was trained).
 """
 
 from __future__ import annotations
@@ -18,14 +23,24 @@ import numpy as np
 from cascade.errors import RouterArtifactError
 from verifiers import ArtifactError
 from verifiers._artifacts import Artifact, load_artifact, save_artifact
+from verifiers._encoder import DIMENSIONS
+from verifiers._static import StaticEncoder, load_static
 
 ENCODER_DIR = "encoder"
+STATIC_DIR = "static"
 
 
 class RouterKind(str, enum.Enum):
     KNN = "knn"
     MF = "mf"
     BERT = "bert"
+
+
+class RouterEncoder(str, enum.Enum):
+    """The text encoder a kNN / MF router was trained with, and must be queried with."""
+
+    MINILM = "minilm"
+    STATIC = "static"
 
 
 ARTIFACT_KINDS = frozenset(f"router-{k.value}" for k in RouterKind)
@@ -69,6 +84,7 @@ class RouterModel(Protocol):
     index: NeighbourIndex  # training queries, for cold-start detection
     min_similarity: float  # below this similarity to every training query: cold start
     expected_cost: tuple[float | None, ...]  # mean recorded cost per call, per model
+    static: StaticEncoder | None  # the encoder it must be queried with; None: MiniLM
 
     def predict(self, texts: Sequence[str], embeddings: np.ndarray) -> np.ndarray: ...
 
@@ -83,10 +99,29 @@ class Header:
     min_similarity: float
     expected_cost: tuple[float | None, ...]
     metrics: dict[str, object] = field(default_factory=dict)
+    encoder: RouterEncoder = RouterEncoder.MINILM
 
     def meta(self, **extra: object) -> dict[str, object]:
         return {"models": list(self.models), "min_similarity": self.min_similarity,
-                "expected_cost": list(self.expected_cost), "metrics": self.metrics, **extra}
+                "expected_cost": list(self.expected_cost), "metrics": self.metrics,
+                "encoder": self.encoder.value, **extra}
+
+
+def _check_encoder(header: Header, index: NeighbourIndex, static: StaticEncoder | None) -> None:
+    """The recorded encoder, the static table and the index's width agree (else a router
+    could be queried with embeddings from another encoder than it was trained on)."""
+    if (header.encoder is RouterEncoder.STATIC) != (static is not None):
+        raise RouterArtifactError(f"a router recorded as trained with the {header.encoder.value} "
+                                  f"encoder {'needs' if static is None else 'cannot carry'} a static table")
+    width = DIMENSIONS if static is None else static.dimensions
+    if index.embeddings.shape[1] != width:
+        raise RouterArtifactError(f"training embeddings are {index.embeddings.shape[1]}-dimensional; "
+                                  f"the {header.encoder.value} encoder gives {width}")
+
+
+def _save_static(static: StaticEncoder | None, directory: str | Path) -> None:
+    if static is not None:
+        static.save(Path(directory) / STATIC_DIR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +133,10 @@ class KnnModel:
     labels: np.ndarray  # (n, models) in {0, 1}
     k: int = 10
     kind: RouterKind = RouterKind.KNN
+    static: StaticEncoder | None = None  # trained on static embeddings (header.encoder static)
+
+    def __post_init__(self) -> None:
+        _check_encoder(self.header, self.index, self.static)
 
     models = property(lambda self: self.header.models)
     min_similarity = property(lambda self: self.header.min_similarity)
@@ -109,6 +148,7 @@ class KnnModel:
         return (self.labels[index] * weights).sum(axis=1) / weights.sum(axis=1)
 
     def save(self, directory: str | Path) -> Path:
+        _save_static(self.static, directory)
         return save_artifact(directory, "router-knn", self.header.meta(k=self.k),
                              {"embeddings": self.index.embeddings.astype(np.float16),
                               "labels": self.labels.astype(np.uint8)})
@@ -122,10 +162,14 @@ class MfModel:
     header: Header
     index: NeighbourIndex
     model_embeddings: np.ndarray  # (models, dim)
-    projection: np.ndarray  # (dim, 384)
+    projection: np.ndarray  # (dim, embedding width: 384 for MiniLM)
     classifier: np.ndarray  # (dim,)
     bias: np.ndarray  # (models,)
     kind: RouterKind = RouterKind.MF
+    static: StaticEncoder | None = None  # trained on static embeddings (header.encoder static)
+
+    def __post_init__(self) -> None:
+        _check_encoder(self.header, self.index, self.static)
 
     models = property(lambda self: self.header.models)
     min_similarity = property(lambda self: self.header.min_similarity)
@@ -140,6 +184,7 @@ class MfModel:
         return _sigmoid(self.scores(embeddings))
 
     def save(self, directory: str | Path) -> Path:
+        _save_static(self.static, directory)
         return save_artifact(directory, "router-mf", self.header.meta(), {
             "embeddings": self.index.embeddings.astype(np.float16),
             "model_embeddings": self.model_embeddings.astype(np.float32),
@@ -163,6 +208,7 @@ class BertModel:
     models = property(lambda self: self.header.models)
     min_similarity = property(lambda self: self.header.min_similarity)
     expected_cost = property(lambda self: self.header.expected_cost)
+    static = property(lambda self: None)  # BERT embeds with its own fine-tuned transformer
 
     def logits(self, texts: Sequence[str]) -> Any:
         batch = self.tokenizer([t or " " for t in texts], padding=True, truncation=True,
@@ -199,9 +245,24 @@ def _header(artifact: Artifact) -> Header:
     costs = meta.get("expected_cost") or [None] * len(models)
     if not isinstance(costs, list) or len(costs) != len(models):
         raise RouterArtifactError(f"{artifact.directory}/meta.json: `expected_cost` does not match `models`")
+    try:  # artifacts from before the field were all trained on MiniLM
+        encoder = RouterEncoder(meta.get("encoder", RouterEncoder.MINILM.value))
+    except ValueError:
+        raise RouterArtifactError(f"{artifact.directory}/meta.json: unknown `encoder` "
+                                  f"{meta.get('encoder')!r} (minilm or static)") from None
     return Header(tuple(models), float(meta.get("min_similarity", -1.0)),  # type: ignore[arg-type]
                   tuple(None if c is None else float(c) for c in costs),
-                  dict(meta.get("metrics") or {}))  # type: ignore[arg-type]
+                  dict(meta.get("metrics") or {}), encoder)  # type: ignore[arg-type]
+
+
+def _static(artifact: Artifact, header: Header) -> StaticEncoder | None:
+    """The static table saved inside the router artifact (checked against its own manifest)."""
+    if header.encoder is not RouterEncoder.STATIC:
+        return None
+    try:
+        return load_static(artifact.directory / STATIC_DIR)
+    except ArtifactError as exc:
+        raise RouterArtifactError(f"{artifact.directory}: the router's static encoder: {exc}") from None
 
 
 def _array(artifact: Artifact, name: str, shape: tuple[int | None, ...]) -> np.ndarray:
@@ -221,16 +282,24 @@ def load_router_model(directory: str | Path) -> RouterModel:
     except ArtifactError as exc:
         raise RouterArtifactError(str(exc)) from None
     header = _header(artifact)
+    kind = RouterKind(artifact.kind.removeprefix("router-"))
+    if kind is RouterKind.BERT and header.encoder is not RouterEncoder.MINILM:
+        raise RouterArtifactError(f"{directory}: a BERT router is always the MiniLM transformer, "
+                                  f"not {header.encoder.value!r}")
+    static = _static(artifact, header)
+    width = DIMENSIONS if static is None else static.dimensions
     m = len(header.models)
-    index = NeighbourIndex(_array(artifact, "embeddings", (None, 384)).astype(np.float32))
-    match RouterKind(artifact.kind.removeprefix("router-")):
+    index = NeighbourIndex(_array(artifact, "embeddings", (None, width)).astype(np.float32))
+    match kind:  # the shapes checked here are what the models' own checks need
         case RouterKind.KNN:
             labels = _array(artifact, "labels", (index.embeddings.shape[0], m)).astype(np.float32)
-            return KnnModel(header, index, labels, int(artifact.meta.get("k", 10)))  # type: ignore[arg-type]
+            return KnnModel(header, index, labels, int(artifact.meta.get("k", 10)),  # type: ignore[arg-type]
+                            static=static)
         case RouterKind.MF:
             p = _array(artifact, "model_embeddings", (m, None))
-            return MfModel(header, index, p, _array(artifact, "projection", (p.shape[1], 384)),
-                           _array(artifact, "classifier", (p.shape[1],)), _array(artifact, "bias", (m,)))
+            return MfModel(header, index, p, _array(artifact, "projection", (p.shape[1], width)),
+                           _array(artifact, "classifier", (p.shape[1],)), _array(artifact, "bias", (m,)),
+                           static=static)
         case RouterKind.BERT:
             return _load_bert(artifact, header, index)
     raise RouterArtifactError(f"{directory}: unknown router kind {artifact.kind!r}")  # unreachable

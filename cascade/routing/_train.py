@@ -18,9 +18,10 @@ import numpy as np
 
 from cascade.errors import ReplayDataError, RoutingDataError
 from cascade.providers import load_table
-from cascade.routing._models import BertModel, Header, KnnModel, MfModel, NeighbourIndex
+from cascade.routing._models import BertModel, Header, KnnModel, MfModel, NeighbourIndex, RouterEncoder
 from verifiers import conversation_text
 from verifiers._encoder import fine_tune, load_minilm
+from verifiers._static import StaticEncoder
 
 ROUTER_MAX_CHARS = 500  # the conversation's end routers see: the question, not a shared few-shot prefix
 COLD_START_QUANTILE = 0.01
@@ -121,18 +122,35 @@ def preference_data(path: str | Path, max_chars: int = ROUTER_MAX_CHARS) -> Pref
     return PreferenceData(str(path), tuple(models), tuple(pairs))
 
 
-def _embed(texts: Sequence[str]) -> np.ndarray:
+def _embed(texts: Sequence[str], static: StaticEncoder | None = None) -> np.ndarray:
+    """The training queries' embeddings: the static encoder's when given, else MiniLM's."""
+    if static is not None:
+        return static.encode(list(texts))
     from verifiers import shared_encoder
 
     return shared_encoder().encode(list(texts))
 
 
+def _index(texts: Sequence[str], embeddings: np.ndarray | None,
+           static: StaticEncoder | None) -> NeighbourIndex:
+    """Precomputed ``embeddings`` must come from the encoder the router is trained with."""
+    if embeddings is None:
+        return NeighbourIndex(_embed(texts, static))
+    width = 384 if static is None else static.dimensions
+    if embeddings.shape != (len(texts), width):
+        raise ValueError(f"embeddings of shape {embeddings.shape}; the "
+                         f"{'static' if static is not None else 'MiniLM'} encoder gives ({len(texts)}, {width})")
+    return NeighbourIndex(np.asarray(embeddings, dtype=np.float32))
+
+
 def _header(index: NeighbourIndex, models: Sequence[str], costs: np.ndarray | None,
-            quantile: float, **metrics: object) -> Header:
+            quantile: float, static: StaticEncoder | None = None, **metrics: object) -> Header:
     loo = index.leave_one_out_nearest() if index.embeddings.shape[0] > 1 else np.array([-1.0])
     expected = [None] * len(models) if costs is None else [float(c) for c in costs.mean(axis=0)]
+    encoder = RouterEncoder.MINILM if static is None else RouterEncoder.STATIC
     return Header(tuple(models), float(np.quantile(loo, quantile)), tuple(expected),
-                  {"queries": int(index.embeddings.shape[0]), "cold_start_quantile": quantile, **metrics})
+                  {"queries": int(index.embeddings.shape[0]), "cold_start_quantile": quantile, **metrics},
+                  encoder)
 
 
 def _check_labels(data: CorrectnessData) -> None:
@@ -141,24 +159,27 @@ def _check_labels(data: CorrectnessData) -> None:
 
 
 def train_knn(data: CorrectnessData, *, k: int = 10, quantile: float = COLD_START_QUANTILE,
-              embeddings: np.ndarray | None = None) -> KnnModel:
+              embeddings: np.ndarray | None = None, static: StaticEncoder | None = None) -> KnnModel:
+    """``static``: train on (and ship) a static encoder's embeddings instead of MiniLM's."""
     _check_labels(data)
-    index = NeighbourIndex(_embed(data.texts) if embeddings is None else embeddings)
-    return KnnModel(_header(index, data.models, data.costs, quantile, dropped=data.dropped),
-                    index, data.labels, k)
+    index = _index(data.texts, embeddings, static)
+    return KnnModel(_header(index, data.models, data.costs, quantile, static, dropped=data.dropped),
+                    index, data.labels, k, static=static)
 
 
 def train_mf(data: CorrectnessData | PreferenceData, *, dim: int = 32, epochs: int = 300,
              lr: float = 3e-3, weight_decay: float = 1e-4, seed: int = 0,
-             quantile: float = COLD_START_QUANTILE, embeddings: np.ndarray | None = None) -> MfModel:
-    """Full-batch AdamW: BCE on per-model correctness, or on sigmoid(s_a - s_b) for preferences."""
+             quantile: float = COLD_START_QUANTILE, embeddings: np.ndarray | None = None,
+             static: StaticEncoder | None = None) -> MfModel:
+    """Full-batch AdamW: BCE on per-model correctness, or on sigmoid(s_a - s_b) for preferences.
+    ``static``: train on (and ship) a static encoder's embeddings instead of MiniLM's."""
     import torch
 
     torch.manual_seed(seed)
     texts = data.texts if isinstance(data, CorrectnessData) else tuple(p.text for p in data.pairs)
     if isinstance(data, CorrectnessData):
         _check_labels(data)
-    q = torch.from_numpy(_embed(texts) if embeddings is None else embeddings)
+    q = torch.from_numpy(_index(texts, embeddings, static).embeddings)
     m = len(data.models)
     p = torch.nn.Parameter(torch.randn(m, dim) * 0.1)
     w_proj = torch.nn.Parameter(torch.randn(dim, q.shape[1]) / q.shape[1] ** 0.5)
@@ -186,10 +207,10 @@ def train_mf(data: CorrectnessData | PreferenceData, *, dim: int = 32, epochs: i
         optimiser.step()
     index = NeighbourIndex(q.numpy().astype(np.float32))
     costs = data.costs if isinstance(data, CorrectnessData) else None
-    header = _header(index, data.models, costs, quantile, final_loss=float(loss.detach()), epochs=epochs,
+    header = _header(index, data.models, costs, quantile, static, final_loss=float(loss.detach()), epochs=epochs,
                      objective="correctness" if isinstance(data, CorrectnessData) else "preference")
     return MfModel(header, index, p.detach().numpy(), w_proj.detach().numpy(),
-                   w_cls.detach().numpy(), bias.detach().numpy())
+                   w_cls.detach().numpy(), bias.detach().numpy(), static=static)
 
 
 def train_bert(data: CorrectnessData, *, epochs: int = 2, batch_size: int = 16, lr: float = 3e-5,
@@ -205,7 +226,7 @@ def train_bert(data: CorrectnessData, *, epochs: int = 2, batch_size: int = 16, 
     head = torch.nn.Linear(encoder.config.hidden_size, len(data.models))
     with torch.no_grad():  # start each head at its model's base rate
         head.bias.copy_(torch.logit(torch.from_numpy(data.labels.mean(axis=0)).clamp(0.02, 0.98)))
-    index = NeighbourIndex(_embed(data.texts) if embeddings is None else embeddings)
+    index = _index(data.texts, embeddings, None)
     model = BertModel(_header(index, data.models, data.costs, quantile), index, tokenizer,
                       encoder, head, max_length)
     loss_fn = torch.nn.BCEWithLogitsLoss()
