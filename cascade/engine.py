@@ -33,6 +33,7 @@ from cascade.providers import ClientPool, ProviderFactory, estimate_message_toke
 from cascade.routing import RouteContext, RouteTier
 from cascade.types import (
     Attempt,
+    Choice,
     Completion,
     Decision,
     MemberAnswer,
@@ -62,11 +63,22 @@ class _InFlight:
 class _RunState:
     request: Request
     attempts: list[Attempt] = field(default_factory=list)
-    best: tuple[int, Completion] | None = None  # highest tier that produced an answer
+    best: tuple[int, str] | None = None  # highest tier that produced an answer, and the answer
     in_flight: _InFlight | None = None
     route: RouteDecision | None = None
     check: bool = True  # False in route-only mode: the routed tier's answer is accepted
     peers: list[Peer] = field(default_factory=list)  # every answer paid for so far (evidence)
+
+
+def _first_answer(members: tuple[MemberAnswer, ...]) -> tuple[tuple[MemberAnswer, ...], Completion | None]:
+    """An ensemble the deadline cut short: its answer is the first one that came back."""
+    first = next((i for i, m in enumerate(members) if m.answer is not None), None)
+    if first is None:
+        return members, None
+    m = members[first]
+    marked = tuple(dataclasses.replace(x, chosen=(i == first)) for i, x in enumerate(members))
+    return marked, Completion((Choice(m.answer or "", label=m.label),), m.model,
+                              m.input_tokens, m.output_tokens)
 
 
 def _accepts_anything(tier: Tier) -> bool:
@@ -157,7 +169,10 @@ class Cascade:
                     if await self._attempt(index, tier, state, last) is Decision.ACCEPT:
                         break
             if scope.cancelled_caught and state.in_flight is not None:
-                state.attempts.append(self._timed_out(state.in_flight))
+                cut = self._timed_out(state.in_flight)
+                state.attempts.append(cut)
+                if cut.answer is not None:  # an ensemble member that answered before the deadline
+                    state.best = (cut.tier, cut.answer)
             result = self._finish(state, scope.cancelled_caught, started, telemetry.trace_id(span))
             telemetry.end_run(span, result)
             return result
@@ -207,7 +222,7 @@ class Cascade:
                 attempt = self._failed(index, tier, flight, exc)
             else:
                 flight.completion = called.completion
-                state.best = (index, called.completion)
+                state.best = (index, called.completion.text)
                 estimate, failure = None, None
                 if state.check:
                     peers = (*called.peers(tier.name, earlier=False), *state.peers)
@@ -272,14 +287,17 @@ class Cascade:
         """The attempt the run's deadline cut short, with what it had been paid for."""
         tier = self.tiers[flight.tier]
         completion, members = flight.completion, tuple(flight.members)
+        if members and completion is None:  # cut mid-ensemble: the first member that answered
+            members, completion = _first_answer(members)
         if members:
             cost = math.fsum(m.cost for m in members)
             tokens = (sum(m.input_tokens for m in members), sum(m.output_tokens for m in members))
         else:
             cost = tier.cost_of(completion) if completion is not None else 0.0
             tokens = (completion.input_tokens, completion.output_tokens) if completion else (0, 0)
+        model = completion.model if members and completion is not None else tier.model
         return Attempt(
-            flight.tier, tier.name, tier.model, tier.deployment, Decision.TIMEOUT, None,
+            flight.tier, tier.name, model, tier.deployment, Decision.TIMEOUT, None,
             tier.threshold, tokens[0], tokens[1], cost,
             self._clock() - flight.started, error="DeadlineExceeded: the run's deadline expired",
             answer=completion.text if completion else None,
@@ -301,9 +319,8 @@ class Cascade:
         if accepted is not None:
             answer, chosen, stop = accepted.answer or "", accepted, StopReason.ACCEPTED
         elif state.best is not None:
-            tier_index, completion = state.best
+            tier_index, answer = state.best
             chosen = next(a for a in reversed(attempts) if a.tier == tier_index)
-            answer = completion.text
             stop = StopReason.DEADLINE if timed_out else StopReason.EXHAUSTED
         elif timed_out:  # (a grader's cost is lost with the run here: no Result to carry it)
             raise DeadlineExceededError("the deadline expired before any tier answered", attempts)
