@@ -61,6 +61,10 @@ def test_search_writes_a_working_ensemble_policy(tmp_path: Path) -> None:
                                  "--data", str(data), "--answer", "choice", "--target", "quality=0.95",
                                  "--out", str(out), "--no-middle", "--size", "2"])
     assert result.exit_code == 0, result.output
+    # the report names the chosen set with its expected quality and cost on the data
+    chosen = next(line for line in result.output.splitlines() if line.startswith("chosen: "))
+    assert "cheap-a + cheap-b → dear" in chosen and "expected accuracy 0.9" in chosen
+    assert "% of dear)" in chosen and "per query" in chosen and "% of its cost)" in chosen
     policy = load_policy(out)
     first = policy.tiers[0]
     assert first.model_names == ("cheap-a", "cheap-b") and first.estimator is not None

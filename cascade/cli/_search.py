@@ -31,11 +31,17 @@ def _report(result: SearchResult) -> None:
         d = describe(point, names)
         ensemble = " + ".join(d["ensemble"])  # type: ignore[arg-type]
         tiers = " → ".join(str(t) for t in (ensemble, d["middle"], d["last"]) if t)
-        table.add_row(label, tiers, ", ".join(str(t) for t in d["thresholds"]) or "-",  # type: ignore[attr-defined]
+        table.add_row(label, tiers, ", ".join(t if isinstance(t, str) else f"{t:.4g}" for t in d["thresholds"]) or "-",  # type: ignore[attr-defined]
                       f"{point.accuracy:.4f} ({point.accuracy / accuracy[best]:.1%} of best)",
                       f"${point.cost / n:.6f} ({point.cost / total[best]:.1%})",
                       ", ".join(f"{e:.1%}" for e in point.escalation) or "-")
     out.print(table)
+    d = describe(result.chosen, names)
+    plan = " → ".join(str(t) for t in (" + ".join(d["ensemble"]), d["middle"], d["last"]) if t)  # type: ignore[arg-type]
+    out.print(f"chosen: {plan}; expected accuracy {result.chosen.accuracy:.4f} "
+              f"({result.chosen.accuracy / accuracy[best]:.1%} of {names[best]}) at "
+              f"${result.chosen.cost / n:.6f} per query ({result.chosen.cost / total[best]:.1%} "
+              f"of its cost)", highlight=False, soft_wrap=True)
 
 
 @app.command("search-ensemble")
