@@ -8,7 +8,7 @@ does the tier fail, with the first member's error. Every member's cost counts.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import anyio
@@ -40,6 +40,21 @@ class Called:
             return (Peer(self.source, self.completion.text, True, tier),) if earlier else ()
         return tuple(Peer(m.model, m.answer, earlier, tier) for m in self.members
                      if earlier or not m.chosen)
+
+
+def paid(members: Sequence[MemberAnswer]) -> tuple[float, tuple[int, int]]:
+    """What an ensemble's calls cost: every member's, answered or not."""
+    return (math.fsum(m.cost for m in members),
+            (sum(m.input_tokens for m in members), sum(m.output_tokens for m in members)))
+
+
+def with_answer_chosen(members: tuple[MemberAnswer, ...]) -> tuple[MemberAnswer, ...]:
+    """The members as they are if one is chosen; else (a deadline cut the ensemble short)
+    with the first that answered marked chosen."""
+    if any(m.chosen for m in members):
+        return members
+    first = next((i for i, m in enumerate(members) if m.answer is not None), None)
+    return tuple(replace(m, chosen=(i == first)) for i, m in enumerate(members))
 
 
 def _timeout(deployment: str, tier: Tier) -> ProviderTimeoutError:
@@ -103,6 +118,5 @@ async def _ensemble(tier: Tier, request: Request, clock: Clock, done: list[Membe
     members = tuple(replace(r, chosen=(i == pick)) for i, (r, _, _) in enumerate(finished))
     completion = finished[pick][1]
     assert completion is not None
-    return Called(completion, members[pick].model, math.fsum(m.cost for m in members),
-                  sum(m.input_tokens for m in members), sum(m.output_tokens for m in members),
-                  members)
+    cost, (input_tokens, output_tokens) = paid(members)
+    return Called(completion, members[pick].model, cost, input_tokens, output_tokens, members)

@@ -19,7 +19,7 @@ from opentelemetry.trace import Tracer
 
 from cascade import telemetry
 from cascade._adapt import asker, build_routing, build_tiers, estimate_context, sampler
-from cascade._ensemble import Called, call_tier
+from cascade._ensemble import Called, call_tier, paid, with_answer_chosen
 from cascade._tier import Routing, Tier
 from cascade._request import PromptLike, make_request
 from cascade.errors import (
@@ -33,7 +33,6 @@ from cascade.providers import ClientPool, ProviderFactory, estimate_message_toke
 from cascade.routing import RouteContext, RouteTier
 from cascade.types import (
     Attempt,
-    Choice,
     Completion,
     Decision,
     MemberAnswer,
@@ -68,17 +67,6 @@ class _RunState:
     route: RouteDecision | None = None
     check: bool = True  # False in route-only mode: the routed tier's answer is accepted
     peers: list[Peer] = field(default_factory=list)  # every answer paid for so far (evidence)
-
-
-def _first_answer(members: tuple[MemberAnswer, ...]) -> tuple[tuple[MemberAnswer, ...], Completion | None]:
-    """An ensemble the deadline cut short: its answer is the first one that came back."""
-    first = next((i for i, m in enumerate(members) if m.answer is not None), None)
-    if first is None:
-        return members, None
-    m = members[first]
-    marked = tuple(dataclasses.replace(x, chosen=(i == first)) for i, x in enumerate(members))
-    return marked, Completion((Choice(m.answer or "", label=m.label),), m.model,
-                              m.input_tokens, m.output_tokens)
 
 
 def _accepts_anything(tier: Tier) -> bool:
@@ -221,7 +209,7 @@ class Cascade:
             except ProviderError as exc:
                 attempt = self._failed(index, tier, flight, exc)
             else:
-                flight.completion = called.completion
+                flight.completion, flight.members[:] = called.completion, called.members
                 state.best = (index, called.completion.text)
                 estimate, failure = None, None
                 if state.check:
@@ -286,22 +274,23 @@ class Cascade:
     def _timed_out(self, flight: _InFlight) -> Attempt:
         """The attempt the run's deadline cut short, with what it had been paid for."""
         tier = self.tiers[flight.tier]
-        completion, members = flight.completion, tuple(flight.members)
-        if members and completion is None:  # cut mid-ensemble: the first member that answered
-            members, completion = _first_answer(members)
-        if members:
-            cost = math.fsum(m.cost for m in members)
-            tokens = (sum(m.input_tokens for m in members), sum(m.output_tokens for m in members))
+        if flight.members:  # an ensemble: its chosen answer, else the first that came back
+            members = with_answer_chosen(tuple(flight.members))
+            chosen = next((m for m in members if m.chosen), None)
+            cost, tokens = paid(members)
+            answer, label = (chosen.answer, chosen.label) if chosen else (None, None)
+            model = chosen.model if chosen else tier.model
         else:
+            completion, members, model = flight.completion, (), tier.model
             cost = tier.cost_of(completion) if completion is not None else 0.0
             tokens = (completion.input_tokens, completion.output_tokens) if completion else (0, 0)
-        model = completion.model if members and completion is not None else tier.model
+            answer = completion.text if completion else None
+            label = completion.choices[0].label if completion else None
         return Attempt(
             flight.tier, tier.name, model, tier.deployment, Decision.TIMEOUT, None,
             tier.threshold, tokens[0], tokens[1], cost,
             self._clock() - flight.started, error="DeadlineExceeded: the run's deadline expired",
-            answer=completion.text if completion else None,
-            label=completion.choices[0].label if completion else None, members=members)
+            answer=answer, label=label, members=members)
 
     def _skipped(self, index: int, tier: Tier) -> Attempt:
         return Attempt(index, tier.name, tier.model, tier.deployment, Decision.SKIP,
