@@ -42,6 +42,7 @@ from cascade._ensemble_search import plan_tiers
 from verifiers import CachedEncoder, Point, StaticEncoder, frontier, shared_static, simulate_cascade
 
 FOLDS = {RouterKind.KNN: 5, RouterKind.MF: 5, RouterKind.BERT: 2}
+KEEP = 24  # train-hull settings measured on test: as many as the cascade-only methods get
 STATIC_SUFFIX = "-static"
 
 
@@ -121,12 +122,11 @@ class Memo:
 
 
 def _router(memo: Memo, inputs: Inputs, columns: Sequence[int], threshold: float,
-            default: int, cost_weight: float | None = None) -> LearnedRouter:
-    lookup = dict(zip(inputs.texts[1], inputs.x[1]))
+            default: int, cost_weight: float | None = None, cold: int | None = None) -> LearnedRouter:
     rule = RouteRule.THRESHOLD if cost_weight is None else RouteRule.UTILITY
     return LearnedRouter(memo, tuple(columns), (threshold,) * len(columns), default,  # type: ignore[arg-type]
-                         lambda texts: np.stack([lookup[t] for t in texts]), memo.min_similarity,
-                         rule, cost_weight or 0.0)
+                         _embed(inputs), memo.min_similarity, rule, cost_weight or 0.0,
+                         cold_start_tier=cold)
 
 
 def _simulate(start: np.ndarray, chain: Sequence[Recorded], last_cost: np.ndarray,
@@ -174,7 +174,7 @@ def _combined(p: np.ndarray, inputs: Inputs, judged_by: Judged) -> tuple[list[Co
                 best = (options, score)
     if best is None:
         return [], 0.0
-    kept = {id(s) for s in pareto([o.setting for o in best[0]], 16)}
+    kept = {id(s) for s in pareto([o.setting for o in best[0]], KEEP)}
     return [o for o in best[0] if id(o.setting) in kept], best[1]
 
 
@@ -236,14 +236,14 @@ def _gates(p: np.ndarray, inputs: Inputs, found: AgreementFound) -> list[_Gate]:
         for solo in solos:
             p0, p1 = p[:, column[solo]], p[:, column[strongest]]
             for r0 in threshold_grid(p0, 7):
-                for r1 in [0.0, *threshold_grid(p1, 7)]:
+                for r1 in threshold_grid(p1, 7):
                     start0 = p0 >= r0
                     start1 = ~start0 & (p1 >= r1)
                     spent = np.where(start0, answers.cost[:, solo], np.where(start1, spent_c, answers.cost[:, last]))
                     right = np.where(start0, answers.correct[:, solo], np.where(start1, right_c, answers.correct[:, last]))
                     options.append(_Gate(point, solo, strongest, (r0, r1),
                                          Setting(inputs.names, (r0, r1), float(spent.sum()), float(right.mean()))))
-    kept = {id(s) for s in pareto([o.setting for o in options], 16)}
+    kept = {id(s) for s in pareto([o.setting for o in options], KEEP)}
     return [o for o in options if id(o.setting) in kept]
 
 
@@ -261,7 +261,8 @@ async def _router_agreement(kind: RouterKind, memo: Memo, inputs: Inputs, p_trai
         columns = [inputs.names.index(found.names[j]) for j in models]
         thresholds = (*gate.thresholds, *([np.inf] * (len(models) - 2)))
         router = LearnedRouter(memo, tuple(columns), thresholds, len(models) - 1,  # type: ignore[arg-type]
-                               _embed(inputs), memo.min_similarity, RouteRule.THRESHOLD, 0.0)
+                               _embed(inputs), memo.min_similarity, RouteRule.THRESHOLD, 0.0,
+                               cold_start_tier=1)  # unknown to the router: the agreement cascade decides
         curve.outcomes.append(await run_setting(tiers, test, progress, Routing(router, RoutingMode.BOTH)))
         curve.settings.append({"solo": found.names[gate.solo], "plan": plan_label(gate.point, found.names),
                                "router_thresholds": list(gate.thresholds),
@@ -311,7 +312,8 @@ async def _router_cascade(kind: RouterKind, memo: Memo, inputs: Inputs, p_train:
                  for n, th in zip(names[:-1], option.setting.thresholds)]
         tiers.append(alone(by_name[names[-1]]))  # type: ignore[arg-type]
         columns = [inputs.names.index(n) for n in names]
-        router = _router(memo, inputs, columns, option.router_threshold, len(names) - 1)
+        router = _router(memo, inputs, columns, option.router_threshold, len(names) - 1,
+                         cold=0)  # unknown to the router: the cascade climbs from its bottom
         curve.outcomes.append(await run_setting(tiers, test, progress, Routing(router, RoutingMode.BOTH)))  # type: ignore[arg-type]
         curve.settings.append({"chain": list(names), "router_threshold": option.router_threshold,
                                "thresholds": list(option.setting.thresholds),

@@ -34,9 +34,11 @@ def simulate(chain: Sequence[Recorded], last_cost: np.ndarray,
 
 
 def threshold_grid(confidence: np.ndarray, size: int) -> list[float]:
-    """Quantiles of the recorded confidences, plus 'never accept' (inf)."""
+    """'Always accept' (0), the recorded confidences' quantiles above their minimum, and
+    'never accept' (inf). The lowest setting is 0 rather than the train minimum: a test
+    confidence below every train one must still be accepted there."""
     values = np.unique(np.quantile(confidence, np.linspace(0.0, 1.0, size)))
-    return [float(v) for v in values] + [math.inf]
+    return [0.0] + [float(v) for v in values[1:] if v > 0.0] + [math.inf]
 
 
 def settings_for(names: Sequence[str], recorded: Mapping[str, Recorded],

@@ -283,14 +283,16 @@ def build_router(spec: RouterSpec, tiers: list[Tier], index: dict[str, int], def
                           for i, r in enumerate(spec.rules))
             return RulesRouter(rules, default)
         case LearnedRouterSpec():
-            return _learned(spec, tiers, default, base_dir)
+            cold = index[spec.cold_start_tier] if spec.cold_start_tier else None
+            return _learned(spec, tiers, default, cold, base_dir)
         case CausalRouterSpec():
             starts = tuple(index[name] for name in spec.levels)
             return CausalLLMRouter(starts, default, spec.prompt or CausalLLMRouter.prompt)
     raise TypeError(f"no router for {spec!r}")  # unreachable: the union is closed
 
 
-def _learned(spec: LearnedRouterSpec, tiers: list[Tier], default: int, base_dir: Path) -> LearnedRouter:
+def _learned(spec: LearnedRouterSpec, tiers: list[Tier], default: int, cold: int | None,
+             base_dir: Path) -> LearnedRouter:
     path = Path(spec.artifact).expanduser()
     path = path if path.is_absolute() else base_dir / path
     model = load_router_model(path)
@@ -302,7 +304,8 @@ def _learned(spec: LearnedRouterSpec, tiers: list[Tier], default: int, base_dir:
     thresholds = spec.threshold if isinstance(spec.threshold, tuple) else (spec.threshold,) * len(tiers)
     cut = spec.min_similarity if spec.min_similarity is not None else model.min_similarity
     return LearnedRouter(model, columns, thresholds, default, _text_encoder(),
-                         cut if spec.cold_start else None, RouteRule(spec.rule), spec.cost_weight)
+                         cut if spec.cold_start else None, RouteRule(spec.rule), spec.cost_weight,
+                         cold_start_tier=cold)
 
 
 def _grader(grader: str | GraderSpec, tiers: list[Tier], index: dict[str, int],

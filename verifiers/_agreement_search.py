@@ -170,10 +170,12 @@ def learn(answers: AnswerSet, agree: np.ndarray, plan: Plan, kind: AnswerKind, s
 
 
 def _grid(confidence: np.ndarray, size: int) -> list[float]:
+    """'Always accept' (0: a confidence below every training one is still accepted), the
+    distinct confidences (or their quantiles) above the minimum, and 'never accept'."""
     values = np.unique(confidence)
     if len(values) > size:
         values = np.unique(np.quantile(confidence, np.linspace(0, 1, size)))
-    return [float(v) for v in values] + [math.inf]
+    return [0.0] + [float(v) for v in values[1:] if v > 0.0] + [math.inf]
 
 
 def points(learned: Learned, grid: int = 12) -> list[Point]:

@@ -326,7 +326,10 @@ class LearnedRouterSpec(_RouterSpec):
     cost_weight: float = Field(0.0, ge=0, description="utility rule: how much a tier's relative "
                                "cost weighs against its P(acceptable)")
     cold_start: bool = Field(True, description="requests unlike the training data go to the "
-                             "default tier")
+                             "cold-start tier")
+    cold_start_tier: str | None = Field(None, description="where cold-start requests go "
+                                        "(default: default_tier). With mode both, the first "
+                                        "tier lets the cascade's estimators decide instead")
     min_similarity: float | None = Field(None, ge=-1, le=1, description="cold-start cut "
                                          "(default: the artifact's, the 1st percentile of "
                                          "training queries' nearest-neighbour similarity)")
@@ -386,6 +389,8 @@ def router_tier_names(spec: RouterSpec) -> list[tuple[str, str]]:
             names += [(f"rules.{i}.start", r.start) for i, r in enumerate(spec.rules)]
         case LearnedRouterSpec():
             names += [("models", t) for t in spec.models]
+            if spec.cold_start_tier:
+                names.append(("cold_start_tier", spec.cold_start_tier))
         case CausalRouterSpec():
             names += [(f"levels.{i}", t) for i, t in enumerate(spec.levels)]
             if isinstance(spec.grader, str):

@@ -1,6 +1,6 @@
 """A trained router (kNN, MF or BERT) bound to a policy's tiers: predicts P(acceptable) per
 tier, applies the thresholds, and sends requests far from the training data (cold start) to
-the safe default. The MiniLM encoder is shared; a router trained on a static encoder embeds
+the cold-start tier (by default the safe default). The MiniLM encoder is shared; a router trained on a static encoder embeds
 with the table its artifact carries, whatever ``embed`` it is given.
 
 Where it runs: a decision is CPU work, so it runs in a worker thread, except the measured-tiny
@@ -63,6 +63,7 @@ class LearnedRouter:
     rule: RouteRule = RouteRule.THRESHOLD
     cost_weight: float = 0.0  # utility rule only
     inline: bool | None = None  # decide on the event loop; None: the measured rule (module doc)
+    cold_start_tier: int | None = None  # where cold starts go; None: ``default``
 
     def __post_init__(self) -> None:
         if self.rule is RouteRule.UTILITY and any(c is None for c in self.costs):
@@ -102,7 +103,8 @@ class LearnedRouter:
         scores = tuple(TierScore(t.name, float(v), c) for t, v, c in zip(tiers, p[0], self.costs))
         sim = float(similarity[0])
         if self.min_similarity is not None and sim < self.min_similarity:
-            return RouteDecision(self.default, tiers[self.default].name, RouteReason.COLD_START,
+            cold = self.default if self.cold_start_tier is None else self.cold_start_tier
+            return RouteDecision(cold, tiers[cold].name, RouteReason.COLD_START,
                                  self.name, scores, sim,
                                  f"similarity {sim:.3f} < {self.min_similarity:.3f}")
         if self.rule is RouteRule.UTILITY:
