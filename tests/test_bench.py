@@ -111,3 +111,22 @@ def test_cascade_bench_smoke_on_the_recorded_data_matches_the_baselines(
     assert aiq(arc["gpt-4-1106-preview"]["points"], suites["arc"]["c_max"]) < 0.1
     gsm = suites["gsm8k"]["methods"]  # token-counted costs: within 0.01 AIQ of the published 0.7482
     assert gsm["random"]["aiq"] == pytest.approx(0.7482, abs=0.01)
+
+
+def test_threshold_grids_start_at_always_accept() -> None:
+    """The lowest setting accepts everything, also a test confidence below every train one
+    (a 'train minimum' threshold would escalate it)."""
+    import math
+
+    import numpy as np
+
+    from benchmarks.sweep import threshold_grid
+    from verifiers._agreement_search import _grid
+
+    train = np.array([0.3, 0.3, 0.5, 0.7, 0.9])
+    for grid in (threshold_grid(train, 5), _grid(train, 3), _grid(train, 12)):
+        assert grid[0] == 0.0 and grid[-1] == math.inf
+        assert 0.3 not in grid and 0.9 in grid  # the minimum is replaced, the rest kept
+        assert grid == sorted(grid)
+        assert 0.1 >= grid[0]  # a test confidence of 0.1 is accepted at the lowest setting
+    assert threshold_grid(np.zeros(4), 5) == [0.0, math.inf]

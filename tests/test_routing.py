@@ -152,6 +152,10 @@ def test_cold_start_goes_to_the_safe_default() -> None:
     assert [s.tier for s in warm.scores] == ["small", "large"]
     off = LearnedRouter(model, (0, 1), (0.5, 0.0), 1, _fixed_embed({"far": far}), None)
     assert off.decide("far", tiers).reason is not RouteReason.COLD_START
+    bottom = LearnedRouter(model, (0, 1), (0.5, 0.0), 1, _fixed_embed({"far": far}),
+                           model.min_similarity, cold_start_tier=0)
+    cold = bottom.decide("far", tiers)
+    assert cold.reason is RouteReason.COLD_START and (cold.start, cold.tier) == (0, "small")
 
 
 def test_artifact_for_other_models_is_a_typed_error(tmp_path: Path) -> None:
@@ -317,6 +321,33 @@ async def test_trained_knn_router_end_to_end_on_replay_data(tmp_path: Path) -> N
         assert history.answer == "Ming" and history.route is not None
         assert history.route.scores[0].p_ok == pytest.approx(0.0)
         assert history.route.scores[1].expected_cost == pytest.approx(0.001)
+
+
+@pytest.mark.anyio
+async def test_cold_start_tier_lets_the_cascade_decide(tmp_path: Path) -> None:
+    """A request unlike the training data goes to ``cold_start_tier`` when set (here the
+    bottom, so the cascade climbs from there), else to the safe default."""
+    question = "Question: Which dynasty built the Forbidden City?\nAnswer:"
+    data = correctness_data(TOPICS)
+    keep = [i for i, t in enumerate(data.texts) if "Forbidden City" not in t]
+    assert len(keep) == len(data.texts) - 1
+    unseen = CorrectnessData(data.source, tuple(data.texts[i] for i in keep), data.models,
+                             data.labels[keep], None if data.costs is None else data.costs[keep])
+    model = await anyio.to_thread.run_sync(lambda: train_knn(unseen, k=3))
+    model.save(tmp_path / "knn")
+    routing = """\
+        routing:
+          mode: both
+          router: {{kind: knn, artifact: knn, threshold: 0.6, min_similarity: 0.999{extra}}}
+        """
+    for extra, tier in (("", "dear"), (", cold_start_tier: cheap", "cheap")):
+        async with Cascade.from_yaml(_policy(tmp_path, routing.format(extra=extra))) as engine:
+            result = await engine.run(question)
+        assert result.route is not None and result.route.reason is RouteReason.COLD_START
+        assert result.route.tier == tier and result.attempts[0].tier_name == tier
+    bad = _policy(tmp_path, routing.format(extra=", cold_start_tier: nowhere"))
+    with pytest.raises(PolicyError, match=r"cold_start_tier.*'nowhere' is not a tier"):
+        Cascade.from_yaml(bad)
 
 
 @pytest.mark.anyio
