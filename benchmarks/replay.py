@@ -75,9 +75,11 @@ class Outcomes:
         return float(self.cost.sum()), float(self.correct.mean())
 
     def escalation(self) -> list[float]:
-        """Per tier of the setting: share of the queries reaching it that went on."""
+        """Per tier of the setting: share of the queries reaching it that went on to the next
+        (with routing, queries started above a tier never reached it and are not counted)."""
         called = self.reached.sum(axis=0)
-        return [float(called[j + 1] / called[j]) if called[j] else 0.0
+        went_on = (self.reached[:, :-1] & self.reached[:, 1:]).sum(axis=0)
+        return [float(went_on[j] / called[j]) if called[j] else 0.0
                 for j in range(self.reached.shape[1] - 1)]
 
 

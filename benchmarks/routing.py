@@ -11,6 +11,7 @@ Router names: ``knn``, ``mf``, ``bert`` (MiniLM embeddings), and ``knn-static`` 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ from cascade._tier import Routing
 from cascade.policy import RoutingMode
 from cascade.routing import (
     CorrectnessData,
+    Rule,
+    RulesRouter,
     LearnedRouter,
     RouterKind,
     RouteRule,
@@ -44,6 +47,10 @@ from verifiers import CachedEncoder, Point, StaticEncoder, frontier, shared_stat
 FOLDS = {RouterKind.KNN: 5, RouterKind.MF: 5, RouterKind.BERT: 2}
 KEEP = 24  # train-hull settings measured on test: as many as the cascade-only methods get
 STATIC_SUFFIX = "-static"
+
+
+RULES = "rules"  # a hand-writable length rule, its cut and tiers chosen on train (no model)
+LONG = 1_000_000  # characters: the rules router reads the whole prompt
 
 
 def router_kind(name: str) -> tuple[RouterKind, bool]:
@@ -184,7 +191,9 @@ async def router_curves(kinds: Sequence[str], train: Side, test: Side, single: M
     by_encoder: dict[bool, Inputs] = {}
     by_name = {t.name: t for t in test.tiers}
     curves = []
-    for kind, static in (router_kind(k) for k in kinds):
+    if RULES in kinds:
+        curves.append(await rules_curve(train, test, single, progress))
+    for kind, static in (router_kind(k) for k in kinds if k != RULES):
         if static not in by_encoder:  # MiniLM or static embeddings, each computed once
             encoder = await anyio.to_thread.run_sync(shared_static) if static else CachedEncoder()
             by_encoder[static] = await anyio.to_thread.run_sync(_inputs, train, test, single, encoder)
@@ -319,4 +328,48 @@ async def _router_cascade(kind: RouterKind, memo: Memo, inputs: Inputs, p_train:
                                "thresholds": list(option.setting.thresholds),
                                "train_cost": option.setting.train_cost,
                                "train_accuracy": option.setting.train_accuracy, "train_aiq": train_aiq})
+    return curve
+
+
+def _rule_options(lengths: np.ndarray, labels: np.ndarray, cost: np.ndarray,
+                  names: Sequence[str]) -> list[Setting]:
+    """Every 'prompts of at least L characters start at tier B, the rest at tier A' over all
+    tier pairs and 9 length quantiles (and each tier alone), on train."""
+    rows = np.arange(lengths.size)
+    options = [Setting((names[a],), (math.inf,), float(cost[:, a].sum()), float(labels[:, a].mean()))
+               for a in range(len(names))]
+    cuts = []  # decision-stump cuts: halfway below each of 9 length quantiles
+    for q in np.unique(np.quantile(lengths, np.linspace(0.1, 0.9, 9))):
+        below = lengths[lengths < q]
+        if below.size:
+            cuts.append(float(np.ceil((below.max() + q) / 2)))
+    for a, b in itertools.permutations(range(len(names)), 2):
+        for cut in cuts:
+            start = np.where(lengths >= cut, b, a)
+            options.append(Setting((names[a], names[b]), (float(cut),),
+                                   float(cost[rows, start].sum()), float(labels[rows, start].mean())))
+    return options
+
+
+async def rules_curve(train: Side, test: Side, single: Mapping[str, Outcomes],
+                      progress: Progress | None) -> Curve:
+    """Routing only with a rules router: one length rule (a cut and two tiers) chosen on train,
+    measured on test through the engine."""
+    names = tuple(sorted(single, key=lambda n: float(single[n].cost.sum())))
+    lengths = np.array([len(router_text(q.prompt, LONG)) for q in train.queries], dtype=float)
+    labels = np.stack([single[n].correct for n in names], axis=1)
+    cost = np.stack([single[n].cost for n in names], axis=1)
+    by_name = {t.name: t for t in test.tiers}
+    tiers = [alone(by_name[n]) for n in names]
+    curve = Curve("routing only: rules (length)", "router")
+    for setting in pareto(_rule_options(lengths, labels, cost, names), 12):
+        short, cut = names.index(setting.chain[0]), setting.thresholds[0]
+        rules = () if len(setting.chain) == 1 else (
+            Rule("long", names.index(setting.chain[1]), min_chars=int(cut)),)
+        routing = Routing(RulesRouter(rules, short), RoutingMode.ROUTE, max_chars=LONG)
+        curve.outcomes.append(await run_setting(tiers, test, progress, routing))
+        curve.settings.append({"short": setting.chain[0], "long": setting.chain[-1],
+                               "min_chars": None if len(setting.chain) == 1 else int(cut),
+                               "train_cost": setting.train_cost,
+                               "train_accuracy": setting.train_accuracy})
     return curve

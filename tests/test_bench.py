@@ -130,3 +130,29 @@ def test_threshold_grids_start_at_always_accept() -> None:
         assert grid == sorted(grid)
         assert 0.1 >= grid[0]  # a test confidence of 0.1 is accepted at the lowest setting
     assert threshold_grid(np.zeros(4), 5) == [0.0, math.inf]
+
+
+async def test_rules_router_finds_the_length_rule_on_train(tmp_path: Path) -> None:
+    """Long prompts (odd rows) are the ones the cheap model gets wrong: the length rule chosen
+    on train sends them to the dear model, the rest to the cheap one, and is right on all."""
+    data = tmp_path / "toy.csv"
+    write_fixture(data)
+    rows = list(csv.reader(data.open()))
+    for i, row in enumerate(rows[1:]):
+        if i % 2:
+            row[2] = f"['Question {i}: what is 2+2? {'Think it over carefully. ' * 20}']"
+    with data.open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    report = await run_suite(csv_suite(data, None, tmp_path), tmp_path, [], bootstrap_rounds=10,
+                             routers=["rules"])
+    curve = report.metrics["routing only: rules (length)"]
+    assert curve["kind"] == "router"
+    n = report.queries
+    best = max(zip(curve["points"], curve["settings"]), key=lambda ps: (ps[0][1], -ps[0][0]))
+    (cost, accuracy), setting = best
+    assert accuracy == 1.0 and (setting["short"], setting["long"]) == ("m0", "m2")
+    assert 40 < setting["min_chars"] < 500
+    long = round((cost - n * COST["cheap"]) / (COST["dear"] - COST["cheap"]))
+    assert 0 < long < n and cost == pytest.approx((n - long) * COST["cheap"] + long * COST["dear"])
+    assert setting["escalation"] == [0.0, 0.0]  # routed, never escalated
+    assert curve["aiq"] > report.metrics["random"]["aiq"]
