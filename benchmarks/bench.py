@@ -129,7 +129,7 @@ async def run_suite(suite: Suite, data: Path, methods: Sequence[EstimatorMethod]
             from benchmarks.routing import router_curves  # torch: only when routers are benchmarked
 
             curves += await router_curves(routers, train, test, single_train, judged_by, progress,
-                                          notes, agreed)
+                                          notes, agreed, suite.name)
     finally:
         await train.engine.aclose()
         await test.engine.aclose()

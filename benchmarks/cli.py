@@ -67,7 +67,7 @@ def bench(suite_names: Sequence[str], *, data: Path | None, out: Path, csv: Path
     data = data or default_data()
     from cascade.routing import RouterKind
 
-    names = [k.value for k in RouterKind] + ["knn-static", "mf-static", "rules"]  # benchmarks.routing
+    names = [k.value for k in RouterKind] + ["knn-static", "mf-static", "rules", "causal_llm"]  # benchmarks.routing
     bad = [r for r in routers if r not in names]
     if bad:
         raise KeyError(f"no router kind {', '.join(bad)} (kinds: {', '.join(names)})")

@@ -50,6 +50,7 @@ STATIC_SUFFIX = "-static"
 
 
 RULES = "rules"  # a hand-writable length rule, its cut and tiers chosen on train (no model)
+CAUSAL = "causal_llm"  # SmolLM2-135M grades difficulty (benchmarks/causal.py)
 LONG = 1_000_000  # characters: the rules router reads the whole prompt
 
 
@@ -187,13 +188,18 @@ def _combined(p: np.ndarray, inputs: Inputs, judged_by: Judged) -> tuple[list[Co
 
 async def router_curves(kinds: Sequence[str], train: Side, test: Side, single: Mapping[str, Outcomes],
                         judged_by: Sequence[Judged], progress: Progress | None,
-                        notes: list[str], agreed: Sequence[AgreementFound] = ()) -> list[Curve]:
+                        notes: list[str], agreed: Sequence[AgreementFound] = (),
+                        suite: str = "suite") -> list[Curve]:
     by_encoder: dict[bool, Inputs] = {}
     by_name = {t.name: t for t in test.tiers}
     curves = []
     if RULES in kinds:
         curves.append(await rules_curve(train, test, single, progress))
-    for kind, static in (router_kind(k) for k in kinds if k != RULES):
+    if CAUSAL in kinds:
+        from benchmarks.causal import causal_curve  # llama.cpp: only when benchmarked
+
+        curves.append(await causal_curve(suite, train, test, single, progress, notes))
+    for kind, static in (router_kind(k) for k in kinds if k not in (RULES, CAUSAL)):
         if static not in by_encoder:  # MiniLM or static embeddings, each computed once
             encoder = await anyio.to_thread.run_sync(shared_static) if static else CachedEncoder()
             by_encoder[static] = await anyio.to_thread.run_sync(_inputs, train, test, single, encoder)

@@ -156,3 +156,39 @@ async def test_rules_router_finds_the_length_rule_on_train(tmp_path: Path) -> No
     assert 0 < long < n and cost == pytest.approx((n - long) * COST["cheap"] + long * COST["dear"])
     assert setting["escalation"] == [0.0, 0.0]  # routed, never escalated
     assert curve["aiq"] > report.metrics["random"]["aiq"]
+
+
+def test_causal_grade_maps_are_monotone_and_priced_on_train() -> None:
+    import numpy as np
+
+    from benchmarks.causal import LEVELS, options
+
+    grades = np.array([1, 2, 5, 5, 0])  # 0: unparseable, goes to the default
+    labels = np.array([[1, 1], [1, 1], [0, 1], [0, 1], [0, 1]], dtype=float)
+    cost = np.array([[1.0, 10.0]] * 5)
+    found = options(grades, labels, cost, 1, ("cheap", "dear"))
+    assert len(found) == LEVELS + 1  # non-decreasing maps over 2 tiers
+    assert all(list(s.thresholds) == sorted(s.thresholds) for s in found)
+    best = max(found, key=lambda s: (s.train_accuracy, -s.train_cost))
+    assert best.chain == ("cheap",) * 4 + ("dear",)  # grades 1-4 cheap, 5 dear
+    assert (best.train_cost, best.train_accuracy) == (1.0 + 1.0 + 10 + 10 + 10, 1.0)
+
+
+async def test_causal_router_on_the_bench_grades_once_and_replays(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real SmolLM2 grader grades each toy query once (cached); every setting is then
+    measured through the engine's causal-LLM router on the recorded replies."""
+    import benchmarks.causal as causal
+
+    monkeypatch.setattr(causal, "CACHE", tmp_path / "cache")
+    data = tmp_path / "toy.csv"
+    write_fixture(data, rows=16)
+    report = await run_suite(csv_suite(data, None, tmp_path), tmp_path, [], bootstrap_rounds=5,
+                             routers=["causal_llm"])
+    curve = report.metrics["routing only: causal_llm (SmolLM2-135M)"]
+    cached = json.loads((tmp_path / "cache" / "grades-toy.json").read_text())
+    assert len(cached) == 16 and all(isinstance(v, str) for v in cached.values())
+    assert curve["points"] and all(0 < c and 0 <= a <= 1 for c, a in curve["points"])
+    assert any(n.startswith("causal_llm: SmolLM2-135M grades") for n in report.notes)
+    levels = curve["settings"][0]["levels"]
+    assert len(levels) == causal.LEVELS and set(levels) <= {"m0", "m1", "m2"}
