@@ -104,14 +104,25 @@ def _fit(kind: RouterKind, inputs: Inputs, rows: np.ndarray) -> RouterModel:
     raise AssertionError(kind)
 
 
-def _cross_fit(kind: RouterKind, inputs: Inputs) -> np.ndarray:
+@dataclass(frozen=True, slots=True)
+class Predicted:
+    """Cross-fitted router output on train: P(ok) per tier, and which queries the engine
+    would treat as cold starts (less similar to the fold's training queries than its cut),
+    so that settings chosen on train pay for cold starts as they will on test."""
+
+    p: np.ndarray  # (n, tiers)
+    cold: np.ndarray  # (n,) bool
+
+
+def _cross_fit(kind: RouterKind, inputs: Inputs) -> Predicted:
     n = inputs.labels.shape[0]
     folds = np.array_split(np.random.default_rng(0).permutation(n), FOLDS[kind])
-    p = np.zeros(inputs.labels.shape)
+    p, cold = np.zeros(inputs.labels.shape), np.zeros(n, dtype=bool)
     for fold in folds:
         model = _fit(kind, inputs, np.setdiff1d(np.arange(n), fold))
         p[fold] = model.predict([inputs.texts[0][i] for i in fold], inputs.x[0][fold])
-    return p
+        cold[fold] = model.index.nearest(inputs.x[0][fold]) < model.min_similarity
+    return Predicted(p, cold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +169,11 @@ class Combined:
     setting: Setting
 
 
-def _combined(p: np.ndarray, inputs: Inputs, judged_by: Judged) -> tuple[list[Combined], float]:
+def _combined(pred: Predicted, inputs: Inputs, judged_by: Judged) -> tuple[list[Combined], float]:
     """Every cost-ordered chain of 2-3 tiers (only judged tiers before the last) × router
-    threshold × estimator thresholds, on train; the best chain's train-hull settings."""
+    threshold × estimator thresholds, on train; the best chain's train-hull settings. Cold
+    starts climb the whole chain (the engine's ``cold_start_tier`` is its bottom)."""
+    p = pred.p
     c_max = float(inputs.cost.sum(axis=0).max())
     best: tuple[list[Combined], float] | None = None
     for length in (2, 3):
@@ -172,7 +185,7 @@ def _combined(p: np.ndarray, inputs: Inputs, judged_by: Judged) -> tuple[list[Co
             grids = [threshold_grid(r.confidence, 7) for r in recs[:-1]]
             options = []
             for r in threshold_grid(p[:, list(chain)].ravel(), 9):
-                start = starts(p[:, list(chain)], [r] * length, length - 1)
+                start = np.where(pred.cold, 0, starts(p[:, list(chain)], [r] * length, length - 1))
                 for ths in itertools.product(*grids):
                     spent, right = _simulate(start, recs, inputs.cost[:, chain[-1]], ths)
                     options.append(Combined(names, r, Setting(names, ths, float(spent.sum()),
@@ -233,8 +246,9 @@ class _Gate:
     setting: Setting
 
 
-def _gates(p: np.ndarray, inputs: Inputs, found: AgreementFound) -> list[_Gate]:
-    answers = found.answers
+def _gates(pred: Predicted, inputs: Inputs, found: AgreementFound) -> list[_Gate]:
+    """Cold starts run the agreement plan (the engine's ``cold_start_tier`` is the ensemble)."""
+    p, answers = pred.p, found.answers
     column = {j: inputs.names.index(found.names[j]) for j in range(len(found.names))}
     accuracy, mean_cost = answers.correct.mean(axis=0), answers.cost.mean(axis=0)
     options: list[_Gate] = []
@@ -252,8 +266,8 @@ def _gates(p: np.ndarray, inputs: Inputs, found: AgreementFound) -> list[_Gate]:
             p0, p1 = p[:, column[solo]], p[:, column[strongest]]
             for r0 in threshold_grid(p0, 7):
                 for r1 in threshold_grid(p1, 7):
-                    start0 = p0 >= r0
-                    start1 = ~start0 & (p1 >= r1)
+                    start0 = ~pred.cold & (p0 >= r0)
+                    start1 = pred.cold | (~start0 & (p1 >= r1))
                     spent = np.where(start0, answers.cost[:, solo], np.where(start1, spent_c, answers.cost[:, last]))
                     right = np.where(start0, answers.correct[:, solo], np.where(start1, right_c, answers.correct[:, last]))
                     options.append(_Gate(point, solo, strongest, (r0, r1),
@@ -262,7 +276,7 @@ def _gates(p: np.ndarray, inputs: Inputs, found: AgreementFound) -> list[_Gate]:
     return [o for o in options if id(o.setting) in kept]
 
 
-async def _router_agreement(kind: RouterKind, memo: Memo, inputs: Inputs, p_train: np.ndarray,
+async def _router_agreement(kind: RouterKind, memo: Memo, inputs: Inputs, p_train: Predicted,
                             found: AgreementFound, test: Side, progress: Progress | None) -> Curve:
     """Router + agreement cascade, chosen on train (cross-fitted router predictions,
     out-of-fold agreement confidences), measured on test through the engine (mode both)."""
@@ -292,15 +306,16 @@ def _embed(inputs: Inputs):  # type: ignore[no-untyped-def]
     return lambda texts: np.stack([lookup[t] for t in texts])
 
 
-async def _routing_only(kind: RouterKind, memo: Memo, inputs: Inputs, p_train: np.ndarray,
+async def _routing_only(kind: RouterKind, memo: Memo, inputs: Inputs, pred: Predicted,
                         by_name: Mapping[str, object], test: Side, progress: Progress | None) -> Curve:
     """Over every tier: the utility rule (argmax P(ok) - λ·relative cost, RouterBench's) swept
-    over λ; the train-hull settings (cross-fitted predictions) measured on test."""
+    over λ; the train-hull settings (cross-fitted predictions, cold starts to the safe
+    default) measured on test."""
     cost = inputs.cost.mean(axis=0)
-    rows = np.arange(p_train.shape[0])
+    rows = np.arange(pred.p.shape[0])
     options = []
     for weight in [0.0, *np.geomspace(1e-3, 1e3, 31)]:
-        begin = utility_starts(p_train, list(cost), float(weight))
+        begin = np.where(pred.cold, inputs.default, utility_starts(pred.p, list(cost), float(weight)))
         options.append(Setting(inputs.names, (float(weight),), float(inputs.cost[rows, begin].sum()),
                                float(inputs.labels[rows, begin].mean())))
     tiers = [alone(by_name[n]) for n in inputs.names]  # type: ignore[arg-type]
@@ -314,7 +329,7 @@ async def _routing_only(kind: RouterKind, memo: Memo, inputs: Inputs, p_train: n
     return curve
 
 
-async def _router_cascade(kind: RouterKind, memo: Memo, inputs: Inputs, p_train: np.ndarray,
+async def _router_cascade(kind: RouterKind, memo: Memo, inputs: Inputs, p_train: Predicted,
                           judged_set: Judged, by_name: Mapping[str, object], test: Side,
                           progress: Progress | None) -> Curve | None:
     options, train_aiq = await anyio.to_thread.run_sync(_combined, p_train, inputs, judged_set)

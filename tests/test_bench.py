@@ -192,3 +192,20 @@ async def test_causal_router_on_the_bench_grades_once_and_replays(tmp_path: Path
     assert any(n.startswith("causal_llm: SmolLM2-135M grades") for n in report.notes)
     levels = curve["settings"][0]["levels"]
     assert len(levels) == causal.LEVELS and set(levels) <= {"m0", "m1", "m2"}
+
+
+async def test_router_curves_on_the_bench_cover_routing_only_and_router_plus_cascade(
+        tmp_path: Path) -> None:
+    """kNN on MiniLM embeddings of the toy prompts: routing only over every tier, and router +
+    cascade over the says-sure cascade's chain, both chosen on train and run on test."""
+    data = tmp_path / "toy.csv"
+    write_fixture(data)
+    report = await run_suite(csv_suite(data, None, tmp_path), tmp_path,
+                             [EstimatorMethod("says-sure", build_says_sure, (2,))],
+                             bootstrap_rounds=5, routers=["knn"])
+    routed, both = report.metrics["routing only: knn"], report.metrics["router + cascade: knn + says-sure"]
+    assert routed["kind"] == "router" and both["kind"] == "router+cascade"
+    assert all(s["cost_weight"] >= 0 for s in routed["settings"])
+    # the combined search can always fall back to the cascade, which is right on every query
+    assert max(a for _, a in both["points"]) == 1.0
+    assert both["aiq"] >= report.metrics["cascade: says-sure"]["aiq"] - 0.05
