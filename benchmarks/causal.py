@@ -29,7 +29,7 @@ from cascade.routing import CausalLLMRouter, parse_grade, router_text
 from cascade.types import Choice, Completion, ModelCall
 
 LEVELS = 5
-TRAIN_SAMPLE = 300
+TRAIN_SAMPLE = 150
 GRADER_TOKENS = 4
 CACHE = Path(os.environ.get("CASCADE_BENCH_CACHE", Path.home() / ".cache" / "cascade-bench"))
 
