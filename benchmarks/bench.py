@@ -169,8 +169,26 @@ def _measure(report: SuiteReport, single: Mapping[str, Outcomes], rounds: int) -
             row["settings"] = [dict(s, escalation=o.escalation(), test_point=list(o.point()))
                                for s, o in zip(curve.settings, curve.outcomes)]
         report.metrics[curve.name] = row
+    _compare(report, rounds)
     report.reference = {"best_single": list(best), "weak_single": list(weak),
                                     "c_max": report.c_max, "queries": report.queries}
+
+
+def _compare(report: SuiteReport, rounds: int) -> None:
+    """Each curve with rivals (router + cascade against routing only and cascade only): the
+    paired-bootstrap AIQ margin over the better rival and the share of rounds it wins."""
+    measured = {c.name: c for c in report.curves if c.outcomes}
+    for curve in report.curves:
+        rivals = [measured[name] for name in curve.rivals if name in measured]
+        if not curve.outcomes or len(rivals) != len(curve.rivals) or not rounds or not rivals:
+            continue
+        pairs = [(np.stack([o.cost for o in c.outcomes]), np.stack([o.correct for o in c.outcomes]))
+                 for c in (curve, *rivals)]
+        found = metrics.paired_margin(pairs[0], pairs[1:], lambda p: metrics.aiq(p, report.c_max),
+                                      rounds=rounds)
+        if found is not None:
+            report.metrics[curve.name]["aiq_margin"] = {
+                "rivals": list(curve.rivals), "ci95": [found[0], found[1]], "wins": found[2]}
 
 
 def runs_needed(train: Side, test: Side, methods: int) -> int:

@@ -134,3 +134,29 @@ def bootstrap(cost: np.ndarray, correct: np.ndarray, statistic: Callable[[list[P
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def paired_margin(candidate: tuple[np.ndarray, np.ndarray], rivals: Sequence[tuple[np.ndarray, np.ndarray]],
+                  statistic: Callable[[list[Point]], float | None], *, rounds: int = 200, seed: int = 0,
+                  level: float = 0.95) -> tuple[float, float, float] | None:
+    """``statistic(candidate) - max(statistic(rival))`` over the same query resamples (a paired
+    bootstrap: each round draws one index set for every method). Each argument is a
+    ``(cost, correct)`` pair of shape (settings, queries). Returns the margin's percentile
+    interval and the share of rounds in which the candidate beats every rival; None if the
+    statistic is never defined for all of them."""
+    rng = np.random.default_rng(seed)
+    n = candidate[0].shape[1]
+    if any(cost.shape[1] != n for cost, _ in rivals):
+        raise ValueError("paired bootstrap needs every method measured on the same queries")
+    margins = []
+    for _ in range(rounds):
+        index = rng.integers(0, n, n)
+        values = [statistic(curve_points(cost[:, index], correct[:, index]))
+                  for cost, correct in (candidate, *rivals)]
+        if all(v is not None for v in values):
+            margins.append(values[0] - max(values[1:]))  # type: ignore[operator, type-var]
+    if not margins:
+        return None
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(margins, [tail, 100 - tail])
+    return float(low), float(high), float(np.mean(np.array(margins) > 0))

@@ -90,6 +90,7 @@ class Curve:
     outcomes: list[Outcomes] = field(default_factory=list)
     settings: list[Mapping[str, object]] = field(default_factory=list)
     points_only: list[tuple[float, float]] = field(default_factory=list)  # analytic methods
+    rivals: tuple[str, ...] = ()  # curves this one is compared with, paired (router + cascade)
 
     def points(self) -> list[tuple[float, float]]:
         return [o.point() for o in self.outcomes] or list(self.points_only)

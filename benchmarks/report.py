@@ -45,8 +45,24 @@ def markdown(reports: Sequence[SuiteReport]) -> str:
                 f"| {name} | {top[1]:.3f}, ${top[0]:.4f} | {_num(row['aiq'])}{_ci(row.get('aiq_ci95'))} "
                 f"| {_num(row.get('apgr'), 3)} | {_pct(row.get('cpt50'))} | {_pct(row.get('cpt80'))} "
                 f"| {_pct(row['cost_to_95'])} / {_pct(row['cost_to_99'])} |")
-        lines.append("")
+        lines += ["", *_margins(report)]
     return "\n".join(lines)
+
+
+def _margins(report: SuiteReport) -> list[str]:
+    rows = [(name, row) for name, row in report.metrics.items() if "aiq_margin" in row]
+    if not rows:
+        return []
+    lines = ["Paired bootstrap (same query resamples for every method): AIQ of each combination "
+             "minus the better of its parts.", "",
+             "| combination | AIQ − max(parts) | 95 % CI | rounds it wins | parts |", "|---|---|---|---|---|"]
+    for name, row in rows:
+        margin = row["aiq_margin"]
+        parts = [report.metrics[r]["aiq"] for r in margin["rivals"]]  # type: ignore[index]
+        low, high = margin["ci95"]  # type: ignore[index]
+        lines.append(f"| {name} | {float(row['aiq']) - max(parts):+.4f} | [{low:+.4f}, {high:+.4f}] "  # type: ignore[arg-type]
+                     f"| {100 * margin['wins']:.0f} % | {', '.join(margin['rivals'])} |")  # type: ignore[index]
+    return [*lines, ""]
 
 
 def _clean(value: object) -> object:

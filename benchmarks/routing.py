@@ -221,15 +221,19 @@ async def router_curves(kinds: Sequence[str], train: Side, test: Side, single: M
         model = await anyio.to_thread.run_sync(_fit, kind, inputs, np.arange(inputs.labels.shape[0]))
         p_test = await anyio.to_thread.run_sync(model.predict, list(inputs.texts[1]), inputs.x[1])
         memo = Memo(model, dict(zip(inputs.texts[1], p_test)))
-        curves.append(await _routing_only(kind, memo, inputs, p_train, by_name, test, progress))
+        routed = await _routing_only(kind, memo, inputs, p_train, by_name, test, progress)
+        curves.append(routed)
         for judged_set in judged_by:
             curve = await _router_cascade(kind, memo, inputs, p_train, judged_set, by_name, test, progress)
             if curve is None:
                 notes.append(f"router + cascade ({_label(kind, inputs)}, {judged_set.method}): no chain")
             else:
+                curve.rivals = (routed.name, f"cascade: {judged_set.method}")
                 curves.append(curve)
         for found in agreed:
-            curves.append(await _router_agreement(kind, memo, inputs, p_train, found, test, progress))
+            curve = await _router_agreement(kind, memo, inputs, p_train, found, test, progress)
+            curve.rivals = (routed.name, "cascade: agreement")
+            curves.append(curve)
     return curves
 
 

@@ -14,6 +14,7 @@ from benchmarks.bench import EstimatorMethod, run_suite
 from benchmarks.cli import csv_suite
 from benchmarks.metrics import aiq
 from benchmarks.replay import Side, Suite
+from benchmarks.report import markdown
 from cascade.cli import app
 from verifiers import Capability, Estimate, EstimateContext
 
@@ -209,3 +210,8 @@ async def test_router_curves_on_the_bench_cover_routing_only_and_router_plus_cas
     # the combined search can always fall back to the cascade, which is right on every query
     assert max(a for _, a in both["points"]) == 1.0
     assert both["aiq"] >= report.metrics["cascade: says-sure"]["aiq"] - 0.05
+    margin = both["aiq_margin"]  # paired against the better of its two parts
+    assert margin["rivals"] == ["routing only: knn", "cascade: says-sure"]
+    low, high = margin["ci95"]
+    assert low <= high and 0.0 <= margin["wins"] <= 1.0
+    assert "AIQ − max(parts)" in markdown([report])

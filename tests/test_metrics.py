@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.metrics import Gap, aiq, apgr, bootstrap, cost_to_reach, cpt, curve_points, hull
+from benchmarks.metrics import (
+    Gap, aiq, apgr, bootstrap, cost_to_reach, cpt, curve_points, hull, paired_margin,
+)
 
 POINTS = [(1.0, 0.5), (2.0, 0.8), (3.0, 0.6), (4.0, 0.9), (5.0, 0.85)]
 
@@ -51,3 +53,21 @@ def test_curve_points_and_bootstrap_interval_contains_the_estimate() -> None:
     c_max = 40.0
     low, high = bootstrap(cost, correct, lambda p: aiq(p, c_max), rounds=100)
     assert low <= aiq(points, c_max) <= high and high - low < 0.1
+
+
+def test_paired_margin_resamples_the_same_queries_for_every_method() -> None:
+    rng = np.random.default_rng(2)
+    cost = np.full((1, 300), 0.01)
+    base = (rng.random((1, 300)) < 0.6).astype(float)
+    better = np.maximum(base, (rng.random((1, 300)) < 0.3).astype(float))  # right wherever base is
+    c_max = 6.0  # each curve is one point at $3; AIQ = accuracy × (c_max − 3) / c_max
+    low, high, wins = paired_margin((cost, better), [(cost, base)], lambda p: aiq(p, c_max), rounds=50)
+    assert 0 < low <= high and wins == 1.0  # paired: it wins every round, not only on average
+    low, high, wins = paired_margin((cost, base), [(cost, base)], lambda p: aiq(p, c_max), rounds=20)
+    assert low == high == 0.0 and wins == 0.0  # a tie is not a win
+    # against two rivals the margin is over the better one
+    low, high, wins = paired_margin((cost, base), [(cost, better), (cost, base)],
+                                    lambda p: aiq(p, c_max), rounds=20)
+    assert high < 0 and wins == 0.0
+    with pytest.raises(ValueError, match="same queries"):
+        paired_margin((cost, base), [(cost[:, :10], base[:, :10])], lambda p: aiq(p, c_max))
