@@ -167,12 +167,14 @@ class Combined:
     chain: tuple[str, ...]
     router_threshold: float
     setting: Setting
+    cold: int = 0  # where cold starts begin: 0 (the cascade climbs) or the chain's last tier
 
 
 def _combined(pred: Predicted, inputs: Inputs, judged_by: Judged) -> tuple[list[Combined], float]:
     """Every cost-ordered chain of 2-3 tiers (only judged tiers before the last) × router
-    threshold × estimator thresholds, on train; the best chain's train-hull settings. Cold
-    starts climb the whole chain (the engine's ``cold_start_tier`` is its bottom)."""
+    threshold × estimator thresholds × where cold starts begin (the chain's bottom, so the
+    cascade decides, or its last tier, the safe default: the engine's ``cold_start_tier``), on
+    train; the best chain's train-hull settings."""
     p = pred.p
     c_max = float(inputs.cost.sum(axis=0).max())
     best: tuple[list[Combined], float] | None = None
@@ -184,12 +186,12 @@ def _combined(pred: Predicted, inputs: Inputs, judged_by: Judged) -> tuple[list[
             recs = [judged_by.recorded[n] for n in names]
             grids = [threshold_grid(r.confidence, 7) for r in recs[:-1]]
             options = []
-            for r in threshold_grid(p[:, list(chain)].ravel(), 9):
-                start = np.where(pred.cold, 0, starts(p[:, list(chain)], [r] * length, length - 1))
+            for r, cold in itertools.product(threshold_grid(p[:, list(chain)].ravel(), 9), (0, length - 1)):
+                start = np.where(pred.cold, cold, starts(p[:, list(chain)], [r] * length, length - 1))
                 for ths in itertools.product(*grids):
                     spent, right = _simulate(start, recs, inputs.cost[:, chain[-1]], ths)
                     options.append(Combined(names, r, Setting(names, ths, float(spent.sum()),
-                                                              float(right.mean()))))
+                                                              float(right.mean())), cold))
             score = aiq([(o.setting.train_cost, o.setting.train_accuracy) for o in options], c_max)
             if best is None or score > best[1]:
                 best = (options, score)
@@ -248,10 +250,12 @@ class _Gate:
     strongest: int
     thresholds: tuple[float, float]
     setting: Setting
+    cold_to_plan: bool  # cold starts run the agreement plan (else the plan's last model)
 
 
 def _gates(pred: Predicted, inputs: Inputs, found: AgreementFound) -> list[_Gate]:
-    """Cold starts run the agreement plan (the engine's ``cold_start_tier`` is the ensemble)."""
+    """Every solo model × the two router thresholds × where cold starts go (the agreement plan,
+    or its last model: the engine's ``cold_start_tier``), on train; the train-hull gates."""
     p, answers = pred.p, found.answers
     column = {j: inputs.names.index(found.names[j]) for j in range(len(found.names))}
     accuracy, mean_cost = answers.correct.mean(axis=0), answers.cost.mean(axis=0)
@@ -268,14 +272,14 @@ def _gates(pred: Predicted, inputs: Inputs, found: AgreementFound) -> list[_Gate
         last = plan.last
         for solo in solos:
             p0, p1 = p[:, column[solo]], p[:, column[strongest]]
-            for r0 in threshold_grid(p0, 7):
-                for r1 in threshold_grid(p1, 7):
-                    start0 = ~pred.cold & (p0 >= r0)
-                    start1 = pred.cold | (~start0 & (p1 >= r1))
-                    spent = np.where(start0, answers.cost[:, solo], np.where(start1, spent_c, answers.cost[:, last]))
-                    right = np.where(start0, answers.correct[:, solo], np.where(start1, right_c, answers.correct[:, last]))
-                    options.append(_Gate(point, solo, strongest, (r0, r1),
-                                         Setting(inputs.names, (r0, r1), float(spent.sum()), float(right.mean()))))
+            for r0, r1, to_plan in itertools.product(threshold_grid(p0, 7), threshold_grid(p1, 7), (True, False)):
+                start0 = ~pred.cold & (p0 >= r0)
+                start1 = (pred.cold & to_plan) | (~pred.cold & ~start0 & (p1 >= r1))
+                spent = np.where(start0, answers.cost[:, solo], np.where(start1, spent_c, answers.cost[:, last]))
+                right = np.where(start0, answers.correct[:, solo], np.where(start1, right_c, answers.correct[:, last]))
+                options.append(_Gate(point, solo, strongest, (r0, r1),
+                                     Setting(inputs.names, (r0, r1), float(spent.sum()), float(right.mean())),
+                                     to_plan))
     kept = {id(s) for s in pareto([o.setting for o in options], KEEP)}
     return [o for o in options if id(o.setting) in kept]
 
@@ -295,10 +299,11 @@ async def _router_agreement(kind: RouterKind, memo: Memo, inputs: Inputs, p_trai
         thresholds = (*gate.thresholds, *([np.inf] * (len(models) - 2)))
         router = LearnedRouter(memo, tuple(columns), thresholds, len(models) - 1,  # type: ignore[arg-type]
                                _embed(inputs), memo.min_similarity, RouteRule.THRESHOLD, 0.0,
-                               cold_start_tier=1)  # unknown to the router: the agreement cascade decides
+                               cold_start_tier=1 if gate.cold_to_plan else len(models) - 1)
         curve.outcomes.append(await run_setting(tiers, test, progress, Routing(router, RoutingMode.BOTH)))
         curve.settings.append({"solo": found.names[gate.solo], "plan": plan_label(gate.point, found.names),
                                "router_thresholds": list(gate.thresholds),
+                               "cold_start": "plan" if gate.cold_to_plan else found.names[plan.last],
                                "thresholds": [min(t, 9.0) for t in gate.point.thresholds],
                                "train_cost": gate.setting.train_cost,
                                "train_accuracy": gate.setting.train_accuracy})
@@ -347,10 +352,11 @@ async def _router_cascade(kind: RouterKind, memo: Memo, inputs: Inputs, p_train:
         tiers.append(alone(by_name[names[-1]]))  # type: ignore[arg-type]
         columns = [inputs.names.index(n) for n in names]
         router = _router(memo, inputs, columns, option.router_threshold, len(names) - 1,
-                         cold=0)  # unknown to the router: the cascade climbs from its bottom
+                         cold=option.cold)
         curve.outcomes.append(await run_setting(tiers, test, progress, Routing(router, RoutingMode.BOTH)))  # type: ignore[arg-type]
         curve.settings.append({"chain": list(names), "router_threshold": option.router_threshold,
                                "thresholds": list(option.setting.thresholds),
+                               "cold_start_tier": names[option.cold],
                                "train_cost": option.setting.train_cost,
                                "train_accuracy": option.setting.train_accuracy, "train_aiq": train_aiq})
     return curve
