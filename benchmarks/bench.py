@@ -161,9 +161,7 @@ def _measure(report: SuiteReport, single: Mapping[str, Outcomes], rounds: int) -
             row["apgr"] = metrics.apgr(pts, gap)
             row["cpt50"], row["cpt80"] = metrics.cpt(pts, gap, 0.5), metrics.cpt(pts, gap, 0.8)
         if curve.outcomes and rounds:
-            cost = np.stack([o.cost for o in curve.outcomes])
-            correct = np.stack([o.correct for o in curve.outcomes])
-            row["aiq_ci95"] = metrics.bootstrap(cost, correct,
+            row["aiq_ci95"] = metrics.bootstrap(*curve.arrays(),
                                                 lambda p: metrics.aiq(p, report.c_max), rounds=rounds)
         if curve.settings and curve.outcomes:
             row["settings"] = [dict(s, escalation=o.escalation(), test_point=list(o.point()))
@@ -179,13 +177,10 @@ def _compare(report: SuiteReport, rounds: int) -> None:
     paired-bootstrap AIQ margin over the better rival and the share of rounds it wins."""
     measured = {c.name: c for c in report.curves if c.outcomes}
     for curve in report.curves:
-        rivals = [measured[name] for name in curve.rivals if name in measured]
-        if not curve.outcomes or len(rivals) != len(curve.rivals) or not rounds or not rivals:
+        if not rounds or not curve.rivals or not {curve.name, *curve.rivals} <= measured.keys():
             continue
-        pairs = [(np.stack([o.cost for o in c.outcomes]), np.stack([o.correct for o in c.outcomes]))
-                 for c in (curve, *rivals)]
-        found = metrics.paired_margin(pairs[0], pairs[1:], lambda p: metrics.aiq(p, report.c_max),
-                                      rounds=rounds)
+        found = metrics.paired_margin(curve.arrays(), [measured[name].arrays() for name in curve.rivals],
+                                      lambda p: metrics.aiq(p, report.c_max), rounds=rounds)
         if found is not None:
             report.metrics[curve.name]["aiq_margin"] = {
                 "rivals": list(curve.rivals), "ci95": [found[0], found[1]], "wins": found[2]}

@@ -117,46 +117,47 @@ def curve_points(cost: np.ndarray, correct: np.ndarray) -> list[Point]:
     return [(float(c), float(a)) for c, a in zip(cost.sum(axis=1), correct.mean(axis=1))]
 
 
-def bootstrap(cost: np.ndarray, correct: np.ndarray, statistic: Callable[[list[Point]], float | None],
-              *, rounds: int = 200, seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
-    """Percentile interval of ``statistic(points)`` over query resamples (with replacement).
-    Rounds where the statistic is undefined are dropped; None if all are."""
+Arrays = tuple[np.ndarray, np.ndarray]  # (cost, correct), each of shape (settings, queries)
+
+
+def _resampled(curves: Sequence[Arrays], statistic: Callable[[list[Point]], float | None],
+               rounds: int, seed: int) -> list[list[float]]:
+    """``statistic`` of every curve on each round's query resample (one index set per round,
+    shared by all curves); rounds where it is undefined for any curve are dropped."""
+    n = curves[0][0].shape[1]
+    if any(cost.shape[1] != n for cost, _ in curves):
+        raise ValueError("paired bootstrap needs every method measured on the same queries")
     rng = np.random.default_rng(seed)
-    n = cost.shape[1]
-    values = []
+    out = []
     for _ in range(rounds):
         index = rng.integers(0, n, n)
-        value = statistic(curve_points(cost[:, index], correct[:, index]))
-        if value is not None:
-            values.append(value)
-    if not values:
-        return None
+        values = [statistic(curve_points(cost[:, index], correct[:, index])) for cost, correct in curves]
+        if all(v is not None for v in values):
+            out.append(values)  # type: ignore[arg-type]
+    return out
+
+
+def _interval(values: Sequence[float], level: float) -> tuple[float, float]:
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)
 
 
-def paired_margin(candidate: tuple[np.ndarray, np.ndarray], rivals: Sequence[tuple[np.ndarray, np.ndarray]],
+def bootstrap(cost: np.ndarray, correct: np.ndarray, statistic: Callable[[list[Point]], float | None],
+              *, rounds: int = 200, seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile interval of ``statistic(points)`` over query resamples (with replacement).
+    Rounds where the statistic is undefined are dropped; None if all are."""
+    values = [v[0] for v in _resampled([(cost, correct)], statistic, rounds, seed)]
+    return _interval(values, level) if values else None
+
+
+def paired_margin(candidate: Arrays, rivals: Sequence[Arrays],
                   statistic: Callable[[list[Point]], float | None], *, rounds: int = 200, seed: int = 0,
                   level: float = 0.95) -> tuple[float, float, float] | None:
     """``statistic(candidate) - max(statistic(rival))`` over the same query resamples (a paired
-    bootstrap: each round draws one index set for every method). Each argument is a
-    ``(cost, correct)`` pair of shape (settings, queries). Returns the margin's percentile
-    interval and the share of rounds in which the candidate beats every rival; None if the
-    statistic is never defined for all of them."""
-    rng = np.random.default_rng(seed)
-    n = candidate[0].shape[1]
-    if any(cost.shape[1] != n for cost, _ in rivals):
-        raise ValueError("paired bootstrap needs every method measured on the same queries")
-    margins = []
-    for _ in range(rounds):
-        index = rng.integers(0, n, n)
-        values = [statistic(curve_points(cost[:, index], correct[:, index]))
-                  for cost, correct in (candidate, *rivals)]
-        if all(v is not None for v in values):
-            margins.append(values[0] - max(values[1:]))  # type: ignore[operator, type-var]
+    bootstrap). Returns the margin's percentile interval and the share of rounds in which the
+    candidate beats every rival; None if the statistic is never defined for all of them."""
+    margins = [v[0] - max(v[1:]) for v in _resampled([candidate, *rivals], statistic, rounds, seed)]
     if not margins:
         return None
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(margins, [tail, 100 - tail])
-    return float(low), float(high), float(np.mean(np.array(margins) > 0))
+    return (*_interval(margins, level), float(np.mean(np.array(margins) > 0)))

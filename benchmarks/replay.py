@@ -95,6 +95,10 @@ class Curve:
     def points(self) -> list[tuple[float, float]]:
         return [o.point() for o in self.outcomes] or list(self.points_only)
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-setting, per-query (cost, correct), each of shape (settings, queries)."""
+        return np.stack([o.cost for o in self.outcomes]), np.stack([o.correct for o in self.outcomes])
+
 
 def _policy(suite: Suite, data: Path, split: str) -> Policy:
     env = {"DATA": str(data), "SPLIT": split}
