@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from cascade.types import Attempt
@@ -136,37 +136,136 @@ class PromptTooLongError(RequestError):
         )
 
 
-# --- providers ---------------------------------------------------------------------------
+# --- providers: the error taxonomy ---------------------------------------------------------
+#
+# Each class carries its rule (docs/errors.md has the table):
+#   retryable        retry the same deployment (tenacity, backoff with full jitter, honouring
+#                    ``retry_after_s``), within the retry budget and the run's deadline
+#   breaker_failure  counts as a failure in the deployment's circuit breaker
+#   fallback         try the next healthy deployment of the tier, then the next tier
+# Messages and reprs never contain a secret: providers redact the tier's key and header values
+# from upstream text before building an error.
 
 
 class ProviderError(CascadeError):
     """A model call failed. ``deployment`` names the endpoint, never a secret."""
 
-    def __init__(self, deployment: str, message: str) -> None:
+    retryable: ClassVar[bool] = False
+    breaker_failure: ClassVar[bool] = True
+    fallback: ClassVar[bool] = True
+
+    def __init__(self, deployment: str, message: str, *, retry_after_s: float | None = None) -> None:
         self.deployment = deployment
+        self.retry_after_s = retry_after_s  # the upstream's Retry-After, in seconds from now
         super().__init__(f"{deployment}: {message}")
 
 
 class ProviderUnreachableError(ProviderError):
     """Could not connect (refused, DNS, TLS)."""
 
+    retryable = True
+
+
+class ProviderConnectionError(ProviderError):
+    """The connection broke during the call (reset, closed mid-response, truncated body)."""
+
+    retryable = True
+
 
 class ProviderTimeoutError(ProviderError):
-    """The call took longer than the tier's timeout."""
+    """No answer in time. ``phase``: ``connect``, ``read`` or ``total`` (the tier's timeout)."""
+
+    retryable = True
+
+    def __init__(self, deployment: str, message: str, *, phase: str = "total",
+                 retry_after_s: float | None = None) -> None:
+        self.phase = phase
+        super().__init__(deployment, message, retry_after_s=retry_after_s)
 
 
 class ProviderHTTPError(ProviderError):
-    def __init__(self, deployment: str, status: int, detail: str) -> None:
+    """An HTTP error status not covered by a subclass (e.g. 404, 409, 422)."""
+
+    breaker_failure = False
+
+    def __init__(self, deployment: str, status: int, detail: str, *,
+                 retry_after_s: float | None = None) -> None:
         self.status = status
-        super().__init__(deployment, f"HTTP {status}: {detail}")
+        self.detail = detail
+        super().__init__(deployment, f"HTTP {status}: {detail}", retry_after_s=retry_after_s)
+
+
+class RateLimitedError(ProviderHTTPError):
+    """429: slow down. Retried no sooner than ``retry_after_s``; the deployment cools down."""
+
+    retryable = True
+
+
+class QuotaExhaustedError(ProviderHTTPError):
+    """429 that says the quota / spend limit is used up: never retried; the deployment is out
+    until its cooldown ends."""
+
+
+class OverloadedError(ProviderHTTPError):
+    """529 / 503: the upstream is overloaded."""
+
+    retryable = True
+    breaker_failure = True
+
+
+class ServerError(ProviderHTTPError):
+    """Any other 5xx."""
+
+    retryable = True
+    breaker_failure = True
+
+
+class AuthenticationError(ProviderHTTPError):
+    """401 / 403: never retried; the deployment is taken out (its breaker forced open) and the
+    failure is logged loudly."""
+
+
+class BadRequestError(ProviderHTTPError):
+    """400 (or 404/422 about the request): never retried; the next tier may accept it."""
+
+
+class ContextLengthExceededError(BadRequestError):
+    """The prompt does not fit this model's window: never retried on the same deployment; only
+    a deployment or tier with a larger window is tried."""
+
+
+class ContentFilteredError(ProviderError):
+    """The upstream refused or cut the answer by its content filter. The policy decides:
+    escalate (default) or return."""
+
+    breaker_failure = False
 
 
 class ProviderResponseError(ProviderError):
-    """The provider answered with something we cannot read."""
+    """The provider answered with something we cannot read (bad JSON, missing fields, empty
+    ``choices``, invalid token counts)."""
+
+    retryable = True
 
 
 class ReplayMissError(ProviderError):
     """The replay data has no recorded answer for this prompt and model."""
+
+    breaker_failure = False
+
+
+class BreakerOpenError(ProviderError):
+    """The deployment's circuit breaker is open (or its half-open probes are taken): the call
+    was not made."""
+
+    breaker_failure = False
+
+
+class BulkheadFullError(ProviderError):
+    """Load shed: the deployment's in-flight limit and wait queue are full; the call was not
+    made and falls back like any provider error."""
+
+    breaker_failure = False
 
 
 # --- estimators and runs -------------------------------------------------------------------
@@ -188,29 +287,51 @@ class DeadlineExceededError(RunError):
     """The run's deadline expired before any tier produced an answer."""
 
 
+class BudgetExceededError(RunError):
+    """A spending budget cannot afford the next call and the policy says to fail
+    (``on_exhausted: error``), or no answer was bought before it ran out. ``limit`` names the
+    budget (scope, period, dollars or requests)."""
+
+    def __init__(self, message: str, attempts: Sequence[Attempt] = (), *, limit: str = "") -> None:
+        self.limit = limit
+        super().__init__(message, attempts)
+
+
 __all__ = [
+    "AuthenticationError",
+    "BadRequestError",
+    "BreakerOpenError",
+    "BudgetExceededError",
+    "BulkheadFullError",
     "CascadeError",
     "ConfigError",
+    "ContentFilteredError",
+    "ContextLengthExceededError",
     "DeadlineExceededError",
     "EmptyPromptError",
     "InvalidFeatureError",
     "InvalidRequestError",
     "MissingSecretError",
     "NoAnswerError",
+    "OverloadedError",
     "PolicyError",
     "PolicyIssue",
     "PolicyNotFoundError",
     "PromptTooLongError",
     "ProviderConfigError",
+    "ProviderConnectionError",
     "ProviderError",
     "ProviderHTTPError",
     "ProviderResponseError",
     "ProviderTimeoutError",
     "ProviderUnreachableError",
+    "QuotaExhaustedError",
+    "RateLimitedError",
     "ReplayDataError",
     "ReplayMissError",
     "RequestError",
     "RouterArtifactError",
     "RoutingDataError",
     "RunError",
+    "ServerError",
 ]

@@ -16,7 +16,7 @@ def test_all_is_complete_and_exists(name: str) -> None:
     exported = set(module.__all__)
     public = {n for n in vars(module) if not n.startswith("_")}
     imported_modules = {n for n in public if type(getattr(module, n)).__name__ == "module"}
-    typing_helpers = {"annotations", "TYPE_CHECKING", "Sequence", "Path", "Attempt"}
+    typing_helpers = {"annotations", "TYPE_CHECKING", "ClassVar", "Sequence", "Path", "Attempt"}
     missing = public - exported - imported_modules - typing_helpers
     assert not missing, f"{name}: public but not in __all__: {sorted(missing)}"
     assert all(hasattr(module, n) for n in exported), f"{name}: __all__ names a missing attribute"
