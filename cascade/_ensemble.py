@@ -1,8 +1,9 @@
 """One tier's model call: a single model, or an ensemble whose members run concurrently.
 
-Each member has the tier's timeout of its own; a member that fails or is slow is recorded and
-the tier decides on the answers it has (the consensus picks one). Only when no member answers
-does the tier fail, with the first member's error. Every member's cost counts.
+Every call goes through the seam (``cascade.resilience.call_model``: deployments, breakers,
+retries, budgets; each try under the tier's timeout). A member that fails is recorded and the
+tier decides on the answers it has (the consensus picks one). Only when no member answers does
+the tier fail, with the first member's error. Every member's cost counts.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from dataclasses import dataclass, replace
 import anyio
 
 from cascade._tier import Member, Tier
-from cascade.errors import ProviderError, ProviderTimeoutError
-from cascade.types import Completion, MemberAnswer, Request
+from cascade.errors import ProviderError
+from cascade.resilience import RunScope, call_model
+from cascade.types import CallPurpose, Completion, MemberAnswer, Request
 from verifiers import Peer
 
 Clock = Callable[[], float]
@@ -57,33 +59,24 @@ def with_answer_chosen(members: tuple[MemberAnswer, ...]) -> tuple[MemberAnswer,
     return tuple(replace(m, chosen=(i == first)) for i, m in enumerate(members))
 
 
-def _timeout(deployment: str, tier: Tier) -> ProviderTimeoutError:
-    return ProviderTimeoutError(deployment, f"no answer within {tier.timeout_s:g} s")
-
-
-async def call_tier(tier: Tier, request: Request, clock: Clock, done: list[MemberAnswer]) -> Called:
+async def call_tier(tier: Tier, request: Request, clock: Clock, done: list[MemberAnswer],
+                    scope: RunScope) -> Called:
     """Call the tier's model(s). ``done`` receives each member's record as it finishes, so a
     run deadline that cuts the tier short still counts what was paid for."""
     if tier.members:
-        return await _ensemble(tier, request, clock, done)
-    try:
-        with anyio.fail_after(tier.timeout_s):
-            completion = await tier.provider.complete(tier.call_for(request))
-    except TimeoutError:
-        raise _timeout(tier.provider.deployment, tier) from None
+        return await _ensemble(tier, request, clock, done, scope)
+    completion = await call_model(scope, tier.target, tier.call_for(request), CallPurpose.TIER)
     return Called(completion, tier.model, tier.cost_of(completion), completion.input_tokens,
                   completion.output_tokens)
 
 
-async def _member(tier: Tier, member: Member, request: Request, clock: Clock
+async def _member(tier: Tier, member: Member, request: Request, clock: Clock, scope: RunScope
                   ) -> tuple[MemberAnswer, Completion | None, ProviderError | None]:
     started = clock()
     call = replace(tier.call_for(request), model=member.model)
     try:
-        with anyio.fail_after(tier.timeout_s):
-            completion = await member.provider.complete(call)
-    except TimeoutError:
-        error: ProviderError = _timeout(member.provider.deployment, tier)
+        completion = await call_model(scope, member.target(tier.timeout_s), call,
+                                      CallPurpose.MEMBER)
     except ProviderError as exc:
         error = exc
     else:
@@ -96,12 +89,13 @@ async def _member(tier: Tier, member: Member, request: Request, clock: Clock
     return record, None, error
 
 
-async def _ensemble(tier: Tier, request: Request, clock: Clock, done: list[MemberAnswer]) -> Called:
+async def _ensemble(tier: Tier, request: Request, clock: Clock, done: list[MemberAnswer],
+                    scope: RunScope) -> Called:
     results: list[tuple[MemberAnswer, Completion | None, ProviderError | None] | None] = \
         [None] * len(tier.members)
 
     async def run(i: int) -> None:
-        results[i] = outcome = await _member(tier, tier.members[i], request, clock)
+        results[i] = outcome = await _member(tier, tier.members[i], request, clock, scope)
         done.append(outcome[0])
 
     async with anyio.create_task_group() as group:

@@ -6,9 +6,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cascade.policy import Price, RoutingMode
+from cascade.policy import HedgeSpec, LoadBalancing, OnUnavailable, Price, RoutingMode
 from cascade.providers import Provider, estimate_message_tokens
 from cascade.providers._base import with_system_prompt
+from cascade.resilience import Deployment, Target
 from cascade.routing._types import Router
 from cascade.types import Completion, Message, ModelCall, Request
 from verifiers import Estimator
@@ -26,6 +27,11 @@ class Member:
         if completion.recorded_cost is not None:
             return completion.recorded_cost
         return self.price.cost(completion.input_tokens, completion.output_tokens)
+
+    def target(self, timeout_s: float) -> Target:
+        return Target((Deployment(self.provider),), self.cost_of, timeout_s,
+                      price_in=self.price.input_per_1m / 1e6,
+                      price_out=self.price.output_per_1m / 1e6)
 
 
 class Consensus(Protocol):
@@ -60,10 +66,27 @@ class Tier:
     rater: str | None = None  # the tier whose model answers ``ask`` (self-rating)
     members: tuple[Member, ...] = ()
     consensus: Consensus | None = None
+    deployments: tuple[Deployment, ...] = ()  # several deployments (default: just `provider`)
+    load_balancing: LoadBalancing = LoadBalancing.WEIGHTED_RANDOM
+    on_unavailable: OnUnavailable = OnUnavailable.ESCALATE
+    hedge: HedgeSpec | None = None
 
     def __post_init__(self) -> None:
         if self.members and (len(self.members) < 2 or self.consensus is None):
             raise ValueError(f"tier {self.name!r}: an ensemble needs at least two members and a consensus")
+        if self.deployments and self.deployments[0].provider is not self.provider:
+            raise ValueError(f"tier {self.name!r}: `provider` must be the first deployment's")
+
+    @property
+    def target(self) -> Target:
+        """Where this tier's calls go (the call seam's view of the tier)."""
+        hedge = self.hedge
+        return Target(self.deployments or (Deployment(self.provider),), self.cost_of,
+                      self.timeout_s, self.load_balancing,
+                      price_in=self.price.input_per_1m / 1e6,
+                      price_out=self.price.output_per_1m / 1e6,
+                      hedge_after_s=hedge.after_s if hedge else None,
+                      hedge_min_samples=hedge.min_samples if hedge else 20)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -72,7 +95,9 @@ class Tier:
 
     @property
     def providers(self) -> tuple[Provider, ...]:
-        return tuple(m.provider for m in self.members) or (self.provider,)
+        if self.members:
+            return tuple(m.provider for m in self.members)
+        return tuple(d.provider for d in self.deployments) or (self.provider,)
 
     @property
     def deployment(self) -> str:

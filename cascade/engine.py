@@ -18,21 +18,29 @@ import httpx
 from opentelemetry.trace import Tracer
 
 from cascade import telemetry
-from cascade._adapt import asker, build_routing, build_tiers, estimate_context, sampler
+from cascade._build import build_routing, build_tiers
+from cascade._calls import asker, estimate_context, sampler
 from cascade._ensemble import Called, call_tier, paid, with_answer_chosen
 from cascade._tier import Routing, Tier
 from cascade._request import PromptLike, make_request
 from cascade.errors import (
+    BudgetDeniedError,
+    BudgetExceededError,
     DeadlineExceededError,
     NoAnswerError,
     PromptTooLongError,
     ProviderError,
+    ProviderUnreachableError,
 )
-from cascade.policy import Policy, RoutingMode, load_policy
+from cascade.policy import OnBudgetExhausted, OnUnavailable, Policy, RoutingMode, load_policy
 from cascade.providers import ClientPool, ProviderFactory, estimate_message_tokens
+from cascade.resilience import DeploymentHealth, Resilience, RunScope
 from cascade.routing import RouteContext, RouteTier
 from cascade.types import (
     Attempt,
+    CallEvent,
+    CallOutcome,
+    CallPurpose,
     Completion,
     Decision,
     MemberAnswer,
@@ -54,6 +62,7 @@ class _InFlight:
 
     tier: int
     started: float
+    first_event: int = 0  # the run's call events from here on belong to this attempt
     completion: Completion | None = None
     members: list[MemberAnswer] = field(default_factory=list)  # ensemble members finished so far
 
@@ -61,12 +70,32 @@ class _InFlight:
 @dataclass(slots=True)
 class _RunState:
     request: Request
+    scope: RunScope
     attempts: list[Attempt] = field(default_factory=list)
     best: tuple[int, str] | None = None  # highest tier that produced an answer, and the answer
     in_flight: _InFlight | None = None
     route: RouteDecision | None = None
     check: bool = True  # False in route-only mode: the routed tier's answer is accepted
     peers: list[Peer] = field(default_factory=list)  # every answer paid for so far (evidence)
+    stop: StopReason | None = None  # a budget or an unavailable tier ended the climb
+    budget_limit: str = ""  # the budget that could not afford the next call
+
+
+def _calls_since(state: _RunState, flight: _InFlight) -> tuple[CallEvent, ...]:
+    return tuple(state.scope.events[flight.first_event:])
+
+
+def _unanswered_cost(calls: Sequence[CallEvent]) -> float:
+    """What tries without an answer were charged (a hedge cancelled after its prompt was sent)."""
+    return math.fsum(c.cost for c in calls if c.outcome is not CallOutcome.OK)
+
+
+def _answered_by(tier: Tier, calls: Sequence[CallEvent]) -> str:
+    """The deployment whose answer the tier returned (else every deployment of the tier)."""
+    for call in reversed(calls):
+        if call.outcome is CallOutcome.OK and call.purpose is CallPurpose.TIER:
+            return call.deployment
+    return tier.deployment
 
 
 def _accepts_anything(tier: Tier) -> bool:
@@ -81,7 +110,7 @@ class Cascade:
     def __init__(self, tiers: Sequence[Tier], *, feature: str = "default",
                  deadline_s: float | None = None, clock: Clock = time.perf_counter,
                  resources: ProviderFactory | None = None, tracer: Tracer | None = None,
-                 routing: Routing | None = None) -> None:
+                 routing: Routing | None = None, resilience: Resilience | None = None) -> None:
         if not tiers:
             raise ValueError("a cascade needs at least one tier")
         self.tiers = tuple(tiers)
@@ -93,17 +122,21 @@ class Cascade:
         self._tracer = tracer or telemetry.get_tracer()
         self.routing = routing
         self._route_tiers = tuple(RouteTier(t.name, t.model) for t in self.tiers)
+        self.resilience = resilience or Resilience()
 
     @classmethod
     def from_policy(cls, policy: Policy, *, base_dir: str | Path = ".",
                     transport: httpx.AsyncBaseTransport | None = None,
                     clock: Clock = time.perf_counter) -> Cascade:
         """Build every tier now: configuration errors surface before any run."""
-        factory = ProviderFactory(Path(base_dir), ClientPool(transport))
+        pool = ClientPool(transport, max_connections=policy.resilience.bulkhead.max_in_flight)
+        factory = ProviderFactory(Path(base_dir), pool)
         tiers = build_tiers(policy, factory, Path(base_dir))
         routing = build_routing(policy, tiers, factory, Path(base_dir))
+        resilience = Resilience(policy.resilience, policy.budgets,
+                                on_budget_exhausted=policy.on_budget_exhausted)
         return cls(tiers, feature=policy.feature or "default", deadline_s=policy.deadline_s,
-                   clock=clock, resources=factory, routing=routing)
+                   clock=clock, resources=factory, routing=routing, resilience=resilience)
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, env: Mapping[str, str] | None = None,
@@ -119,19 +152,34 @@ class Cascade:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._resources is not None:
-            with anyio.CancelScope(shield=True):
-                await self._resources.aclose()
+        with anyio.CancelScope(shield=True):
+            try:
+                if self._resources is not None:
+                    await self._resources.aclose()
+            finally:
+                await self.resilience.aclose()
 
-    async def check(self) -> None:
-        """Raise ``ProviderUnreachableError`` (or a config error) for the first tier whose
-        provider cannot be reached; run nothing."""
+    async def check(self, timeout_s: float | None = None) -> None:
+        """Raise ``ProviderUnreachableError`` (or a config error) for the first deployment that
+        cannot be reached within ``timeout_s`` (default: the policy's deadline, at most 10 s);
+        run nothing."""
+        limit = timeout_s if timeout_s is not None else min(self.deadline_s or 10.0, 10.0)
         seen: set[int] = set()
         for tier in self.tiers:
             for provider in tier.providers:
                 if id(provider) not in seen:
                     seen.add(id(provider))
-                    await provider.check()
+                    try:
+                        with anyio.fail_after(limit):
+                            await provider.check()
+                    except TimeoutError:
+                        raise ProviderUnreachableError(
+                            provider.deployment, f"no answer to the check within {limit:g} s") from None
+
+    def health(self) -> tuple[DeploymentHealth, ...]:
+        """Every deployment called so far: circuit-breaker state, rates, calls in flight and
+        waiting, latency."""
+        return self.resilience.health()
 
     # --- the request path -------------------------------------------------------------------
 
@@ -142,7 +190,10 @@ class Cascade:
         if not any(runnable):
             self._too_long(request)
         deadline = self.deadline_s if deadline_s is None else deadline_s
-        state = _RunState(request)
+        r = self.resilience
+        scope = RunScope(r, self.feature, request.metadata,
+                         None if deadline is None else r.clock() + deadline)
+        state = _RunState(request, scope)
         started = self._clock()
         with telemetry.run_span(self._tracer, self.feature) as span:
             with anyio.move_on_after(math.inf if deadline is None else deadline) as scope:
@@ -156,8 +207,11 @@ class Cascade:
                     last = not any(runnable[index + 1:])
                     if await self._attempt(index, tier, state, last) is Decision.ACCEPT:
                         break
+                    if state.stop is not None:
+                        break
+                await self._budget_fallback(state, runnable)
             if scope.cancelled_caught and state.in_flight is not None:
-                cut = self._timed_out(state.in_flight)
+                cut = self._timed_out(state.in_flight, state)
                 state.attempts.append(cut)
                 if cut.answer is not None:  # an ensemble member that answered before the deadline
                     state.best = (cut.tier, cut.answer)
@@ -174,15 +228,17 @@ class Cascade:
         if routing is None or routing.mode is RoutingMode.CASCADE:
             return 0
         state.check = routing.mode is not RoutingMode.ROUTE
-        state.route = decision = await self._route(routing, state.request)
+        state.route = decision = await self._route(routing, state.request, state.scope)
         fitting = [i for i in range(len(self.tiers)) if runnable[i]]
         return next((i for i in fitting if i >= decision.start), fitting[-1])
 
-    async def _route(self, routing: Routing, request: Request) -> RouteDecision:
+    async def _route(self, routing: Routing, request: Request,
+                     state_scope: RunScope) -> RouteDecision:
         ctx = RouteContext(
             conversation_text([(m.role, m.content) for m in request.messages], routing.max_chars),
             self._route_tiers, request.metadata,
-            asker(routing.grader, request) if routing.grader is not None else None)
+            asker(routing.grader, request, state_scope, CallPurpose.GRADER)
+            if routing.grader is not None else None)
         started = self._clock()
         try:
             with anyio.fail_after(routing.timeout_s):
@@ -202,34 +258,60 @@ class Cascade:
                              routing.router.name, detail=why)
 
     async def _attempt(self, index: int, tier: Tier, state: _RunState, last: bool) -> Decision:
-        flight = state.in_flight = _InFlight(index, self._clock())
+        flight = state.in_flight = _InFlight(index, self._clock(), len(state.scope.events))
         with telemetry.attempt_span(self._tracer, tier.model) as span:
             try:
-                called = await call_tier(tier, state.request, self._clock, flight.members)
+                called = await call_tier(tier, state.request, self._clock, flight.members,
+                                         state.scope)
             except ProviderError as exc:
-                attempt = self._failed(index, tier, flight, exc)
+                attempt = self._failed(index, tier, flight, exc, state)
+                self._stop_after_failure(tier, state, exc)
             else:
                 flight.completion, flight.members[:] = called.completion, called.members
                 state.best = (index, called.completion.text)
                 estimate, failure = None, None
                 if state.check:
                     peers = (*called.peers(tier.name, earlier=False), *state.peers)
-                    estimate, failure = await self._estimate(tier, state.request, called, peers)
+                    estimate, failure = await self._estimate(tier, state, called, peers)
                 state.peers += called.peers(tier.name, earlier=True)
                 attempt = self._judged(index, tier, flight, called, estimate, failure, last,
-                                       state.check)
+                                       state)
             state.in_flight = None
             state.attempts.append(attempt)
             telemetry.end_attempt(span, attempt)
             return attempt.decision
 
-    async def _estimate(self, tier: Tier, request: Request, called: Called,
+    def _stop_after_failure(self, tier: Tier, state: _RunState, error: ProviderError) -> None:
+        """A budget that cannot afford the tier, or a tier with no available deployment whose
+        policy says stop, ends the climb (``on_budget_exhausted: error`` raises)."""
+        if isinstance(error, BudgetDeniedError):
+            state.stop, state.budget_limit = StopReason.BUDGET, error.limit
+            if self.resilience.on_budget_exhausted is OnBudgetExhausted.ERROR:
+                raise BudgetExceededError(f"budget {error.limit!r} cannot afford tier "
+                                          f"{tier.name!r}", state.attempts, limit=error.limit)
+        elif tier.on_unavailable is OnUnavailable.BEST_SO_FAR and state.best is not None:
+            state.stop = StopReason.UNAVAILABLE
+
+    async def _budget_fallback(self, state: _RunState, runnable: Sequence[bool]) -> None:
+        """``on_budget_exhausted: cheapest``: answer from the cheapest tier when the run has
+        not called it (a router started higher)."""
+        if state.stop is not StopReason.BUDGET or \
+                self.resilience.on_budget_exhausted is not OnBudgetExhausted.CHEAPEST:
+            return
+        first = next((i for i, ok in enumerate(runnable) if ok), None)
+        if first is None or any(a.tier == first for a in state.attempts):
+            return
+        state.check = False  # its answer is returned as is, not accepted (stop: budget)
+        await self._attempt(first, self.tiers[first], state, last=True)
+
+    async def _estimate(self, tier: Tier, state: _RunState, called: Called,
                         peers: tuple[Peer, ...]) -> tuple[Estimate | None, str | None]:
         if tier.estimator is None or _accepts_anything(tier):
             return None, None  # nothing to decide: no need to pay for a confidence
+        request, scope = state.request, state.scope
         rater = self._by_name.get(tier.rater) if tier.rater is not None else None
-        ask = asker(rater, request) if rater is not None else None
-        ctx = estimate_context(tier, request, called, sampler(tier, request), ask, peers)
+        ask = asker(rater, request, scope) if rater is not None else None
+        ctx = estimate_context(tier, request, called, sampler(tier, request, scope), ask, peers)
         try:
             with anyio.fail_after(tier.timeout_s):
                 return await tier.estimator.estimate(ctx), None
@@ -243,7 +325,9 @@ class Cascade:
 
     def _judged(self, index: int, tier: Tier, flight: _InFlight, called: Called,
                 estimate: Estimate | None, failure: str | None, last: bool,
-                check: bool = True) -> Attempt:
+                state: _RunState) -> Attempt:
+        check = state.check
+        calls = _calls_since(state, flight)
         confidence = None if estimate is None else estimate.confidence
         if not check or tier.estimator is None or _accepts_anything(tier):
             decision = Decision.ACCEPT
@@ -254,24 +338,28 @@ class Cascade:
         usage = estimate.usage if estimate is not None else None
         completion = called.completion
         return Attempt(
-            index, tier.name, called.source if tier.members else tier.model, tier.deployment,
-            decision, confidence, tier.threshold,
+            index, tier.name, called.source if tier.members else tier.model,
+            _answered_by(tier, calls), decision, confidence, tier.threshold,
             called.input_tokens + (usage.input_tokens if usage else 0),
             called.output_tokens + (usage.output_tokens if usage else 0),
-            called.cost + (usage.cost if usage else 0.0),
+            called.cost + (usage.cost if usage else 0.0) + _unanswered_cost(calls),
             self._clock() - flight.started,
             estimator=tier.estimator.name if tier.estimator and check else None,
             estimator_error=failure, answer=completion.text,
             details=dict(estimate.details) if estimate is not None else {},
-            label=completion.choices[0].label, members=called.members,
+            label=completion.choices[0].label, members=called.members, calls=calls,
         )
 
-    def _failed(self, index: int, tier: Tier, flight: _InFlight, error: ProviderError) -> Attempt:
+    def _failed(self, index: int, tier: Tier, flight: _InFlight, error: ProviderError,
+                state: _RunState) -> Attempt:
+        calls = _calls_since(state, flight)
         return Attempt(index, tier.name, tier.model, tier.deployment, Decision.ERROR,
-                       None, tier.threshold, latency_s=self._clock() - flight.started,
-                       error=f"{type(error).__name__}: {error}", members=tuple(flight.members))
+                       None, tier.threshold, cost=paid(flight.members)[0] + _unanswered_cost(calls),
+                       latency_s=self._clock() - flight.started,
+                       error=f"{type(error).__name__}: {error}", members=tuple(flight.members),
+                       calls=calls)
 
-    def _timed_out(self, flight: _InFlight) -> Attempt:
+    def _timed_out(self, flight: _InFlight, state: _RunState) -> Attempt:
         """The attempt the run's deadline cut short, with what it had been paid for."""
         tier = self.tiers[flight.tier]
         if flight.members:  # an ensemble: its chosen answer, else the first that came back
@@ -286,11 +374,12 @@ class Cascade:
             tokens = (completion.input_tokens, completion.output_tokens) if completion else (0, 0)
             answer = completion.text if completion else None
             label = completion.choices[0].label if completion else None
+        calls = _calls_since(state, flight)
         return Attempt(
             flight.tier, tier.name, model, tier.deployment, Decision.TIMEOUT, None,
-            tier.threshold, tokens[0], tokens[1], cost,
+            tier.threshold, tokens[0], tokens[1], cost + _unanswered_cost(calls),
             self._clock() - flight.started, error="DeadlineExceeded: the run's deadline expired",
-            answer=answer, label=label, members=members)
+            answer=answer, label=label, members=members, calls=calls)
 
     def _skipped(self, index: int, tier: Tier) -> Attempt:
         return Attempt(index, tier.name, tier.model, tier.deployment, Decision.SKIP,
@@ -310,7 +399,10 @@ class Cascade:
         elif state.best is not None:
             tier_index, answer = state.best
             chosen = next(a for a in reversed(attempts) if a.tier == tier_index)
-            stop = StopReason.DEADLINE if timed_out else StopReason.EXHAUSTED
+            stop = StopReason.DEADLINE if timed_out else state.stop or StopReason.EXHAUSTED
+        elif state.stop is StopReason.BUDGET:
+            raise BudgetExceededError(f"budget {state.budget_limit!r} ran out before any tier "
+                                      "answered", attempts, limit=state.budget_limit)
         elif timed_out:  # (a grader's cost is lost with the run here: no Result to carry it)
             raise DeadlineExceededError("the deadline expired before any tier answered", attempts)
         else:

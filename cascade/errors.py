@@ -261,6 +261,18 @@ class BreakerOpenError(ProviderError):
     breaker_failure = False
 
 
+class BudgetDeniedError(ProviderError):
+    """A spending budget cannot afford this call (its worst-case cost): the call was not made.
+    The engine applies the policy's ``on_budget_exhausted``."""
+
+    breaker_failure = False
+    fallback = False
+
+    def __init__(self, deployment: str, message: str, *, limit: str = "") -> None:
+        self.limit = limit
+        super().__init__(deployment, message)
+
+
 class BulkheadFullError(ProviderError):
     """Load shed: the deployment's in-flight limit and wait queue are full; the call was not
     made and falls back like any provider error."""
@@ -298,6 +310,7 @@ class BudgetExceededError(RunError):
 
 
 __all__ = [
+    "BudgetDeniedError",
     "AuthenticationError",
     "BadRequestError",
     "BreakerOpenError",

@@ -111,6 +111,49 @@ class StopReason(str, enum.Enum):
     ACCEPTED = "accepted"
     EXHAUSTED = "exhausted"  # every tier ran, none accepted: best answer so far
     DEADLINE = "deadline"  # the run's deadline expired: best answer so far
+    BUDGET = "budget"  # a spending budget could not afford the next call: best answer so far
+    UNAVAILABLE = "unavailable"  # a tier had no available deployment (on_unavailable: best_so_far)
+
+
+class CallPurpose(str, enum.Enum):
+    """Why a model call was made (every call of a run passes through one seam)."""
+
+    TIER = "tier"  # a tier's answer
+    MEMBER = "member"  # one model of an ensemble tier
+    SAMPLE = "sample"  # self-consistency samples
+    RATER = "rater"  # self-rating
+    GRADER = "grader"  # a causal-LLM router's grade
+
+
+class CallOutcome(str, enum.Enum):
+    OK = "ok"
+    ERROR = "error"  # the try failed (see ``error``)
+    SKIPPED = "skipped"  # the deployment's circuit breaker was open: not called
+    SHED = "shed"  # the deployment's bulkhead was full: not called
+    DENIED = "denied"  # a spending budget could not afford it: not called
+    CANCELLED = "cancelled"  # the run's deadline, or a hedge that lost
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """One try of one model call at the call seam: what was called, how it ended, and the
+    backoff waited before it (retries have ``retry`` > 0)."""
+
+    purpose: CallPurpose
+    deployment: str
+    outcome: CallOutcome
+    error: str | None = None
+    latency_s: float = 0.0
+    wait_s: float = 0.0
+    retry: int = 0
+    hedge: bool = False
+    cost: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {"purpose": self.purpose.value, "deployment": self.deployment,
+                "outcome": self.outcome.value, "error": self.error, "latency_s": self.latency_s,
+                "wait_s": self.wait_s, "retry": self.retry, "hedge": self.hedge,
+                "cost": self.cost}
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +199,12 @@ class Attempt:
     details: Mapping[str, object] = field(default_factory=lambda: _EMPTY)
     label: bool | None = None  # the answer's recorded correctness (replay data only)
     members: tuple[MemberAnswer, ...] = ()  # an ensemble tier's models (empty otherwise)
+    calls: tuple[CallEvent, ...] = ()  # every try of every model call this attempt made
+
+    @property
+    def retries(self) -> int:
+        """Tries beyond the first, over every call of this attempt."""
+        return sum(1 for c in self.calls if c.retry > 0)
 
 
 class RouteReason(enum.Enum):
@@ -264,4 +313,6 @@ def attempt_to_dict(attempt: Attempt) -> dict[str, object]:
         "details": dict(attempt.details),
         "label": attempt.label,
         "members": [m.to_dict() for m in attempt.members],
+        "retries": attempt.retries,
+        "calls": [c.to_dict() for c in attempt.calls],
     }

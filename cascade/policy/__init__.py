@@ -1,7 +1,22 @@
 """Policy files: typed models, YAML loading, JSON Schema."""
 
+from cascade.policy._resilience import (
+    BreakerSpec,
+    BudgetSpec,
+    BulkheadSpec,
+    HedgeSpec,
+    LoadBalancing,
+    MemoryStoreSpec,
+    OnBudgetExhausted,
+    OnUnavailable,
+    RedisStoreSpec,
+    ResilienceSpec,
+    RetrySpec,
+    StoreSpec,
+)
 from cascade.policy._loader import format_key_path, load_policy, parse_policy, policy_json_schema
 from cascade.policy._models import (
+    DeploymentSpec,
     BUNDLED_MODELS,
     AgreementSpec,
     AnthropicProvider,
@@ -32,6 +47,19 @@ from cascade.policy._models import (
 )
 
 __all__ = [
+    "BreakerSpec",
+    "BudgetSpec",
+    "BulkheadSpec",
+    "DeploymentSpec",
+    "HedgeSpec",
+    "LoadBalancing",
+    "MemoryStoreSpec",
+    "OnBudgetExhausted",
+    "OnUnavailable",
+    "RedisStoreSpec",
+    "ResilienceSpec",
+    "RetrySpec",
+    "StoreSpec",
     "BUNDLED_MODELS",
     "AgreementSpec",
     "AnthropicProvider",

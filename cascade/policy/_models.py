@@ -24,6 +24,14 @@ from pydantic import (
     model_validator,
 )
 
+from cascade.policy._resilience import (
+    BudgetSpec,
+    HedgeSpec,
+    LoadBalancing,
+    OnBudgetExhausted,
+    OnUnavailable,
+    ResilienceSpec,
+)
 from cascade.types import ReplayFormat
 from verifiers import AnswerKind, CombineMethod, LogprobStatistic, RatingScale
 
@@ -416,6 +424,16 @@ class MemberSpec(_Spec):
     price: Price | None = Field(None, description="default: the tier's price")
 
 
+class DeploymentSpec(_Spec):
+    """One deployment of a tier's model (same model, another endpoint, key or region)."""
+
+    provider: ProviderSpec
+    weight: float = Field(1.0, gt=0, le=1e6, allow_inf_nan=False,
+                          description="share of calls (load_balancing weighted_random)")
+    context_window: int | None = Field(None, ge=64, description="this deployment's window, "
+                                       "where it differs from the tier's")
+
+
 class TierSpec(_Spec):
     """One rung of the cascade: a model (or an ensemble of models), where it runs, what it
     costs, and when to accept."""
@@ -426,7 +444,15 @@ class TierSpec(_Spec):
     models: tuple[str | MemberSpec, ...] = Field(
         (), description="an ensemble: these models answer concurrently and the answer they "
         "agree on is the tier's (needs an `agreement` estimator)")
-    provider: ProviderSpec
+    provider: ProviderSpec = Field(description="where the model runs (or give `deployments`)")
+    deployments: tuple[DeploymentSpec, ...] = Field(
+        (), description="several deployments of the model: healthy ones share the calls; on "
+        "failure the next is tried (the first is also `provider`)")
+    load_balancing: LoadBalancing = Field(LoadBalancing.WEIGHTED_RANDOM,
+                                          description="how healthy deployments share calls")
+    on_unavailable: OnUnavailable = Field(OnUnavailable.ESCALATE, description="every "
+                                          "deployment unavailable: next tier, or stop")
+    hedge: HedgeSpec | None = Field(None, description="hedged requests (needs 2+ deployments)")
     price: Price = Field(default_factory=Price)
     max_tokens: int | None = Field(None, ge=1)
     timeout_s: float | None = Field(None, gt=0)
@@ -443,6 +469,34 @@ class TierSpec(_Spec):
     threshold: Annotated[float, Field(ge=0, le=1)] | Literal["never"] | None = Field(
         None, description="accept when the estimator's confidence reaches this; `never`: the "
         "tier's answers only serve as evidence (agreement) for later tiers")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_or_deployments(cls, data: object) -> object:
+        if isinstance(data, dict) and "deployments" in data:
+            deployments = data["deployments"]
+            if "provider" in data:
+                raise ValueError("give `provider` or `deployments`, not both")
+            if not isinstance(deployments, (list, tuple)) or not deployments:
+                raise ValueError("`deployments` needs at least one deployment")
+            first = deployments[0]
+            if isinstance(first, dict) and "provider" in first:
+                data = {**data, "provider": first["provider"]}
+        return data
+
+    @model_validator(mode="after")
+    def _hedge_needs_two(self) -> TierSpec:
+        if self.hedge is not None and len(self.deployments) < 2:
+            raise ValueError("`hedge` needs at least two `deployments`")
+        if self.models and self.deployments:
+            raise ValueError("an ensemble's members name their own providers; `deployments` "
+                             "is for one-model tiers")
+        return self
+
+    @property
+    def deployment_specs(self) -> tuple[DeploymentSpec, ...]:
+        """Every deployment (a single `provider` is one deployment)."""
+        return self.deployments or (DeploymentSpec(provider=self.provider),)
 
     @field_validator("threshold", mode="wrap")
     @classmethod
@@ -503,15 +557,16 @@ class TierSpec(_Spec):
         needs_logprobs = self.logprobs or any(
             isinstance(k, LogprobSpec) for k in estimator_kinds(self.estimator))
         if needs_logprobs:
-            provider = self.provider
-            capable = isinstance(provider, _LOGPROB_KINDS) and (
-                not isinstance(provider, OpenAIProvider) or provider.supports_logprobs
-            )
-            if not capable:
-                raise ValueError(
-                    f"token logprobs are needed but provider kind {provider.kind!r} "
-                    "cannot return them"
+            for deployment in self.deployment_specs:
+                provider = deployment.provider
+                capable = isinstance(provider, _LOGPROB_KINDS) and (
+                    not isinstance(provider, OpenAIProvider) or provider.supports_logprobs
                 )
+                if not capable:
+                    raise ValueError(
+                        f"token logprobs are needed but provider kind {provider.kind!r} "
+                        "cannot return them"
+                    )
         return self
 
 
@@ -525,6 +580,19 @@ class Policy(_Spec):
     defaults: Defaults = Field(default_factory=Defaults)
     tiers: tuple[TierSpec, ...] = Field(min_length=1, description="cheapest first")
     routing: RoutingSpec | None = Field(None, description="pick the start tier per request")
+    resilience: ResilienceSpec = Field(default_factory=ResilienceSpec, description="retries, "
+                                       "circuit breakers, bulkheads, shared state")
+    budgets: tuple[BudgetSpec, ...] = Field((), description="spending limits per period")
+    on_budget_exhausted: OnBudgetExhausted = Field(
+        OnBudgetExhausted.BEST_SO_FAR, description="a budget cannot afford the next call")
+
+    @field_validator("budgets")
+    @classmethod
+    def _unique_budgets(cls, budgets: tuple[BudgetSpec, ...]) -> tuple[BudgetSpec, ...]:
+        names = [b.name for b in budgets]
+        if len(set(names)) != len(names):
+            raise ValueError("two budgets have the same name")
+        return budgets
 
     @field_validator("routing")
     @classmethod

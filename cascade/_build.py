@@ -1,17 +1,14 @@
-"""Glue between the engine's types and the standalone ``verifiers`` package, and between
-policy specs and live tiers. Pure construction; the only I/O is inside ``sample``."""
+"""The build half: policy specs into live tiers, estimators and routing (pure construction,
+once per ``Cascade``). The per-request half — ``sample``, ``ask``, the estimator's context —
+is in ``cascade._calls``."""
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
-import anyio
-
-from cascade._ensemble import Called
 from cascade._tier import Member, Routing, Tier
-from cascade.errors import ProviderConfigError, ProviderError, RouterArtifactError
+from cascade.errors import ProviderConfigError, RouterArtifactError
 from cascade.policy import (
     AgreementSpec,
     CausalRouterSpec,
@@ -44,26 +41,17 @@ from cascade.routing import (
     columns_for,
     load_router_model,
 )
-from cascade.types import Completion, Message, ModelCall, Request
+from cascade.resilience import Deployment
 from verifiers import (
     DEFAULT_RATING_PROMPT,
     AgreementEstimator,
     AnswerKind,
-    Asked,
-    AskFn,
-    Candidate,
     CombinedEstimator,
     Embed,
-    EstimateContext,
     Estimator,
-    Peer,
-    Sampled,
-    SampleFn,
     SelfConsistencyEstimator,
     SelfRatingEstimator,
     TokenLogprobEstimator,
-    Turn,
-    Usage,
 )
 
 
@@ -150,12 +138,19 @@ def _members(spec: TierSpec, factory: ProviderFactory) -> tuple[Member, ...]:
                         m.price or spec.price) for m in spec.members)
 
 
+def _deployments(spec: TierSpec, factory: ProviderFactory) -> tuple[Deployment, ...]:
+    """A one-model tier's deployments (a single `provider` is one deployment)."""
+    return tuple(Deployment(_provider(spec, factory, provider_spec=d.provider), d.weight,
+                            d.context_window) for d in spec.deployment_specs)
+
+
 def build_tiers(policy: Policy, factory: ProviderFactory, base_dir: Path) -> list[Tier]:
     d = policy.defaults
     tiers = []
     for spec in policy.tiers:
         members = _members(spec, factory)
-        provider = members[0].provider if members else _provider(spec, factory)
+        deployments = () if members else _deployments(spec, factory)
+        provider = members[0].provider if members else deployments[0].provider
         estimator = build_estimator(spec.estimator, base_dir)
         if estimator is not None and "samples" in estimator.requires and not _can_sample(provider):
             raise ProviderConfigError(f"tier {spec.name!r}: {estimator.name} needs samples, and "
@@ -169,92 +164,15 @@ def build_tiers(policy: Policy, factory: ProviderFactory, base_dir: Path) -> lis
             stop=spec.stop, logprobs=spec.logprobs, top_logprobs=spec.top_logprobs, n=spec.n,
             rater=_rater(spec), members=members,
             consensus=estimator if members and isinstance(estimator, AgreementEstimator) else None,
+            deployments=deployments if spec.deployments else (),
+            load_balancing=spec.load_balancing, on_unavailable=spec.on_unavailable,
+            hedge=spec.hedge,
         ))
     return tiers
 
 
 def _can_sample(provider: Provider) -> bool:
     return not isinstance(provider, ReplayProvider) or provider.supports_n
-
-
-def candidate(completion: Completion, index: int = 0) -> Candidate:
-    choice = completion.choices[index]
-    return Candidate(choice.text, completion.model, choice.token_logprobs)
-
-
-def _sample_call(tier: Tier, request: Request, n: int, seed: int | None) -> ModelCall:
-    base = tier.call_for(request)
-    return ModelCall(base.model, base.messages, base.max_tokens, tier.sample_temperature,
-                     base.stop, base.logprobs, base.top_logprobs, n, seed, request)
-
-
-async def _concurrently(tier: Tier, calls: list[ModelCall]) -> list[Completion]:
-    """All calls at once; the first provider error is raised as itself (not as a group)
-    after every call has finished."""
-    results: list[Completion | None] = [None] * len(calls)
-    errors: list[ProviderError] = []
-
-    async def one(i: int) -> None:
-        try:
-            results[i] = await tier.provider.complete(calls[i])
-        except ProviderError as exc:
-            errors.append(exc)
-
-    async with anyio.create_task_group() as group:
-        for i in range(len(calls)):
-            group.start_soon(one, i)
-    if errors:
-        raise errors[0]
-    return [r for r in results if r is not None]
-
-
-def sampler(tier: Tier, request: Request) -> SampleFn:
-    """``sample(k)``: k more answers from the tier at its sampling temperature: one call with
-    ``n=k`` where the provider supports it (topped up with single calls if the server returned
-    fewer choices, as llama.cpp's server does), else k concurrent calls. Seeds run on across
-    calls (the tier's own answer is seed 0), so repeated calls draw fresh samples."""
-    drawn = 0
-
-    async def sample(k: int) -> Sampled:
-        nonlocal drawn
-        start, drawn = drawn + 1, drawn + k
-        done: list[Completion] = []
-        if tier.provider.supports_n and k > 1:
-            done = await _concurrently(tier, [_sample_call(tier, request, k, start)])
-        have = sum(len(c.choices) for c in done)
-        if have < k:
-            calls = [_sample_call(tier, request, 1, start + i) for i in range(have, k)]
-            done += await _concurrently(tier, calls)
-        candidates = tuple(candidate(c, j) for c in done for j in range(len(c.choices)))
-        usage = Usage(len(done), sum(c.input_tokens for c in done),
-                      sum(c.output_tokens for c in done), math.fsum(tier.cost_of(c) for c in done))
-        return Sampled(candidates[:k], usage)
-
-    return sample
-
-
-def asker(rater: Tier, request: Request) -> AskFn:
-    """``ask(messages)``: one call to the rating tier's model, costed at its prices."""
-
-    async def ask(messages: tuple[Turn, ...]) -> Asked:
-        base = rater.call_for(request)
-        call = ModelCall(base.model, tuple(Message(t.role, t.content) for t in messages),
-                         base.max_tokens, 0.0, (), False, 0, 1, None, request)
-        completion = await rater.provider.complete(call)
-        usage = Usage(1, completion.input_tokens, completion.output_tokens, rater.cost_of(completion))
-        return Asked(completion.text, usage)
-
-    return ask
-
-
-def estimate_context(tier: Tier, request: Request, called: Called, sample: SampleFn,
-                     ask: AskFn | None = None, peers: tuple[Peer, ...] = ()) -> EstimateContext:
-    """The estimator's view: the candidate carries the model as the policy names it (the key
-    of learned agreement weights), not as the provider reports it."""
-    query = tuple(Turn(m.role, m.content) for m in request.messages)
-    chosen = candidate(called.completion)
-    chosen = Candidate(chosen.text, called.source, chosen.token_logprobs)
-    return EstimateContext(query, chosen, tier.name, sample, ask, peers, request.metadata)
 
 
 # --- routing -----------------------------------------------------------------------------------

@@ -1,0 +1,417 @@
+"""The one seam every model call of a run passes through: a tier's answer, an ensemble
+member, a self-consistency sample, a rater's or a grader's call.
+
+``call_model`` picks a healthy deployment (circuit breaker, bulkhead, load-balancing
+strategy), reserves the call's worst-case cost against the spending budgets, makes the call
+under the tier's timeout, records the outcome in the breaker and the latency statistics,
+settles the budget with the real cost, and on failure follows the error's rule
+(``cascade.errors``): fail over to the next deployment, retry (tenacity: exponential backoff
+with full jitter, never sooner than Retry-After, within the retry budget and the run's
+deadline), or give up. Every try is recorded as a ``CallEvent`` on the run's scope.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import anyio
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
+
+from cascade.errors import (
+    AuthenticationError,
+    BreakerOpenError,
+    BudgetDeniedError,
+    ContextLengthExceededError,
+    ProviderError,
+    ProviderTimeoutError,
+)
+from cascade.providers import estimate_message_tokens
+from cascade.resilience._breaker import BreakerState, Permit
+from cascade.resilience._deployments import DeploymentState, Target, order
+from cascade.resilience._runtime import Resilience
+from cascade.types import CallEvent, CallOutcome, CallPurpose, Completion, ModelCall
+
+log = logging.getLogger("cascade.resilience")
+
+_MIN_CALL_S = 0.05  # a retry needs at least this much of the deadline left after its wait
+
+
+@dataclass(slots=True)
+class RunScope:
+    """One run's view of the seam: who is calling (feature, caller metadata for budgets), the
+    deadline (on the resilience clock), and the record of every try."""
+
+    resilience: Resilience
+    feature: str = "default"
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    deadline: float | None = None
+    events: list[CallEvent] = field(default_factory=list)
+
+    def remaining(self) -> float:
+        if self.deadline is None:
+            return math.inf
+        return self.deadline - self.resilience.clock()
+
+
+class _Retry(Exception):
+    """A retryable failure on deployment ``index`` (tenacity's signal to try again)."""
+
+    def __init__(self, error: ProviderError, index: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.index = index
+
+
+@dataclass(slots=True)
+class _Call:
+    """One model call's progress across its tries."""
+
+    scope: RunScope
+    target: Target
+    call: ModelCall
+    purpose: CallPurpose
+    hedge: bool = False
+    states: tuple[DeploymentState, ...] = ()
+    excluded: set[int] = field(default_factory=set)  # failed for good in this call
+    not_before: dict[int, float] = field(default_factory=dict)  # Retry-After per deployment
+    avoid: set[int] = field(default_factory=set)  # tried and failed retryably: others first
+    retry: int = 0
+    waited: float = 0.0
+    chosen: int | None = None  # the deployment the current try went to
+    last_error: ProviderError | None = None
+    retryable_error: ProviderError | None = None
+
+    def event(self, index: int, outcome: CallOutcome, error: BaseException | None = None,
+              latency: float = 0.0, cost: float = 0.0) -> None:
+        self.scope.events.append(CallEvent(
+            self.purpose, self.states[index].key, outcome,
+            None if error is None else f"{type(error).__name__}: {error}", latency,
+            self.waited, self.retry, self.hedge, cost))
+
+
+async def call_model(scope: RunScope, target: Target, call: ModelCall,
+                     purpose: CallPurpose) -> Completion:
+    """Make one model call through the deployments of ``target``; raise the last
+    ``ProviderError`` when no deployment could answer."""
+    if target.hedge_after_s is not None and len(target.deployments) > 1:
+        delay = _hedge_delay(scope, target)
+        if delay is not None:
+            return await _hedged(scope, target, call, purpose, delay)
+    return await _call(_Call(scope, target, call, purpose))
+
+
+async def _call(c: _Call) -> Completion:
+    r = c.scope.resilience
+    c.states = tuple(r.state(d.provider) for d in c.target.deployments)
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(r.retry.max_attempts) | _StopAtDeadline(c),
+        wait=_Wait(c), retry=retry_if_exception_type(_Retry), sleep=_sleeper(c), reraise=True)
+    try:
+        async for attempt in retrying:
+            with attempt:
+                return await _round(c)
+    except _Retry as failed:
+        raise failed.error from None
+    raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
+
+
+def _sleeper(c: _Call):  # noqa: ANN202 - tenacity's sleep callback
+    async def sleep(seconds: float) -> None:
+        c.retry += 1
+        c.waited = seconds
+        if seconds > 0:
+            await c.scope.resilience.sleep(seconds)
+    return sleep
+
+
+class _Wait(wait_base):
+    """Exponential backoff with full jitter, and never sooner than the Retry-After of the
+    deployment that will be ready first."""
+
+    def __init__(self, c: _Call) -> None:
+        self.c = c
+        policy = c.scope.resilience.retry
+        self.jitter = wait_random_exponential(multiplier=policy.initial_backoff_s,
+                                              max=policy.max_backoff_s)
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        c, now = self.c, self.c.scope.resilience.clock()
+        after = min((c.not_before.get(i, 0.0) for i in range(len(c.states))
+                     if i not in c.excluded), default=0.0) - now
+        return max(float(self.jitter(retry_state)), after, 0.0)
+
+
+class _StopAtDeadline(stop_base):
+    """A retry that cannot finish before the run's deadline is not started."""
+
+    def __init__(self, c: _Call) -> None:
+        self.c = c
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        wait = retry_state.upcoming_sleep or 0.0
+        return wait + _MIN_CALL_S >= self.c.scope.remaining()
+
+
+async def _round(c: _Call) -> Completion:
+    """One pass over the deployments in the strategy's order: the first that answers wins.
+    A failure moves on to the next deployment; when none is left and a failure was retryable,
+    tenacity backs off and runs another round (within the retry budget)."""
+    r = c.scope.resilience
+    c.avoid.clear()
+    while True:
+        now = r.clock()
+        ranked = order(c.target.deployments, c.states, c.target.strategy, r.rng)
+        candidates = [i for i in ranked if i not in c.excluded and i not in c.avoid
+                      and c.not_before.get(i, 0.0) <= now]
+        soonest = math.inf
+        for index in candidates:
+            permit = await _permit(c, index)
+            if permit is None:
+                soonest = min(soonest, _open_until(c, index))
+                continue
+            try:
+                return await _try(c, index, permit)
+            except ProviderError as error:
+                if not error.fallback:
+                    raise
+                if error.retryable:
+                    c.avoid.add(index)
+                    c.retryable_error = error
+                else:
+                    c.excluded.add(index)
+                c.last_error = error
+        if c.avoid:
+            await _retry_or_raise(c)
+        if not await _wait_for_soonest(c, soonest):
+            raise c.last_error or BreakerOpenError(
+                ",".join(s.key for s in c.states), "every deployment's circuit breaker is open")
+
+
+async def _retry_or_raise(c: _Call) -> None:
+    """Hand a retryable failure to tenacity, if the deployment's retry budget allows one more
+    try (Envoy-style: retries stay a bounded share of calls, so they cannot amplify an outage)."""
+    r, error = c.scope.resilience, c.retryable_error
+    assert error is not None
+    key = error.deployment
+    if c.retry + 1 < r.retry.max_attempts and not await r.retry_budget.try_retry(key):
+        log.warning("retry budget of %s spent: not retrying %s", key, type(error).__name__)
+        raise error
+    raise _Retry(error, 0)
+
+
+async def _wait_for_soonest(c: _Call, soonest: float) -> bool:
+    """Every candidate was refused by its breaker: wait for the soonest to half-open if the
+    deadline allows (never fail at once merely because all are cooling down)."""
+    r = c.scope.resilience
+    if soonest is math.inf:
+        return False
+    wait = max(0.0, soonest - r.clock())
+    if wait + _MIN_CALL_S >= c.scope.remaining():
+        return False
+    c.waited = wait
+    await r.sleep(wait)
+    return True
+
+
+def _open_until(c: _Call, index: int) -> float:
+    breaker = c.scope.resilience.breakers.get(c.states[index].key)
+    if breaker.state is BreakerState.FORCED_OPEN:
+        return math.inf
+    return breaker.open_until or c.scope.resilience.clock()
+
+
+async def _permit(c: _Call, index: int) -> Permit | None | bool:
+    """The breaker's permission (``True`` when breakers are off); None: refused, recorded."""
+    r = c.scope.resilience
+    if not r.breakers_enabled:
+        return True
+    key = c.states[index].key
+    await r.breakers.sync(key)
+    permit = r.breakers.get(key).acquire()
+    if permit is None:
+        c.event(index, CallOutcome.SKIPPED, BreakerOpenError(key, "circuit breaker open"))
+        c.last_error = c.last_error or BreakerOpenError(key, "circuit breaker open")
+    return permit
+
+
+async def _try(c: _Call, index: int, permit: Permit | bool) -> Completion:
+    """One call to one deployment: budget, bulkhead, timeout, breaker and latency records."""
+    r, state, deployment = c.scope.resilience, c.states[index], c.target.deployments[index]
+    window = deployment.context_window
+    if window is not None and estimate_message_tokens(c.call.messages) + c.call.max_tokens > window:
+        _release(c, index, permit)
+        raise ContextLengthExceededError(state.key, 400, f"the prompt does not fit {window} tokens")
+    reservation = await _reserve(c, index, permit)
+    if r.retry.max_attempts > 1 and c.retry == 0:
+        await r.retry_budget.on_request(state.key)
+    started = r.clock()
+    try:
+        async with state.bulkhead.slot():
+            started = r.clock()
+            with anyio.fail_after(c.target.timeout_s):
+                completion = await deployment.provider.complete(c.call)
+    except TimeoutError:
+        error: ProviderError = ProviderTimeoutError(
+            state.key, f"no answer within {c.target.timeout_s:g} s", phase="total")
+    except ProviderError as exc:
+        error = exc
+    except BaseException:  # cancelled (deadline, a hedge that lost): nothing attributable
+        _release(c, index, permit)
+        c.event(index, CallOutcome.CANCELLED, latency=r.clock() - started)
+        raise
+    else:
+        latency = r.clock() - started
+        cost = c.target.cost_of(completion)
+        await _record(c, index, permit, None, latency)
+        state.latency.observe(latency)
+        if reservation is not None:
+            await r.budgets.settle(reservation, cost)  # type: ignore[union-attr]
+        c.event(index, CallOutcome.OK, latency=latency, cost=cost)
+        return completion
+    return await _failed(c, index, permit, error, r.clock() - started, reservation)
+
+
+async def _failed(c: _Call, index: int, permit: Permit | bool, error: ProviderError,
+                  latency: float, reservation: object) -> Completion:
+    r = c.scope.resilience
+    if reservation is not None:
+        await r.budgets.settle(reservation, 0.0)  # type: ignore[union-attr]
+    c.event(index, _outcome(error), error, latency)
+    await _record(c, index, permit, error, latency)
+    c.last_error = error
+    if error.retry_after_s is not None:
+        now = r.clock()
+        c.not_before[index] = max(c.not_before.get(index, now), now + error.retry_after_s)
+    raise error
+
+
+def _outcome(error: ProviderError) -> CallOutcome:
+    from cascade.errors import BulkheadFullError
+
+    return CallOutcome.SHED if isinstance(error, BulkheadFullError) else CallOutcome.ERROR
+
+
+async def _reserve(c: _Call, index: int, permit: Permit | bool) -> object | None:
+    """Reserve the call's worst-case cost (inputs as bytes, outputs as max_tokens × n) against
+    every applicable budget; denied -> ``BudgetDeniedError`` (not retried, no fallback)."""
+    r = c.scope.resilience
+    if r.budgets is None:
+        return None
+    worst = _worst_cost(c)
+    outcome = await r.budgets.reserve(c.scope.feature, c.scope.metadata, worst, requests=1)
+    if hasattr(outcome, "adds"):
+        return outcome
+    _release(c, index, permit)
+    rule = getattr(outcome, "rule", None)
+    name = getattr(rule, "name", "budget")
+    error = BudgetDeniedError(c.states[index].key, f"budget {name!r} cannot afford this call "
+                              f"(worst case ${worst:.6f})", limit=str(name))
+    c.event(index, CallOutcome.DENIED, error)
+    raise error
+
+
+def _worst_cost(c: _Call) -> float:
+    """An upper bound of the call's cost: a token is at least one byte, plus template overhead
+    per message; at most ``max_tokens`` per choice."""
+    inputs = sum(len(m.content.encode("utf-8", "replace")) + 16 for m in c.call.messages) + 16
+    outputs = c.call.max_tokens * max(1, c.call.n)
+    return inputs * c.target.price_in + outputs * c.target.price_out
+
+
+def _release(c: _Call, index: int, permit: Permit | bool) -> None:
+    if isinstance(permit, Permit):
+        c.scope.resilience.breakers.get(c.states[index].key).release(permit)
+
+
+async def _record(c: _Call, index: int, permit: Permit | bool, error: ProviderError | None,
+                  latency: float) -> None:
+    """Tell the breaker; publish a trip to the shared store; take out a deployment whose key
+    was refused."""
+    if not isinstance(permit, Permit):
+        return
+    r, key = c.scope.resilience, c.states[index].key
+    breaker = r.breakers.get(key)
+    failure = error is not None and error.breaker_failure
+    breaker.record(permit, failure=failure, duration_s=latency)
+    if isinstance(error, AuthenticationError):
+        log.error("deployment %s refused our credentials (%s): taken out until reset",
+                  key, error.detail)
+        breaker.force_open(f"authentication: HTTP {error.status}")
+    for transition in breaker.drain():
+        log.warning("circuit breaker %s: %s -> %s (%s)", key, transition.old.value,
+                    transition.new.value, transition.reason)
+        if transition.new is BreakerState.OPEN:
+            await r.breakers.publish(key)
+
+
+# --- hedging -----------------------------------------------------------------------------------
+
+
+def _hedge_delay(scope: RunScope, target: Target) -> float | None:
+    if isinstance(target.hedge_after_s, (int, float)):
+        return float(target.hedge_after_s)
+    first = scope.resilience.state(target.deployments[0].provider).latency
+    if first.samples < target.hedge_min_samples:
+        return None
+    return first.p95()
+
+
+async def _hedged(scope: RunScope, target: Target, call: ModelCall, purpose: CallPurpose,
+                  delay: float) -> Completion:
+    """The primary call; after ``delay`` without an answer, a second call that starts on
+    another deployment. The first answer wins and the other is cancelled; a cancelled call
+    is charged its prompt (providers bill what they processed)."""
+    primary = _Call(scope, target, call, purpose)
+    second = _Call(scope, target, call, purpose, hedge=True)
+    won: list[Completion] = []
+    errors: list[ProviderError] = []
+    done = anyio.Event()
+
+    async def run(c: _Call, tg: anyio.abc.TaskGroup) -> None:
+        try:
+            won.append(await _call(c))
+            tg.cancel_scope.cancel()
+        except ProviderError as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, primary, tg)
+        with anyio.move_on_after(delay):
+            await done.wait()
+        if not won and not errors:
+            second.avoid = {_first_choice(scope, target)}
+            tg.start_soon(run, second, tg)
+    _charge_cancelled(scope, target, call)
+    if won:
+        return won[0]
+    raise errors[0]
+
+
+def _first_choice(scope: RunScope, target: Target) -> int:
+    for event in reversed(scope.events):
+        for i, d in enumerate(target.deployments):
+            if scope.resilience.state(d.provider).key == event.deployment:
+                return i
+    return 0
+
+
+def _charge_cancelled(scope: RunScope, target: Target, call: ModelCall) -> None:
+    prompt = estimate_message_tokens(call.messages) * target.price_in
+    for i, event in enumerate(scope.events):
+        if event.outcome is CallOutcome.CANCELLED and event.cost == 0.0 and prompt:
+            scope.events[i] = CallEvent(event.purpose, event.deployment, event.outcome,
+                                        event.error, event.latency_s, event.wait_s, event.retry,
+                                        event.hedge, prompt)
