@@ -20,8 +20,10 @@ from cascade.errors import (
 class ClientPool:
     """Owns the HTTP clients of one ``Cascade``; ``aclose`` closes them all."""
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None, *,
+                 max_connections: int = 100) -> None:
         self._transport = transport
+        self._max_connections = max_connections  # the deployment's bulkhead: never more in flight
         self._clients: dict[str, httpx.AsyncClient] = {}
 
     def client(self, base_url: str) -> httpx.AsyncClient:
@@ -31,7 +33,8 @@ class ClientPool:
                 base_url=base_url,
                 transport=self._transport,
                 timeout=httpx.Timeout(None),  # the engine's fail_after bounds each call
-                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+                limits=httpx.Limits(max_connections=self._max_connections,
+                                    max_keepalive_connections=self._max_connections),
             )
             self._clients[base_url] = client
         return client
