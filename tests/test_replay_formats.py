@@ -68,7 +68,7 @@ tiers:
     async with Cascade.from_policy(policy) as engine:
         provider = engine.tiers[0].provider
         assert provider.supports_n
-        from cascade._adapt import sampler
+        from cascade._calls import sampler
         from cascade._request import make_request
         request = make_request("Tomorrow is 03/01/2021. What was the date yesterday?", "f", None)
         sample = sampler(engine.tiers[0], request)
