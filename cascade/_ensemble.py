@@ -60,12 +60,14 @@ def with_answer_chosen(members: tuple[MemberAnswer, ...]) -> tuple[MemberAnswer,
 
 
 async def call_tier(tier: Tier, request: Request, clock: Clock, done: list[MemberAnswer],
-                    scope: RunScope) -> Called:
+                    scope: RunScope, *, last: bool = False) -> Called:
     """Call the tier's model(s). ``done`` receives each member's record as it finishes, so a
-    run deadline that cuts the tier short still counts what was paid for."""
+    run deadline that cuts the tier short still counts what was paid for. ``last``: nothing
+    to escalate to, so wait for a cooling-down deployment if the deadline allows."""
     if tier.members:
         return await _ensemble(tier, request, clock, done, scope)
-    completion = await call_model(scope, tier.target, tier.call_for(request), CallPurpose.TIER)
+    completion = await call_model(scope, tier.target, tier.call_for(request), CallPurpose.TIER,
+                                  patient=last)
     return Called(completion, tier.model, tier.cost_of(completion), completion.input_tokens,
                   completion.output_tokens)
 

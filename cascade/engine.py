@@ -262,7 +262,7 @@ class Cascade:
         with telemetry.attempt_span(self._tracer, tier.model) as span:
             try:
                 called = await call_tier(tier, state.request, self._clock, flight.members,
-                                         state.scope)
+                                         state.scope, last=last)
             except ProviderError as exc:
                 attempt = self._failed(index, tier, flight, exc, state)
                 self._stop_after_failure(tier, state, exc)

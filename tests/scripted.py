@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import anyio
+import anyio.lowlevel
 
 from cascade import Choice, Completion, ModelCall, ProviderError
 from verifiers import Capability, Estimate, EstimateContext, EstimatorError
@@ -95,3 +96,43 @@ class Fixed:
 
 def boom() -> EstimatorError:
     return EstimatorError("scripted failure")
+
+
+@dataclass
+class Flaky(Scripted):
+    """Fails by script: each call takes the next outcome (an exception to raise, or None to
+    answer); once the script is used up it answers."""
+
+    script: list[Exception | None] = field(default_factory=list)
+    check_delay: float = 0.0
+
+    async def complete(self, call: ModelCall) -> Completion:
+        if self.script:
+            outcome = self.script.pop(0)
+            if outcome is not None:
+                self.calls.append(call)
+                if self.delay:
+                    await anyio.sleep(self.delay)
+                raise outcome
+        return await super().complete(call)
+
+    async def check(self) -> None:
+        if self.check_delay:
+            await anyio.sleep(self.check_delay)
+        await super().check()
+
+
+class FakeTime:
+    """A monotonic clock and a sleep that advances it at once (for the resilience seam)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await anyio.lowlevel.checkpoint()

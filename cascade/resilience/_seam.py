@@ -82,6 +82,7 @@ class _Call:
     call: ModelCall
     purpose: CallPurpose
     hedge: bool = False
+    patient: bool = False
     states: tuple[DeploymentState, ...] = ()
     excluded: set[int] = field(default_factory=set)  # failed for good in this call
     not_before: dict[int, float] = field(default_factory=dict)  # Retry-After per deployment
@@ -101,14 +102,16 @@ class _Call:
 
 
 async def call_model(scope: RunScope, target: Target, call: ModelCall,
-                     purpose: CallPurpose) -> Completion:
+                     purpose: CallPurpose, *, patient: bool = False) -> Completion:
     """Make one model call through the deployments of ``target``; raise the last
-    ``ProviderError`` when no deployment could answer."""
+    ``ProviderError`` when no deployment could answer. ``patient``: when every deployment's
+    breaker is open, wait for the soonest to half-open if the run's deadline allows (the
+    engine sets it for the last tier a run can reach: there is nothing to escalate to)."""
     if target.hedge_after_s is not None and len(target.deployments) > 1:
         delay = _hedge_delay(scope, target)
         if delay is not None:
-            return await _hedged(scope, target, call, purpose, delay)
-    return await _call(_Call(scope, target, call, purpose))
+            return await _hedged(scope, target, call, purpose, delay, patient)
+    return await _call(_Call(scope, target, call, purpose, patient=patient))
 
 
 async def _call(c: _Call) -> Completion:
@@ -214,7 +217,7 @@ async def _wait_for_soonest(c: _Call, soonest: float) -> bool:
     """Every candidate was refused by its breaker: wait for the soonest to half-open if the
     deadline allows (never fail at once merely because all are cooling down)."""
     r = c.scope.resilience
-    if soonest is math.inf:
+    if soonest is math.inf or not c.patient:
         return False
     wait = max(0.0, soonest - r.clock())
     if wait + _MIN_CALL_S >= c.scope.remaining():
@@ -368,12 +371,12 @@ def _hedge_delay(scope: RunScope, target: Target) -> float | None:
 
 
 async def _hedged(scope: RunScope, target: Target, call: ModelCall, purpose: CallPurpose,
-                  delay: float) -> Completion:
+                  delay: float, patient: bool) -> Completion:
     """The primary call; after ``delay`` without an answer, a second call that starts on
     another deployment. The first answer wins and the other is cancelled; a cancelled call
     is charged its prompt (providers bill what they processed)."""
-    primary = _Call(scope, target, call, purpose)
-    second = _Call(scope, target, call, purpose, hedge=True)
+    primary = _Call(scope, target, call, purpose, patient=patient)
+    second = _Call(scope, target, call, purpose, hedge=True, patient=patient)
     won: list[Completion] = []
     errors: list[ProviderError] = []
     done = anyio.Event()
