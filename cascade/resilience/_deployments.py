@@ -65,14 +65,17 @@ class Bulkhead:
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        if self._semaphore.value == 0 and self.waiting >= self.max_queue:
-            raise BulkheadFullError(self.deployment, f"{self.in_flight} calls in flight and "
-                                    f"{self.waiting} waiting: load shed")
-        self.waiting += 1
-        try:
-            await self._semaphore.acquire()
-        finally:
-            self.waiting -= 1
+        if self._semaphore.value > 0 and not self.waiting:
+            self._semaphore.acquire_nowait()  # a free slot and nobody queued: no checkpoint
+        else:
+            if self.waiting >= self.max_queue:
+                raise BulkheadFullError(self.deployment, f"{self.in_flight} calls in flight "
+                                        f"and {self.waiting} waiting: load shed")
+            self.waiting += 1
+            try:
+                await self._semaphore.acquire()
+            finally:
+                self.waiting -= 1
         self.in_flight += 1
         try:
             yield

@@ -55,7 +55,9 @@ class RetryBudget:
 
     async def on_request(self, deployment: str) -> None:
         """Count a first attempt to ``deployment``."""
-        key = self._keys(deployment, "requests")[0]
+        if not isinstance(deployment, str) or not deployment:
+            raise ResilienceConfigError("deployment", f"a non-empty name, got {deployment!r}")
+        key = f"retry:{deployment}:requests:{math.floor(self._clock() / _BUCKET_S)}"
         await self._store.add([Add(key, 1.0, None, self._ttl_s)])
 
     def allowance(self, requests: float) -> float:

@@ -117,12 +117,20 @@ async def call_model(scope: RunScope, target: Target, call: ModelCall,
 async def _call(c: _Call) -> Completion:
     r = c.scope.resilience
     c.states = tuple(r.state(d.provider) for d in c.target.deployments)
+    try:  # the first round needs no retry machinery (the common, healthy path)
+        return await _round(c)
+    except _Retry as failed:
+        retryable = failed
+    if r.retry.max_attempts < 2 or _StopAtDeadline(c).first(_Wait(c).first()):
+        raise retryable.error from None
     retrying = AsyncRetrying(
         stop=stop_after_attempt(r.retry.max_attempts) | _StopAtDeadline(c),
         wait=_Wait(c), retry=retry_if_exception_type(_Retry), sleep=_sleeper(c), reraise=True)
     try:
         async for attempt in retrying:
             with attempt:
+                if attempt.retry_state.attempt_number == 1:
+                    raise retryable  # the round already made: tenacity takes it from here
                 return await _round(c)
     except _Retry as failed:
         raise failed.error from None
@@ -148,6 +156,15 @@ class _Wait(wait_base):
         self.jitter = wait_random_exponential(multiplier=policy.initial_backoff_s,
                                               max=policy.max_backoff_s)
 
+    def first(self) -> float:
+        """The wait before the first retry (for the decision to start retrying at all)."""
+        return self._after()
+
+    def _after(self) -> float:
+        c, now = self.c, self.c.scope.resilience.clock()
+        return min((c.not_before.get(i, 0.0) for i in range(len(c.states))
+                    if i not in c.excluded), default=0.0) - now
+
     def __call__(self, retry_state: RetryCallState) -> float:
         c, now = self.c, self.c.scope.resilience.clock()
         after = min((c.not_before.get(i, 0.0) for i in range(len(c.states))
@@ -162,8 +179,10 @@ class _StopAtDeadline(stop_base):
         self.c = c
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        wait = retry_state.upcoming_sleep or 0.0
-        return wait + _MIN_CALL_S >= self.c.scope.remaining()
+        return self.first(retry_state.upcoming_sleep or 0.0)
+
+    def first(self, wait: float) -> bool:
+        return max(wait, 0.0) + _MIN_CALL_S >= self.c.scope.remaining()
 
 
 async def _round(c: _Call) -> Completion:
