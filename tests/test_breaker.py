@@ -102,7 +102,7 @@ def test_no_trip_before_minimum_calls_then_trip_on_failure_rate() -> None:
 
 def test_failure_rate_below_threshold_stays_closed() -> None:
     breaker, _ = make()
-    for failure in [True, False, False, True, False, False, False, False, False, True]:
+    for failure in [True, False, False, False, True, False, False, False, False, True]:
         call(breaker, failure=failure)
     snap = breaker.snapshot()
     assert snap.state is CLOSED and snap.calls == 10 and snap.failure_rate == pytest.approx(0.3)
@@ -217,7 +217,9 @@ def test_release_frees_a_half_open_slot_and_counts_nothing() -> None:
     c = breaker.acquire()
     assert c is not None and c.half_open
     breaker.release(a)  # releasing twice cannot free a slot that is not held
-    assert breaker.snapshot().half_open_in_flight == 2
+    assert breaker.snapshot().half_open_in_flight == 2 and breaker.acquire() is None
+    assert breaker.record(a, failure=True, duration_s=0.1) is None  # nor can a released probe
+    assert breaker.state is HALF_OPEN
     for permit in (b, c):
         breaker.record(permit, failure=False, duration_s=0.1)
     assert breaker.state is CLOSED
@@ -311,6 +313,7 @@ class BreakerMachine(RuleBasedStateMachine):
                                     open_multiplier=3.0, max_open_s=20.0, half_open_calls=2)
         self.breaker = CircuitBreaker(self.config, self.clock)
         self.permits: list[Permit] = []
+        self.returned: list[Permit] = []  # handed back already
         self.open_until_seen: float | None = None
 
     @rule(failure=st.booleans())
@@ -329,11 +332,27 @@ class BreakerMachine(RuleBasedStateMachine):
     def record(self, data: st.DataObject, failure: bool, duration: float) -> None:
         permit = self.permits.pop(data.draw(st.integers(0, len(self.permits) - 1)))
         self.breaker.record(permit, failure=failure, duration_s=duration)
+        self.returned.append(permit)
+
+    @precondition(lambda self: self.returned)
+    @rule(data=st.data(), failure=st.booleans())
+    def hand_back_twice(self, data: st.DataObject, failure: bool) -> None:
+        permit = data.draw(st.sampled_from(self.returned))
+        before = self.breaker.snapshot()
+        if data.draw(st.booleans()):
+            assert self.breaker.record(permit, failure=failure, duration_s=0.1) is None
+        else:
+            self.breaker.release(permit)
+        after = self.breaker.snapshot()
+        assert (after.state, after.calls, after.half_open_in_flight) == (
+            before.state, before.calls, before.half_open_in_flight)
 
     @precondition(lambda self: self.permits)
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
-        self.breaker.release(self.permits.pop(data.draw(st.integers(0, len(self.permits) - 1))))
+        permit = self.permits.pop(data.draw(st.integers(0, len(self.permits) - 1)))
+        self.breaker.release(permit)
+        self.returned.append(permit)
 
     @rule(seconds=st.floats(0, 25))
     def advance(self, seconds: float) -> None:
@@ -474,7 +493,7 @@ def test_registry_configs_and_bad_values() -> None:
         BreakerRegistry(sync_s=-1)
     with pytest.raises(ResilienceConfigError, match="deployment"):
         registry.get("")
-    with pytest.raises(ResilienceConfigError, match="config"):
+    with pytest.raises(ResilienceConfigError, match=r"configs\['a'\]: a BreakerConfig"):
         BreakerRegistry(configs={"a": {"open_s": 1}})  # type: ignore[dict-item]
 
 

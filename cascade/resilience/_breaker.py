@@ -91,10 +91,12 @@ class BreakerConfig:
 
 @dataclass(frozen=True, slots=True)
 class Permit:
-    """Leave to make one call. Hand it back with ``record`` or ``release``."""
+    """Leave to make one call. Hand it back once, with ``record`` or ``release``. ``token``
+    tells permits apart: a permit handed back twice counts once."""
 
     half_open: bool
     generation: int
+    token: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +198,8 @@ class CircuitBreaker:
         self._open_until = -math.inf
         self._trips = 0
         self._total_trips = 0
-        self._probes_in_flight = 0
+        self._probes: set[int] = set()  # tokens of this generation's permits not handed back
+        self._next_token = 0
         self._probes_ok = 0
         self._probes_slow = 0
         self._pending: deque[Transition] = deque()
@@ -229,7 +232,8 @@ class CircuitBreaker:
         self._window.expire(self._clock())
         failure_rate, slow_rate = self._window.rates()
         return BreakerSnapshot(self._state, failure_rate, slow_rate, self._window.calls,
-                               self.open_until, self._trips, self._probes_in_flight,
+                               self.open_until, self._trips,
+                               len(self._probes) if self._state is BreakerState.HALF_OPEN else 0,
                                self._total_trips)
 
     def drain(self) -> list[Transition]:
@@ -244,7 +248,8 @@ class CircuitBreaker:
         transition = Transition(self._state, new, self._clock(), reason)
         self._state = new
         self._generation += 1
-        self._probes_in_flight = self._probes_ok = self._probes_slow = 0
+        self._probes.clear()
+        self._probes_ok = self._probes_slow = 0
         if len(self._pending) >= _MAX_PENDING:
             self._pending.popleft()
             self.dropped_transitions += 1
@@ -271,7 +276,9 @@ class CircuitBreaker:
         ``half_open_calls`` probes of the half-open round handed out."""
         match self._state:
             case BreakerState.CLOSED:
-                return Permit(False, self._generation)
+                self._next_token += 1
+                self._probes.add(self._next_token)
+                return Permit(False, self._generation, self._next_token)
             case BreakerState.FORCED_OPEN:
                 return None
             case BreakerState.OPEN:
@@ -283,11 +290,11 @@ class CircuitBreaker:
                 return self._probe()
 
     def _probe(self) -> Permit | None:
-        taken = self._probes_in_flight + self._probes_ok
-        if taken >= self.config.half_open_calls:
+        if len(self._probes) + self._probes_ok >= self.config.half_open_calls:
             return None
-        self._probes_in_flight += 1
-        return Permit(True, self._generation)
+        self._next_token += 1
+        self._probes.add(self._next_token)
+        return Permit(True, self._generation, self._next_token)
 
     def _current(self, permit: Permit) -> bool:
         if not isinstance(permit, Permit):
@@ -297,8 +304,9 @@ class CircuitBreaker:
     def record(self, permit: Permit, *, failure: bool, duration_s: float) -> Transition | None:
         """The outcome of a permitted call. Stale permits (from before the last transition)
         are ignored. Returns the transition it caused, if any."""
-        if not self._current(permit):
-            return None
+        if not self._current(permit) or permit.token not in self._probes:
+            return None  # stale, or handed back already
+        self._probes.discard(permit.token)
         slow = duration_s > self.config.slow_call_s
         if permit.half_open:
             return self._record_probe(failure, slow)
@@ -317,7 +325,6 @@ class CircuitBreaker:
         return None
 
     def _record_probe(self, failure: bool, slow: bool) -> Transition | None:
-        self._probes_in_flight -= 1
         if failure:
             return self._open("a half-open probe failed")
         self._probes_ok += 1
@@ -333,8 +340,8 @@ class CircuitBreaker:
     def release(self, permit: Permit) -> None:
         """Hand back a permit whose call was abandoned or whose outcome is not the
         deployment's fault (cancelled, 400): frees a half-open slot, counts nothing."""
-        if self._current(permit) and permit.half_open and self._probes_in_flight > 0:
-            self._probes_in_flight -= 1
+        if self._current(permit):
+            self._probes.discard(permit.token)
 
     # --- from outside --------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from cascade.state._store import (
     StoreUnavailableError,
     check_key,
     check_number,
+    check_seconds,
     check_ttl,
 )
 
@@ -111,8 +112,7 @@ class RedisStore:
                  timeout_s: float = 0.5, max_connections: int = 64) -> None:
         if not isinstance(prefix, str):
             raise StoreConfigError(f"prefix must be a string, got {prefix!r}")
-        if check_ttl(timeout_s) is None:
-            raise StoreConfigError("timeout_s must be a number of seconds > 0")
+        check_seconds("timeout_s", timeout_s)
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) \
                 or max_connections < 1:
             raise StoreConfigError(f"max_connections must be an integer >= 1, got {max_connections!r}")
