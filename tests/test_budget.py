@@ -27,6 +27,10 @@ from redis_server import RedisServer, redis_process, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.anyio
 
+# Hundreds of concurrent calls on a busy 2-core machine keep the event loop late by more than
+# the 0.5 s default: these tests are about atomicity, not timeouts.
+LOADED = 5.0
+
 FEATURE, CALLER = BudgetScope.FEATURE, BudgetScope.CALLER
 
 
@@ -45,85 +49,83 @@ class Clock:
 # --- never exceeded, always reached -----------------------------------------------------------
 
 
-async def _spend_concurrently(store: Store, seed: int) -> None:
+async def _spend_concurrently(store: Store, seed: int, *, full_cost: bool) -> None:
+    """1000 tasks reserve a random worst case at once, hold it a moment and settle a real
+    cost <= the reservation (exactly it when ``full_cost``)."""
     limit = 10.0
     rules = [BudgetRule("daily", FEATURE, Period.DAY, usd=limit)]
     budgets = Budgets(rules, store)
     rng = random.Random(seed)
-    plans = [(rng.uniform(0.01, 0.2), rng.random()) for _ in range(1000)]  # demand ~ $100
+    plans = [(rng.uniform(0.01, 0.2), 1.0 if full_cost else rng.random())
+             for _ in range(1000)]  # demand ~ $100
     max_reservation = max(worst for worst, _ in plans)
-    active = 0  # tasks between the start of a reserve and the end of its settle
-    settles = 0
     settled_total = 0.0
-    conclusive_denials = 0
-    changed = anyio.Event()
-
-    def notify() -> None:
-        nonlocal changed
-        changed.set()
-        changed = anyio.Event()
+    denied: list[float] = []
 
     async def run(worst: float, share: float) -> None:
-        nonlocal active, settles, settled_total, conclusive_denials
-        while True:
-            quiet, seen = active == 0, settles
-            active += 1
-            outcome = await budgets.reserve("chat", {}, worst)
-            if isinstance(outcome, Reservation):
-                break
-            active -= 1
-            notify()
-            assert isinstance(outcome, Denied) and outcome.rule is rules[0]
+        nonlocal settled_total
+        outcome = await budgets.reserve("chat", {}, worst)
+        if isinstance(outcome, Denied):
+            assert outcome.rule is rules[0]
             assert outcome.remaining_usd is not None and outcome.remaining_usd < worst
-            if active == 0:
-                if quiet and settles == seen:
-                    conclusive_denials += 1  # nothing held or freed around it: really full
-                    return
-                continue
-            await changed.wait()
+            denied.append(worst)
+            return
         await anyio.sleep(rng.uniform(0, 0.002))
-        actual = worst * share  # the real cost never exceeds the reservation
-        await budgets.settle(outcome, actual)
-        settled_total += actual
-        active -= 1
-        settles += 1
-        notify()
+        await budgets.settle(outcome, worst * share)
+        settled_total += worst * share
+
+    async def spent() -> float:
+        [(_, left_usd, left_requests)] = await budgets.remaining("chat", {})
+        assert left_requests is None and left_usd is not None
+        return limit - left_usd
 
     with anyio.fail_after(60):
         async with anyio.create_task_group() as group:
             for worst, share in plans:
                 group.start_soon(run, worst, share)
-    [(_, left_usd, left_requests)] = await budgets.remaining("chat", {})
-    assert left_requests is None
-    spent = limit - left_usd  # type: ignore[operator]
-    assert settled_total <= limit + 1e-9  # never exceeded
-    assert spent == pytest.approx(settled_total, abs=1e-6)
-    assert settled_total > limit - max_reservation  # reached, within one reservation
-    assert conclusive_denials > 0
+    assert denied and settled_total <= limit + 1e-9  # never exceeded
+    assert await spent() == pytest.approx(settled_total, abs=1e-6)  # nothing held or lost
+    if full_cost:  # counters only grew: every denial saw less than the final total
+        assert settled_total > limit - max_reservation  # reached, within one reservation
+        return
+    for worst in denied:  # refunds freed room: the budget takes more until it is really full
+        outcome = await budgets.reserve("chat", {}, worst)
+        if isinstance(outcome, Denied):
+            assert limit - await spent() < worst
+            break
+        await budgets.settle(outcome, worst)
+        settled_total += worst
+    else:
+        pytest.fail("the budget never filled up")
+    assert settled_total <= limit + 1e-9
 
 
-async def test_1000_concurrent_reservations_never_exceed_memory() -> None:
-    await _spend_concurrently(MemoryStore(), seed=1)
+@pytest.mark.parametrize("full_cost", [True, False])
+async def test_1000_concurrent_reservations_never_exceed_memory(full_cost: bool) -> None:
+    await _spend_concurrently(MemoryStore(), seed=1, full_cost=full_cost)
 
 
-async def test_1000_concurrent_reservations_never_exceed_redis(redis_server: str) -> None:  # noqa: F811
-    store = RedisStore(redis_server, prefix=f"b{uuid.uuid4().hex[:8]}:")
+@pytest.mark.parametrize("full_cost", [True, False])
+async def test_1000_concurrent_reservations_never_exceed_redis(
+        redis_server: str, full_cost: bool) -> None:  # noqa: F811
+    store = RedisStore(redis_server, prefix=f"b{uuid.uuid4().hex[:8]}:", timeout_s=LOADED)
     try:
-        await _spend_concurrently(store, seed=2)
+        await _spend_concurrently(store, seed=2, full_cost=full_cost)
     finally:
         await store.aclose()
 
 
 async def test_two_processes_share_one_redis_budget(redis_server: str) -> None:  # noqa: F811
     prefix = f"two{uuid.uuid4().hex[:6]}:"
-    stores = [RedisStore(redis_server, prefix=prefix) for _ in range(2)]
+    stores = [RedisStore(redis_server, prefix=prefix, timeout_s=LOADED) for _ in range(2)]
     rules = [BudgetRule("r", FEATURE, Period.HOUR, requests=50)]
     budgets = [Budgets(rules, store) for store in stores]
     granted = 0
 
     async def one(i: int) -> None:
         nonlocal granted
-        granted += isinstance(await budgets[i % 2].reserve("f", {}, 0.0), Reservation)
+        outcome = await budgets[i % 2].reserve("f", {}, 0.0)
+        granted += isinstance(outcome, Reservation)
 
     try:
         async with anyio.create_task_group() as group:

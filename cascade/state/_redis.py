@@ -103,16 +103,19 @@ class RedisStore:
     they are atomic across every process sharing the server. Keys get ``prefix``; keys of one
     ``add`` must live on one node (plain Redis, or a hash tag in a cluster).
 
-    Connection errors and timeouts (``timeout_s`` for connect, each read and the wait for a
-    pooled connection) raise ``StoreUnavailableError``; other Redis errors ``StateError``.
+    Connection errors and timeouts (``timeout_s`` for connecting and for each reply;
+    ``pool_timeout_s`` for the wait for one of the ``max_connections`` pooled connections, which
+    under a burst of concurrent calls is a queue, not an outage) raise ``StoreUnavailableError``; other Redis errors ``StateError``.
     redis-py's own retries are off: the caller (``FailoverStore``) decides. The URL's password
     never appears in messages or reprs. A ``client`` passed in is used as is and not closed."""
 
     def __init__(self, url: str, *, prefix: str = "cascade:", client: Any = None,
-                 timeout_s: float = 0.5, max_connections: int = 64) -> None:
+                 timeout_s: float = 0.5, max_connections: int = 64,
+                 pool_timeout_s: float = 5.0) -> None:
         if not isinstance(prefix, str):
             raise StoreConfigError(f"prefix must be a string, got {prefix!r}")
         check_seconds("timeout_s", timeout_s)
+        check_seconds("pool_timeout_s", pool_timeout_s)
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) \
                 or max_connections < 1:
             raise StoreConfigError(f"max_connections must be an integer >= 1, got {max_connections!r}")
@@ -121,18 +124,18 @@ class RedisStore:
         aioredis, self._errors = _import_redis()
         self._owns_client = client is None
         if client is None:
-            client = self._build_client(aioredis, url, timeout_s, max_connections)
+            client = self._build_client(aioredis, url, timeout_s, max_connections, pool_timeout_s)
         self._client = client
         self._shas = {script: hashlib.sha1(script.encode()).hexdigest() for script in (_ADD, _RAISE)}
 
     def _build_client(self, aioredis: ModuleType, url: str, timeout_s: float,
-                      max_connections: int) -> Any:
+                      max_connections: int, pool_timeout_s: float) -> Any:
         retry = importlib.import_module("redis.asyncio.retry")
         backoff = importlib.import_module("redis.backoff")
         no_retry = retry.Retry(backoff.NoBackoff(), 0)
         try:
             pool = aioredis.BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=timeout_s,
+                url, max_connections=max_connections, timeout=pool_timeout_s,
                 socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=no_retry)
         except ValueError as exc:  # redis-py says what is wrong with the URL, not the URL
             raise StoreConfigError(f"invalid redis URL {self._where}: {exc}") from None
