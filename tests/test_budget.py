@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import anyio
 import pytest
+from redis_server import RedisServer
 
 from cascade.errors import CascadeError, ConfigError
 from cascade.resilience import (
@@ -23,7 +24,6 @@ from cascade.resilience import (
     bucket,
 )
 from cascade.state import FailoverStore, MemoryStore, RedisStore, Store
-from redis_server import RedisServer, redis_process, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.anyio
 
@@ -107,7 +107,7 @@ async def test_1000_concurrent_reservations_never_exceed_memory(full_cost: bool)
 
 @pytest.mark.parametrize("full_cost", [True, False])
 async def test_1000_concurrent_reservations_never_exceed_redis(
-        redis_server: str, full_cost: bool) -> None:  # noqa: F811
+        redis_server: str, full_cost: bool) -> None:
     store = RedisStore(redis_server, prefix=f"b{uuid.uuid4().hex[:8]}:", timeout_s=LOADED)
     try:
         await _spend_concurrently(store, seed=2, full_cost=full_cost)
@@ -115,7 +115,7 @@ async def test_1000_concurrent_reservations_never_exceed_redis(
         await store.aclose()
 
 
-async def test_two_processes_share_one_redis_budget(redis_server: str) -> None:  # noqa: F811
+async def test_two_processes_share_one_redis_budget(redis_server: str) -> None:
     prefix = f"two{uuid.uuid4().hex[:6]}:"
     stores = [RedisStore(redis_server, prefix=prefix, timeout_s=LOADED) for _ in range(2)]
     rules = [BudgetRule("r", FEATURE, Period.HOUR, requests=50)]
@@ -178,7 +178,7 @@ async def test_counters_expire_after_their_period() -> None:
     assert store.value(next(iter(store._values))) == 0.0 and not store._values
 
 
-# --- scopes and kinds -------------------------------------------------------------------------------
+# --- scopes and kinds ---------------------------------------------------------------------
 
 
 async def test_caller_scope_counts_each_caller_and_skips_requests_without_one() -> None:
@@ -245,9 +245,11 @@ async def test_bad_rules_and_amounts_are_typed_errors() -> None:
         (lambda: BudgetRule("r", FEATURE, Period.DAY), "usd"),
         (lambda: BudgetRule("r", FEATURE, Period.DAY, usd=-1), "usd"),
         (lambda: BudgetRule("r", FEATURE, Period.DAY, usd=float("nan")), "usd"),
-        (lambda: BudgetRule("r", FEATURE, Period.DAY, requests=1.5), "requests"),  # type: ignore[arg-type]
+        (lambda: BudgetRule("r", FEATURE, Period.DAY, requests=1.5),  # type: ignore[arg-type]
+         "requests"),
         (lambda: BudgetRule("r", CALLER, Period.DAY, usd=1, caller_key=""), "caller_key"),
-        (lambda: Budgets([BudgetRule("r", FEATURE, Period.DAY, usd=1)] * 2, MemoryStore()), "rules"),
+        (lambda: Budgets([BudgetRule("r", FEATURE, Period.DAY, usd=1)] * 2, MemoryStore()),
+         "rules"),
     ]
     for build, field in bad:
         with pytest.raises(ResilienceConfigError) as info:
@@ -270,7 +272,7 @@ async def test_bad_rules_and_amounts_are_typed_errors() -> None:
 
 
 async def test_budget_keeps_answering_when_redis_dies_and_resyncs(
-        redis_process: RedisServer) -> None:  # noqa: F811
+        redis_process: RedisServer) -> None:
     mono = Clock(0.0)
     store = FailoverStore(RedisStore(redis_process.url, timeout_s=0.3), retry_s=2.0, clock=mono)
     rule = BudgetRule("daily", FEATURE, Period.DAY, usd=1.0, requests=100)

@@ -9,7 +9,6 @@ import pytest
 
 from cascade.resilience import ResilienceConfigError, RetryBudget
 from cascade.state import MemoryStore, RedisStore
-from redis_server import redis_server  # noqa: F401
 
 pytestmark = pytest.mark.anyio
 
@@ -64,7 +63,7 @@ async def test_the_window_slides() -> None:
 
 
 async def test_concurrent_retries_from_two_processes_never_pass_the_budget(
-        redis_server: str) -> None:  # noqa: F811
+        redis_server: str) -> None:
     prefix = f"rb{uuid.uuid4().hex[:6]}:"
     stores = [RedisStore(redis_server, prefix=prefix, timeout_s=LOADED) for _ in range(2)]
     clock = Clock()
@@ -91,7 +90,8 @@ async def test_concurrent_retries_from_two_processes_never_pass_the_budget(
 def test_bad_settings() -> None:
     store = MemoryStore()
     for kwargs, field in [({"ratio": -0.1}, "ratio"), ({"ratio": float("nan")}, "ratio"),
-                          ({"min_retries": -1}, "min_retries"), ({"min_retries": 1.5}, "min_retries"),
+                          ({"min_retries": -1}, "min_retries"),
+                          ({"min_retries": 1.5}, "min_retries"),
                           ({"window_s": 0}, "window_s")]:
         with pytest.raises(ResilienceConfigError) as info:
             RetryBudget(store, **kwargs)  # type: ignore[arg-type]

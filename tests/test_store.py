@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import anyio
 import pytest
+from redis_server import RedisServer, free_port
 
 from cascade.errors import CascadeError, ConfigError
 from cascade.state import (
@@ -22,7 +23,6 @@ from cascade.state import (
     StoreUnavailableError,
     redact_url,
 )
-from redis_server import RedisServer, free_port, redis_process, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.anyio
 
@@ -86,7 +86,8 @@ async def test_raise_to_never_lowers(store: Store) -> None:
 
 
 async def test_bad_values_are_typed_errors(store: Store) -> None:
-    for kwargs, field in [({"key": "", "amount": 1}, "key"), ({"key": "k", "amount": float("nan")}, "amount"),
+    for kwargs, field in [({"key": "", "amount": 1}, "key"),
+                          ({"key": "k", "amount": float("nan")}, "amount"),
                           ({"key": "k", "amount": 1, "limit": float("inf")}, "limit"),
                           ({"key": "k", "amount": 1, "ttl_s": 0}, "ttl_s"),
                           ({"key": 3, "amount": 1}, "key")]:
@@ -148,7 +149,7 @@ async def test_memory_raise_to_ttl_only_lengthens() -> None:
     assert store.value("cool") == 0.0
 
 
-async def test_redis_ttl_is_set_on_creation(redis_server: str) -> None:  # noqa: F811
+async def test_redis_ttl_is_set_on_creation(redis_server: str) -> None:
     store = RedisStore(redis_server, prefix=f"ttl{uuid.uuid4().hex[:6]}:")
     try:
         await store.add([Add("short", 1.0, ttl_s=0.3)])
@@ -165,7 +166,7 @@ async def test_redis_ttl_is_set_on_creation(redis_server: str) -> None:  # noqa:
 # --- redis specifics -----------------------------------------------------------------------------
 
 
-async def test_redis_script_cache_flushed_falls_back_to_eval(redis_server: str) -> None:  # noqa: F811
+async def test_redis_script_cache_flushed_falls_back_to_eval(redis_server: str) -> None:
     import redis.asyncio as aioredis
 
     store = RedisStore(redis_server, prefix=f"ns{uuid.uuid4().hex[:6]}:")
@@ -182,7 +183,7 @@ async def test_redis_script_cache_flushed_falls_back_to_eval(redis_server: str) 
         await store.aclose()
 
 
-async def test_redis_two_clients_share_counters_with_prefix(redis_server: str) -> None:  # noqa: F811
+async def test_redis_two_clients_share_counters_with_prefix(redis_server: str) -> None:
     prefix = f"shared{uuid.uuid4().hex[:6]}:"
     a, b, other = (RedisStore(redis_server, prefix=prefix), RedisStore(redis_server, prefix=prefix),
                    RedisStore(redis_server, prefix=prefix + "x:"))
@@ -196,7 +197,7 @@ async def test_redis_two_clients_share_counters_with_prefix(redis_server: str) -
             await store.aclose()
 
 
-async def test_redis_wrong_type_is_a_state_error(redis_server: str) -> None:  # noqa: F811
+async def test_redis_wrong_type_is_a_state_error(redis_server: str) -> None:
     import redis.asyncio as aioredis
 
     prefix = f"wt{uuid.uuid4().hex[:6]}:"
@@ -332,14 +333,15 @@ async def test_failover_goes_down_again_after_recovery() -> None:
         FailoverStore(primary, retry_s=0)
 
 
-async def test_failover_on_a_real_redis_killed_and_restarted(redis_process: RedisServer) -> None:  # noqa: F811
+async def test_failover_on_a_real_redis_killed_and_restarted(redis_process: RedisServer) -> None:
     clock = Clock()
     store = FailoverStore(RedisStore(redis_process.url, timeout_s=0.3), retry_s=1.0, clock=clock)
     try:
         await store.add([Add("n", 2.0), Add("budget", 1.0, limit=3.0)])
         redis_process.kill()
         with anyio.fail_after(5):
-            assert await store.add([Add("n", 1.0), Add("budget", 1.0, limit=3.0)]) == (True, (3.0, 2.0))
+            ok = await store.add([Add("n", 1.0), Add("budget", 1.0, limit=3.0)])
+            assert ok == (True, (3.0, 2.0))
             assert await store.add([Add("budget", 1.5, limit=3.0)]) == (False, (2.0,))
             await store.raise_to("until", 42.0)
         assert store.degraded

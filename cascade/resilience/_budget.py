@@ -88,7 +88,8 @@ class BudgetRule:
                 self.requests, int) or self.requests < 0):
             raise ResilienceConfigError("requests", f"an integer >= 0, got {self.requests!r}")
         if not isinstance(self.caller_key, str) or not self.caller_key:
-            raise ResilienceConfigError("caller_key", f"a non-empty string, got {self.caller_key!r}")
+            raise ResilienceConfigError("caller_key",
+                                        f"a non-empty string, got {self.caller_key!r}")
 
     def describe(self) -> str:
         """E.g. ``daily (caller, day, $5.00, 100 requests)``: for ``BudgetExceededError.limit``."""

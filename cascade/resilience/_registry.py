@@ -65,7 +65,8 @@ class BreakerRegistry:
         self._sync: dict[str, _Sync] = {}
 
     def __repr__(self) -> str:
-        return f"BreakerRegistry({len(self._breakers)} deployments, shared={self._store is not None})"
+        shared = self._store is not None
+        return f"BreakerRegistry({len(self._breakers)} deployments, shared={shared})"
 
     def get(self, deployment: str) -> CircuitBreaker:
         breaker = self._breakers.get(deployment)

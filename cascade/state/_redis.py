@@ -105,7 +105,8 @@ class RedisStore:
 
     Connection errors and timeouts (``timeout_s`` for connecting and for each reply;
     ``pool_timeout_s`` for the wait for one of the ``max_connections`` pooled connections, which
-    under a burst of concurrent calls is a queue, not an outage) raise ``StoreUnavailableError``; other Redis errors ``StateError``.
+    under a burst of concurrent calls is a queue, not an outage) raise
+    ``StoreUnavailableError``; other Redis errors ``StateError``.
     redis-py's own retries are off: the caller (``FailoverStore``) decides. The URL's password
     never appears in messages or reprs. A ``client`` passed in is used as is and not closed."""
 
@@ -118,7 +119,8 @@ class RedisStore:
         check_seconds("pool_timeout_s", pool_timeout_s)
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) \
                 or max_connections < 1:
-            raise StoreConfigError(f"max_connections must be an integer >= 1, got {max_connections!r}")
+            raise StoreConfigError(
+                f"max_connections must be an integer >= 1, got {max_connections!r}")
         self._where = redact_url(url)
         self._prefix = prefix
         aioredis, self._errors = _import_redis()
@@ -126,7 +128,8 @@ class RedisStore:
         if client is None:
             client = self._build_client(aioredis, url, timeout_s, max_connections, pool_timeout_s)
         self._client = client
-        self._shas = {script: hashlib.sha1(script.encode()).hexdigest() for script in (_ADD, _RAISE)}
+        self._shas = {script: hashlib.sha1(script.encode()).hexdigest()
+                      for script in (_ADD, _RAISE)}
 
     def _build_client(self, aioredis: ModuleType, url: str, timeout_s: float,
                       max_connections: int, pool_timeout_s: float) -> Any:
@@ -172,8 +175,8 @@ class RedisStore:
         keys = [self._prefix + item.key for item in adds]
         args: list[str] = []
         for item in adds:
-            args += [repr(float(item.amount)), "" if item.limit is None else repr(float(item.limit)),
-                     _ms(item.ttl_s)]
+            limit = "" if item.limit is None else repr(float(item.limit))
+            args += [repr(float(item.amount)), limit, _ms(item.ttl_s)]
         reply = await self._script(_ADD, keys, args)
         return bool(int(reply[0])), tuple(float(v) for v in reply[1:])
 
