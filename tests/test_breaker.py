@@ -19,6 +19,7 @@ from cascade.resilience import (
     CircuitBreaker,
     Permit,
     ResilienceConfigError,
+    ResilienceValueError,
     SlidingWindow,
     open_until_key,
 )
@@ -299,8 +300,46 @@ def test_force_open_until_reset() -> None:
     reset = breaker.reset()
     assert reset is not None and (reset.old, reset.new) == (FORCED, CLOSED)
     assert breaker.acquire() is not None and breaker.reset() is None
-    with pytest.raises(ResilienceConfigError):
+    with pytest.raises(ResilienceValueError, match="until"):
         breaker.trip(float("nan"), "bad")
+    permit = breaker.acquire()
+    assert permit is not None
+    for duration in (-1.0, float("nan"), "1"):
+        with pytest.raises(ResilienceValueError, match="duration_s"):
+            breaker.record(permit, failure=False, duration_s=duration)  # type: ignore[arg-type]
+
+
+def _in_state(state: BreakerState) -> tuple[CircuitBreaker, Clock]:
+    breaker, clock = make()
+    match state:
+        case BreakerState.OPEN:
+            trip(breaker)
+        case BreakerState.HALF_OPEN:
+            trip(breaker)
+            clock.now += 10
+            assert breaker.acquire() is not None
+        case BreakerState.FORCED_OPEN:
+            breaker.force_open("auth")
+        case BreakerState.CLOSED:
+            pass
+    assert breaker.state is state
+    breaker.drain()
+    return breaker, clock
+
+
+@pytest.mark.parametrize("state", list(BreakerState))
+def test_force_open_and_reset_from_every_state(state: BreakerState) -> None:
+    breaker, clock = _in_state(state)
+    forced = breaker.force_open("credentials refused")
+    assert (forced is None) == (state is FORCED)
+    assert breaker.state is FORCED and breaker.acquire() is None
+    clock.now += 1e6
+    assert breaker.acquire() is None
+    reset = breaker.reset("operator")
+    assert reset is not None and reset.new is CLOSED and reset.reason == "operator"
+    snap = breaker.snapshot()
+    assert (snap.state, snap.trips, snap.calls, snap.open_until) == (CLOSED, 0, 0, None)
+    assert breaker.acquire() is not None
 
 
 # --- a hypothesis state machine -------------------------------------------------------------

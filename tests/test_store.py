@@ -248,6 +248,8 @@ class Flaky:
         self.inner = MemoryStore()
         self.down = False
         self.calls = 0
+        self.gate: anyio.Event | None = None  # adds wait for it
+        self.raise_fails = 0  # this many raise_to calls fail even when up
 
     def _check(self) -> None:
         self.calls += 1
@@ -256,6 +258,8 @@ class Flaky:
 
     async def add(self, adds: Sequence[Add]) -> tuple[bool, tuple[float, ...]]:
         self._check()
+        if self.gate is not None:
+            await self.gate.wait()
         return await self.inner.add(adds)
 
     async def get(self, keys: Sequence[str]) -> tuple[float, ...]:
@@ -264,6 +268,9 @@ class Flaky:
 
     async def raise_to(self, key: str, value: float, ttl_s: float | None = None) -> float:
         self._check()
+        if self.raise_fails:
+            self.raise_fails -= 1
+            raise StoreUnavailableError("down again")
         return await self.inner.raise_to(key, value, ttl_s)
 
     async def aclose(self) -> None:
@@ -352,3 +359,60 @@ async def test_failover_on_a_real_redis_killed_and_restarted(redis_process: Redi
         assert not store.degraded
     finally:
         await store.aclose()
+
+
+async def test_failover_keeps_what_arrives_during_resynchronisation() -> None:
+    clock = Clock()
+    primary = Flaky()
+    store = FailoverStore(primary, clock=clock, retry_s=1.0)
+    primary.down = True
+    await store.add([Add("n", 1.0)])
+    primary.down = False
+    gate = primary.gate = anyio.Event()
+    clock.now = 1.0
+    async with anyio.create_task_group() as group:
+        group.start_soon(store.add, [Add("n", 1.0)])  # starts the resync, waits at the gate
+        await anyio.wait_all_tasks_blocked()
+        for _ in range(10):  # served locally meanwhile, to be pushed in the same resync
+            assert (await store.add([Add("n", 1.0)]))[0]
+        assert store.degraded
+        gate.set()
+    assert not store.degraded
+    assert await primary.inner.get(["n"]) == (12.0,)
+
+
+async def test_failover_does_not_push_twice_when_a_maximum_fails() -> None:
+    clock = Clock()
+    primary = Flaky()
+    store = FailoverStore(primary, clock=clock, retry_s=1.0)
+    primary.down = True
+    await store.add([Add("n", 2.0)])
+    await store.raise_to("m", 9.0)
+    primary.down = False
+    primary.raise_fails = 1
+    clock.now = 1.0
+    assert await store.get(["n"]) == (2.0,)  # counters pushed, the maximum failed: local
+    assert store.degraded and await primary.inner.get(["n", "m"]) == (2.0, 0.0)
+    clock.now = 2.0
+    assert await store.get(["n", "m"]) == (2.0, 9.0)
+    assert not store.degraded
+
+
+async def test_redis_that_never_answers_times_out() -> None:
+    from anyio.abc import SocketAttribute, SocketStream
+
+    async def hold(stream: SocketStream) -> None:
+        async with stream:
+            await anyio.sleep_forever()
+
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
+        port = listener.extra(SocketAttribute.local_port)
+        async with anyio.create_task_group() as group:
+            group.start_soon(listener.serve, hold)
+            store = RedisStore(f"redis://127.0.0.1:{port}/0", timeout_s=0.2)
+            start = anyio.current_time()
+            with pytest.raises(StoreUnavailableError, match="unreachable"):
+                await store.get(["k"])
+            assert anyio.current_time() - start < 2.0
+            await store.aclose()
+            group.cancel_scope.cancel()

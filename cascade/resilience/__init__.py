@@ -8,6 +8,7 @@ from cascade.resilience._breaker import (
     CircuitBreaker,
     Permit,
     ResilienceConfigError,
+    ResilienceValueError,
     SlidingWindow,
     Transition,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "Permit",
     "Reservation",
     "ResilienceConfigError",
+    "ResilienceValueError",
     "RetryBudget",
     "SlidingWindow",
     "Transition",

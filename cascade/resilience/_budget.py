@@ -10,17 +10,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
 
-from cascade.errors import CascadeError
-from cascade.resilience._breaker import ResilienceConfigError
+from cascade.resilience._breaker import ResilienceConfigError, ResilienceValueError
 from cascade.state import Add, Store
 
 
-class BudgetArgumentError(CascadeError, ValueError):
+class BudgetArgumentError(ResilienceValueError):
     """``reserve`` / ``settle`` got an unusable amount (negative, NaN). ``field`` names it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(f"{field}: {message}")
 
 
 class Period(enum.Enum):
