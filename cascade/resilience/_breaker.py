@@ -205,8 +205,8 @@ class CircuitBreaker:
         self._total_trips = 0
         self._outstanding: set[int] = set()  # tokens of this generation's permits not handed back
         self._next_token = 0
-        self._outstanding_ok = 0
-        self._outstanding_slow = 0
+        self._probes_ok = 0
+        self._probes_slow = 0
         self._pending: deque[Transition] = deque()
         self.dropped_transitions = 0
 
@@ -254,7 +254,7 @@ class CircuitBreaker:
         self._state = new
         self._generation += 1
         self._outstanding.clear()
-        self._outstanding_ok = self._outstanding_slow = 0
+        self._probes_ok = self._probes_slow = 0
         if len(self._pending) >= _MAX_PENDING:
             self._pending.popleft()
             self.dropped_transitions += 1
@@ -295,7 +295,7 @@ class CircuitBreaker:
                 return self._probe()
 
     def _probe(self) -> Permit | None:
-        if len(self._outstanding) + self._outstanding_ok >= self.config.half_open_calls:
+        if len(self._outstanding) + self._probes_ok >= self.config.half_open_calls:
             return None
         self._next_token += 1
         self._outstanding.add(self._next_token)
@@ -335,15 +335,15 @@ class CircuitBreaker:
     def _record_probe(self, failure: bool, slow: bool) -> Transition | None:
         if failure:
             return self._open("a half-open probe failed")
-        self._outstanding_ok += 1
-        self._outstanding_slow += int(slow)
-        if self._outstanding_ok < self.config.half_open_calls:
+        self._probes_ok += 1
+        self._probes_slow += int(slow)
+        if self._probes_ok < self.config.half_open_calls:
             return None
-        slow_rate = self._outstanding_slow / self._outstanding_ok
+        slow_rate = self._probes_slow / self._probes_ok
         if slow_rate >= self.config.slow_call_rate:
             return self._open(f"half-open probes slow-call rate {slow_rate:.2f} >= "
                               f"{self.config.slow_call_rate}")
-        return self._close(f"{self._outstanding_ok} half-open probes succeeded")
+        return self._close(f"{self._probes_ok} half-open probes succeeded")
 
     def release(self, permit: Permit) -> None:
         """Hand back a permit whose call was abandoned or whose outcome is not the
