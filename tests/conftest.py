@@ -11,6 +11,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
 
+# real redis-server fixtures, for every test module
+from redis_server import redis_process, redis_server  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("CASCADE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 

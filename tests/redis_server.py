@@ -43,7 +43,7 @@ class RedisServer:
         self.port = port if port is not None else free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115  (closed by close())
 
     def start(self, timeout_s: float = 10.0) -> None:
         assert self._process is None, "already running"

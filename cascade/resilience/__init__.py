@@ -10,6 +10,7 @@ from cascade.resilience._breaker import (
     CircuitBreaker,
     Permit,
     ResilienceConfigError,
+    ResilienceValueError,
     SlidingWindow,
     Transition,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "Reservation",
     "Resilience",
     "ResilienceConfigError",
+    "ResilienceValueError",
     "RetryBudget",
     "RunScope",
     "SlidingWindow",

@@ -8,15 +8,19 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cascade.errors import ConfigError
+from cascade.errors import CascadeError, ConfigError
 
 
-class ResilienceConfigError(ConfigError, ValueError):
-    """A breaker, budget or retry-budget setting that cannot be used. ``field`` names it."""
+class ResilienceValueError(CascadeError, ValueError):
+    """A value a breaker, budget or retry budget cannot use. ``field`` names it."""
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         super().__init__(f"{field}: {message}")
+
+
+class ResilienceConfigError(ResilienceValueError, ConfigError):
+    """A breaker, budget or retry-budget setting that cannot be used. ``field`` names it."""
 
 
 def _number(field: str, value: object, *, low: float, high: float = math.inf,
@@ -91,10 +95,13 @@ class BreakerConfig:
 
 @dataclass(frozen=True, slots=True)
 class Permit:
-    """Leave to make one call. Hand it back with ``record`` or ``release``."""
+    """Leave to make one call. Hand it back exactly once, with ``record`` or ``release``
+    (in a ``finally``: the breaker keeps the tokens of permits not yet handed back until its
+    next transition). ``token`` tells permits apart: a permit handed back twice counts once."""
 
     half_open: bool
     generation: int
+    token: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +203,8 @@ class CircuitBreaker:
         self._open_until = -math.inf
         self._trips = 0
         self._total_trips = 0
-        self._probes_in_flight = 0
+        self._outstanding: set[int] = set()  # tokens of this generation's permits not handed back
+        self._next_token = 0
         self._probes_ok = 0
         self._probes_slow = 0
         self._pending: deque[Transition] = deque()
@@ -229,7 +237,8 @@ class CircuitBreaker:
         self._window.expire(self._clock())
         failure_rate, slow_rate = self._window.rates()
         return BreakerSnapshot(self._state, failure_rate, slow_rate, self._window.calls,
-                               self.open_until, self._trips, self._probes_in_flight,
+                               self.open_until, self._trips,
+                               len(self._outstanding) if self._state is BreakerState.HALF_OPEN else 0,
                                self._total_trips)
 
     def drain(self) -> list[Transition]:
@@ -244,7 +253,8 @@ class CircuitBreaker:
         transition = Transition(self._state, new, self._clock(), reason)
         self._state = new
         self._generation += 1
-        self._probes_in_flight = self._probes_ok = self._probes_slow = 0
+        self._outstanding.clear()
+        self._probes_ok = self._probes_slow = 0
         if len(self._pending) >= _MAX_PENDING:
             self._pending.popleft()
             self.dropped_transitions += 1
@@ -271,7 +281,9 @@ class CircuitBreaker:
         ``half_open_calls`` probes of the half-open round handed out."""
         match self._state:
             case BreakerState.CLOSED:
-                return Permit(False, self._generation)
+                self._next_token += 1
+                self._outstanding.add(self._next_token)
+                return Permit(False, self._generation, self._next_token)
             case BreakerState.FORCED_OPEN:
                 return None
             case BreakerState.OPEN:
@@ -283,11 +295,11 @@ class CircuitBreaker:
                 return self._probe()
 
     def _probe(self) -> Permit | None:
-        taken = self._probes_in_flight + self._probes_ok
-        if taken >= self.config.half_open_calls:
+        if len(self._outstanding) + self._probes_ok >= self.config.half_open_calls:
             return None
-        self._probes_in_flight += 1
-        return Permit(True, self._generation)
+        self._next_token += 1
+        self._outstanding.add(self._next_token)
+        return Permit(True, self._generation, self._next_token)
 
     def _current(self, permit: Permit) -> bool:
         if not isinstance(permit, Permit):
@@ -297,8 +309,12 @@ class CircuitBreaker:
     def record(self, permit: Permit, *, failure: bool, duration_s: float) -> Transition | None:
         """The outcome of a permitted call. Stale permits (from before the last transition)
         are ignored. Returns the transition it caused, if any."""
-        if not self._current(permit):
-            return None
+        if isinstance(duration_s, bool) or not isinstance(duration_s, int | float) \
+                or not duration_s >= 0:
+            raise ResilienceValueError("duration_s", f"seconds >= 0, got {duration_s!r}")
+        if not self._current(permit) or permit.token not in self._outstanding:
+            return None  # stale, or handed back already
+        self._outstanding.discard(permit.token)
         slow = duration_s > self.config.slow_call_s
         if permit.half_open:
             return self._record_probe(failure, slow)
@@ -317,7 +333,6 @@ class CircuitBreaker:
         return None
 
     def _record_probe(self, failure: bool, slow: bool) -> Transition | None:
-        self._probes_in_flight -= 1
         if failure:
             return self._open("a half-open probe failed")
         self._probes_ok += 1
@@ -333,8 +348,8 @@ class CircuitBreaker:
     def release(self, permit: Permit) -> None:
         """Hand back a permit whose call was abandoned or whose outcome is not the
         deployment's fault (cancelled, 400): frees a half-open slot, counts nothing."""
-        if self._current(permit) and permit.half_open and self._probes_in_flight > 0:
-            self._probes_in_flight -= 1
+        if self._current(permit):
+            self._outstanding.discard(permit.token)
 
     # --- from outside --------------------------------------------------------------------------
 
@@ -343,7 +358,7 @@ class CircuitBreaker:
         process's breaker). Never shortens a later ``open_until``; an ``until`` already
         past does nothing; a forced-open breaker stays forced open."""
         if isinstance(until, bool) or not isinstance(until, int | float) or math.isnan(until):
-            raise ResilienceConfigError("until", f"a clock time is needed, got {until!r}")
+            raise ResilienceValueError("until", f"a clock time is needed, got {until!r}")
         match self._state:
             case BreakerState.FORCED_OPEN:
                 self._open_until = max(self._open_until, until)
@@ -381,6 +396,7 @@ __all__ = [
     "CircuitBreaker",
     "Permit",
     "ResilienceConfigError",
+    "ResilienceValueError",
     "SlidingWindow",
     "Transition",
 ]

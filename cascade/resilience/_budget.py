@@ -10,17 +10,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
 
-from cascade.errors import CascadeError
-from cascade.resilience._breaker import ResilienceConfigError
+from cascade.resilience._breaker import ResilienceConfigError, ResilienceValueError
 from cascade.state import Add, Store
 
 
-class BudgetArgumentError(CascadeError, ValueError):
+class BudgetArgumentError(ResilienceValueError):
     """``reserve`` / ``settle`` got an unusable amount (negative, NaN). ``field`` names it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(f"{field}: {message}")
 
 
 class Period(enum.Enum):
@@ -88,7 +83,8 @@ class BudgetRule:
                 self.requests, int) or self.requests < 0):
             raise ResilienceConfigError("requests", f"an integer >= 0, got {self.requests!r}")
         if not isinstance(self.caller_key, str) or not self.caller_key:
-            raise ResilienceConfigError("caller_key", f"a non-empty string, got {self.caller_key!r}")
+            raise ResilienceConfigError("caller_key",
+                                        f"a non-empty string, got {self.caller_key!r}")
 
     def describe(self) -> str:
         """E.g. ``daily (caller, day, $5.00, 100 requests)``: for ``BudgetExceededError.limit``."""

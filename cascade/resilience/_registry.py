@@ -50,7 +50,8 @@ class BreakerRegistry:
                  sync_s: float = 1.0, configs: Mapping[str, BreakerConfig] | None = None) -> None:
         self._config = config if config is not None else BreakerConfig()
         self._configs = dict(configs or {})
-        for name, value in [("config", self._config), *self._configs.items()]:
+        named = [(f"configs[{name!r}]", value) for name, value in self._configs.items()]
+        for name, value in [("config", self._config), *named]:
             if not isinstance(value, BreakerConfig):
                 raise ResilienceConfigError(name, f"a BreakerConfig is needed, got {value!r}")
         if isinstance(sync_s, bool) or not isinstance(sync_s, int | float) \
@@ -64,7 +65,8 @@ class BreakerRegistry:
         self._sync: dict[str, _Sync] = {}
 
     def __repr__(self) -> str:
-        return f"BreakerRegistry({len(self._breakers)} deployments, shared={self._store is not None})"
+        shared = self._store is not None
+        return f"BreakerRegistry({len(self._breakers)} deployments, shared={shared})"
 
     def get(self, deployment: str) -> CircuitBreaker:
         breaker = self._breakers.get(deployment)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import anyio
 
 from cascade.state._memory import MemoryStore
-from cascade.state._store import Add, Store, StoreConfigError, StoreUnavailableError, check_ttl
+from cascade.state._store import Add, Store, StoreUnavailableError, check_seconds
 
 _LOG = logging.getLogger("cascade.state")
 _KNOWN_KEYS = 10_000  # last values seen on the primary, kept to seed local state in an outage
@@ -37,8 +37,7 @@ class FailoverStore:
     def __init__(self, primary: Store, local: MemoryStore | None = None, *, retry_s: float = 5.0,
                  clock: Callable[[], float] = time.monotonic, log: logging.Logger | None = None,
                  on_change: Callable[[bool], None] | None = None) -> None:
-        if check_ttl(retry_s) is None:
-            raise StoreConfigError("retry_s: a number of seconds > 0 is needed")
+        check_seconds("retry_s", retry_s)
         self._primary = primary
         self._local = local if local is not None else MemoryStore(clock)
         self._retry_s = float(retry_s)

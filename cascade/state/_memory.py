@@ -27,7 +27,7 @@ class MemoryStore:
 
     def _purge(self, now: float) -> None:
         while self._expiries and self._expiries[0][0] <= now:
-            expires_at, key = heapq.heappop(self._expiries)
+            _, key = heapq.heappop(self._expiries)
             entry = self._values.get(key)
             if entry is not None and entry[1] is not None and entry[1] <= now:
                 del self._values[key]

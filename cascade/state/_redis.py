@@ -16,6 +16,7 @@ from cascade.state._store import (
     StoreUnavailableError,
     check_key,
     check_number,
+    check_seconds,
     check_ttl,
 )
 
@@ -102,37 +103,42 @@ class RedisStore:
     they are atomic across every process sharing the server. Keys get ``prefix``; keys of one
     ``add`` must live on one node (plain Redis, or a hash tag in a cluster).
 
-    Connection errors and timeouts (``timeout_s`` for connect, each read and the wait for a
-    pooled connection) raise ``StoreUnavailableError``; other Redis errors ``StateError``.
+    Connection errors and timeouts (``timeout_s`` for connecting and for each reply;
+    ``pool_timeout_s`` for the wait for one of the ``max_connections`` pooled connections, which
+    under a burst of concurrent calls is a queue, not an outage) raise
+    ``StoreUnavailableError``; other Redis errors ``StateError``.
     redis-py's own retries are off: the caller (``FailoverStore``) decides. The URL's password
     never appears in messages or reprs. A ``client`` passed in is used as is and not closed."""
 
     def __init__(self, url: str, *, prefix: str = "cascade:", client: Any = None,
-                 timeout_s: float = 0.5, max_connections: int = 64) -> None:
+                 timeout_s: float = 0.5, max_connections: int = 64,
+                 pool_timeout_s: float = 5.0) -> None:
         if not isinstance(prefix, str):
             raise StoreConfigError(f"prefix must be a string, got {prefix!r}")
-        if check_ttl(timeout_s) is None:
-            raise StoreConfigError("timeout_s must be a number of seconds > 0")
+        check_seconds("timeout_s", timeout_s)
+        check_seconds("pool_timeout_s", pool_timeout_s)
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) \
                 or max_connections < 1:
-            raise StoreConfigError(f"max_connections must be an integer >= 1, got {max_connections!r}")
+            raise StoreConfigError(
+                f"max_connections must be an integer >= 1, got {max_connections!r}")
         self._where = redact_url(url)
         self._prefix = prefix
         aioredis, self._errors = _import_redis()
         self._owns_client = client is None
         if client is None:
-            client = self._build_client(aioredis, url, timeout_s, max_connections)
+            client = self._build_client(aioredis, url, timeout_s, max_connections, pool_timeout_s)
         self._client = client
-        self._shas = {script: hashlib.sha1(script.encode()).hexdigest() for script in (_ADD, _RAISE)}
+        self._shas = {script: hashlib.sha1(script.encode()).hexdigest()
+                      for script in (_ADD, _RAISE)}
 
     def _build_client(self, aioredis: ModuleType, url: str, timeout_s: float,
-                      max_connections: int) -> Any:
+                      max_connections: int, pool_timeout_s: float) -> Any:
         retry = importlib.import_module("redis.asyncio.retry")
         backoff = importlib.import_module("redis.backoff")
         no_retry = retry.Retry(backoff.NoBackoff(), 0)
         try:
             pool = aioredis.BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=timeout_s,
+                url, max_connections=max_connections, timeout=pool_timeout_s,
                 socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=no_retry)
         except ValueError as exc:  # redis-py says what is wrong with the URL, not the URL
             raise StoreConfigError(f"invalid redis URL {self._where}: {exc}") from None
@@ -169,8 +175,8 @@ class RedisStore:
         keys = [self._prefix + item.key for item in adds]
         args: list[str] = []
         for item in adds:
-            args += [repr(float(item.amount)), "" if item.limit is None else repr(float(item.limit)),
-                     _ms(item.ttl_s)]
+            limit = "" if item.limit is None else repr(float(item.limit))
+            args += [repr(float(item.amount)), limit, _ms(item.ttl_s)]
         reply = await self._script(_ADD, keys, args)
         return bool(int(reply[0])), tuple(float(v) for v in reply[1:])
 

@@ -47,6 +47,14 @@ def check_ttl(ttl_s: float | None) -> float | None:
     return float(ttl_s)
 
 
+def check_seconds(field: str, value: object) -> float:
+    """A setting in seconds (> 0, finite); ``StoreConfigError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or value <= 0:
+        raise StoreConfigError(f"{field}: a finite number of seconds > 0 is needed, got {value!r}")
+    return float(value)
+
+
 def check_number(field: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidAddError(field, f"a finite number is needed, got {value!r}")
