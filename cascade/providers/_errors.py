@@ -40,6 +40,7 @@ from cascade.errors import (
 REDACTED = "[REDACTED]"
 DETAIL_CAP = 300  # characters of upstream text kept in an error
 MAX_TOKENS = 10**8  # a token count above this is not a real count
+MIN_SECRET = 4  # shorter values (a header "1") are not secrets; redacting them mangles text
 LOGPROB_SLACK = 1e-4  # float rounding can make a log-softmax a hair above 0: clamped to 0.0
 
 # --- secrets ----------------------------------------------------------------------------------
@@ -47,8 +48,9 @@ LOGPROB_SLACK = 1e-4  # float rounding can make a log-softmax a hair above 0: cl
 
 @dataclass(frozen=True, slots=True)
 class Secrets:
-    """Every secret string one provider knows; ``redact`` replaces each occurrence (and its
-    URL-encoded forms) by ``[REDACTED]`` and caps the text."""
+    """Every secret string one provider knows (its API key, every header value, the base
+    URL's userinfo and query values; 4 characters or more); ``redact`` replaces each
+    occurrence (and its URL-encoded forms) by ``[REDACTED]`` and caps the text."""
 
     values: tuple[str, ...] = ()
 
@@ -57,7 +59,7 @@ class Secrets:
            base_url: str | None = None) -> Secrets:
         found: set[str] = set()
         for value in (api_key, *headers, *(url_secrets(base_url) if base_url else ())):
-            if value:
+            if value and len(value) >= MIN_SECRET:
                 found.add(value)
                 # "Bearer sk-..." also leaks as "sk-..." alone
                 scheme, _, rest = value.partition(" ")
