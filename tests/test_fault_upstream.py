@@ -198,7 +198,8 @@ async def test_a_seeded_mix_is_reproducible_and_everything_is_typed(up: RemoteUp
         up.reset()
         up.set_mix(mix, seed=7)
         pool = ClientPool()
-        provider = OpenAICompatibleProvider(pool.client(up.base_url), up.base_url)
+        provider = OpenAICompatibleProvider(pool.client(up.base_url, max_connections=20),
+                                            up.base_url)
         kinds: list[str] = []
 
         async def one() -> None:
@@ -209,16 +210,16 @@ async def test_a_seeded_mix_is_reproducible_and_everything_is_typed(up: RemoteUp
                 kinds.append(type(exc).__name__)
 
         async with anyio.create_task_group() as group:
-            for _ in range(200):
+            for _ in range(120):
                 group.start_soon(one)
         await pool.aclose()
         stats = up.stats()
-        assert stats["requests"] == 200 and len(kinds) == 200
+        assert stats["requests"] == 120 and len(kinds) == 120
         assert kinds.count("ok") == stats["by_fault"]["ok"]
         assert kinds.count("RateLimitedError") == stats["by_fault"]["rate_limited"]
         outcomes.append(json.dumps(stats["by_fault"], sort_keys=True))
     assert outcomes[0] == outcomes[1]  # same seed, same faults
-    assert 20 <= json.loads(outcomes[0])["rate_limited"] <= 60
+    assert 10 <= json.loads(outcomes[0])["rate_limited"] <= 40  # 20 % of 120
 
 
 def test_control_rejects_unknown_faults(up: RemoteUpstream) -> None:

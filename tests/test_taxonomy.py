@@ -258,10 +258,13 @@ def test_every_httpx_error_class_maps_into_the_tree() -> None:
         return [cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))]
 
     for cls in subclasses(httpx.HTTPError):
-        try:
-            exc = cls("x", request=REQUEST)
-        except TypeError:
-            exc = cls("x")  # type: ignore[call-arg]
+        if issubclass(cls, httpx.HTTPStatusError):
+            exc = cls("x", request=REQUEST, response=httpx.Response(418, request=REQUEST))
+        else:
+            try:
+                exc = cls("x", request=REQUEST)
+            except TypeError:
+                exc = cls("x")  # type: ignore[call-arg]
         assert isinstance(classify_transport("d", exc, secrets=NO_SECRETS), ProviderError), cls
 
 

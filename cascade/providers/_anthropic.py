@@ -10,7 +10,14 @@ import httpx
 
 from cascade.errors import ContentFilteredError, ProviderResponseError
 from cascade.providers._errors import ANTHROPIC_ERROR_STATUS, Secrets, classify, token_count
-from cascade.providers._http import Clock, deployment_name, post_json, probe
+from cascade.providers._http import (
+    Clock,
+    deployment_name,
+    post_json,
+    probe,
+    register_secrets,
+    unregister_secrets,
+)
 from cascade.types import Choice, Completion, ModelCall
 
 MODEL_NAME_CAP = 200
@@ -22,6 +29,7 @@ class AnthropicProvider:
         self._client = client
         self._headers = {"x-api-key": api_key, "anthropic-version": version}
         self._secrets = Secrets.of(api_key=api_key, base_url=base_url)
+        register_secrets(self, self._secrets)
         self._clock = clock
         self.deployment = deployment_name("anthropic", base_url)
         self.supports_n = False
@@ -55,7 +63,8 @@ class AnthropicProvider:
         await probe(self._client, "v1/models", self.deployment, secrets=self._secrets)
 
     async def aclose(self) -> None:
-        """The client belongs to the pool."""
+        """The client belongs to the pool; stop scrubbing our secrets from its logs."""
+        unregister_secrets(self)
 
 
 def parse_message(data: Any, call: ModelCall, deployment: str, *,

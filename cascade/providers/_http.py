@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -23,8 +24,9 @@ Clock = Callable[[], float]
 
 
 class _LogRedactor(logging.Filter):
-    """Installed on the ``httpx`` logger, which logs every request URL at INFO: replaces the
-    URL secrets (userinfo, query values) of every base URL a ``ClientPool`` serves."""
+    """Installed on the ``httpx`` logger (every request URL at INFO) and httpcore's (response
+    headers at DEBUG): replaces the URL secrets (userinfo, query values) of every base URL a
+    ``ClientPool`` serves and the secrets of every live HTTP provider."""
 
     def __init__(self) -> None:
         super().__init__("cascade-redact")
@@ -55,7 +57,20 @@ class _LogRedactor(logging.Filter):
 
 
 _REDACTOR = _LogRedactor()
-logging.getLogger("httpx").addFilter(_REDACTOR)
+for _name in ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2",
+              "httpcore.proxy"):
+    logging.getLogger(_name).addFilter(_REDACTOR)
+
+
+def register_secrets(owner: object, secrets: Secrets) -> None:
+    """Scrub ``secrets`` from httpx's and httpcore's log records until ``owner`` is closed
+    (``unregister_secrets``) or collected."""
+    _REDACTOR.register(id(owner), secrets)
+    weakref.finalize(owner, _REDACTOR.unregister, id(owner))
+
+
+def unregister_secrets(owner: object) -> None:
+    _REDACTOR.unregister(id(owner))
 
 
 class ClientPool:

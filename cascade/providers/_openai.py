@@ -11,7 +11,14 @@ import httpx
 from cascade.errors import ContentFilteredError, ProviderResponseError
 from cascade.providers._base import estimate_message_tokens, estimate_tokens
 from cascade.providers._errors import Secrets, logprob, token_count
-from cascade.providers._http import Clock, deployment_name, post_json, probe
+from cascade.providers._http import (
+    Clock,
+    deployment_name,
+    post_json,
+    probe,
+    register_secrets,
+    unregister_secrets,
+)
 from cascade.types import Choice, Completion, ModelCall
 
 MODEL_NAME_CAP = 200  # characters of the upstream's ``model`` kept
@@ -29,6 +36,7 @@ class OpenAICompatibleProvider:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._secrets = Secrets.of(api_key=api_key, headers=self._headers.values(),
                                    base_url=base_url)
+        register_secrets(self, self._secrets)
         self._clock = clock
         self.supports_n = supports_n
         self.deployment = deployment_name("openai", base_url)
@@ -65,7 +73,8 @@ class OpenAICompatibleProvider:
         await probe(self._client, "models", self.deployment, secrets=self._secrets)
 
     async def aclose(self) -> None:
-        """The client belongs to the pool; nothing of our own to close."""
+        """The client belongs to the pool; stop scrubbing our secrets from its logs."""
+        unregister_secrets(self)
 
 
 def _bad(deployment: str, what: str) -> ProviderResponseError:
@@ -86,7 +95,9 @@ def _parse_logprobs(raw: Any, deployment: str
         if not isinstance(item, dict):
             raise _bad(deployment, "a logprobs item is not an object")
         values.append(logprob(item.get("logprob"), deployment))
-        alternatives = item.get("top_logprobs") or ()
+        alternatives = item.get("top_logprobs")
+        if alternatives is None:
+            alternatives = []
         if not isinstance(alternatives, list):
             raise _bad(deployment, "top_logprobs is not a list")
         top: dict[str, float] = {}
