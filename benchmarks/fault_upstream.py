@@ -41,7 +41,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -268,7 +268,7 @@ class FaultUpstream:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    async def start(self) -> FaultUpstream:
+    async def start(self) -> Self:
         self._server = await asyncio.start_server(self._connection, self.host, self.port,
                                                   backlog=4096, limit=2**20)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -287,7 +287,7 @@ class FaultUpstream:
             await self._server.wait_closed()
             self._server = None
 
-    async def __aenter__(self) -> FaultUpstream:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

@@ -131,7 +131,7 @@ async def test_hang_is_a_read_timeout_with_a_read_timeout_and_a_total_one_in_a_r
     # through the engine: the tier's timeout bounds the call, the next tier answers
     up.script(["hang"])
     result = await _two_tier_run(up, timeout_s=0.3)
-    first, second = result.attempts
+    first, _ = result.attempts
     assert first.decision is Decision.ERROR and (first.error or "").startswith(
         "ProviderTimeoutError")
     assert result.tier == 1 and result.answer == "ok 3"
@@ -202,7 +202,8 @@ async def test_a_seeded_mix_is_reproducible_and_everything_is_typed(up: RemoteUp
                                             up.base_url)
         kinds: list[str] = []
 
-        async def one() -> None:
+        async def one(provider: OpenAICompatibleProvider = provider,
+                      kinds: list[str] = kinds) -> None:
             try:
                 await provider.complete(CALL)
                 kinds.append("ok")

@@ -6,8 +6,8 @@ HTTP)."""
 from __future__ import annotations
 
 import json
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 
 import httpx
 import pytest
@@ -119,9 +119,9 @@ CASES = [
      ContextLengthExceededError, None),
     (500, {}, "Requested tokens (3000) exceed context window of 2048",
      ContextLengthExceededError, None),
-    (422, {}, "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. "
-              "Given: 5000 `inputs` tokens and 10 `max_new_tokens`; maximum context length is "
-              "4096", ContextLengthExceededError, None),
+    (422, {}, ("Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. "
+               "Given: 5000 `inputs` tokens and 10 `max_new_tokens`; maximum context length is "
+               "4096"), ContextLengthExceededError, None),
     # content filter
     (400, {}, openai("The response was filtered due to the prompt triggering Azure OpenAI's "
                      "content management policy.", code="content_filter"),

@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks.fault_upstream import FaultUpstream, RemoteUpstream
 from cascade import Cascade, Decision, Message, ModelCall, parse_policy
-from cascade.errors import BadRequestError, ProviderError, ProviderResponseError, ServerError
+from cascade.errors import BadRequestError, NoAnswerError, ProviderResponseError, ServerError
 from cascade.providers import AnthropicProvider, ClientPool, OpenAICompatibleProvider
 from cascade.providers._openai import parse_chat_completion
 
@@ -59,7 +59,7 @@ async def test_absurd_token_counts_fall_back_and_the_cost_stays_sane(
     up.script([fault])
     async with Cascade.from_policy(parse_policy(two_tiers(up.base_url))) as engine:
         result = await engine.run("hi")
-    first, second = result.attempts
+    first, _ = result.attempts
     assert first.decision is Decision.ERROR
     assert (first.error or "").startswith("ProviderResponseError")
     assert "invalid usage.prompt_tokens" in (first.error or "")
@@ -202,12 +202,9 @@ tiers:
     engine = Cascade.from_policy(policy, transport=httpx.MockTransport(handler))
     try:
         [tier] = engine.tiers
-        result_error: ProviderError | None = None
-        try:
+        with pytest.raises(NoAnswerError) as info:
             await engine.run("hi")
-        except Exception as exc:  # NoAnswerError carries the attempts
-            attempts = exc.attempts  # type: ignore[attr-defined]
-            result_error = attempts[0].error
+        result_error = info.value.attempts[0].error
     finally:
         await engine.aclose()
     # the request really carried the query and the basic auth

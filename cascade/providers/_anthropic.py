@@ -9,7 +9,13 @@ from typing import Any
 import httpx
 
 from cascade.errors import ContentFilteredError, ProviderResponseError
-from cascade.providers._errors import ANTHROPIC_ERROR_STATUS, Secrets, classify, token_count
+from cascade.providers._errors import (
+    ANTHROPIC_ERROR_STATUS,
+    NO_SECRETS,
+    Secrets,
+    classify,
+    token_count,
+)
 from cascade.providers._http import (
     Clock,
     deployment_name,
@@ -68,7 +74,7 @@ class AnthropicProvider:
 
 
 def parse_message(data: Any, call: ModelCall, deployment: str, *,
-                  secrets: Secrets = Secrets(), now: float = 0.0) -> Completion:
+                  secrets: Secrets = NO_SECRETS, now: float = 0.0) -> Completion:
     """Read a Messages API body (pure). An error object in a 200 is classified by its type
     (``overloaded_error`` -> ``OverloadedError``...); a refusal with no text is a
     ``ContentFilteredError``; anything malformed a ``ProviderResponseError``."""

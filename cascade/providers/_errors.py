@@ -82,6 +82,9 @@ class Secrets:
         return f"Secrets({len(self.values)} values)"
 
 
+NO_SECRETS = Secrets()
+
+
 def url_secrets(url: str) -> tuple[str, ...]:
     """The secrets of a URL: its userinfo (user and password) and every query value."""
     parts = urlsplit(url)
@@ -148,31 +151,27 @@ def _compact(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)[:2 * DETAIL_CAP]
 
 
-_CONTEXT_LENGTH = re.compile(
-    "|".join([
-        r"context_length_exceeded",  # OpenAI code
-        r"maximum context length is",  # OpenAI, vLLM, llama-cpp-python server
-        r"prompt is too long",  # Anthropic
-        r"exceed context limit",  # Anthropic: input length and `max_tokens` exceed ...
-        r"is longer than the maximum model length",  # vLLM
-        r"exceeds? (the )?(available )?context (window|size)",  # llama.cpp server, in process
-        r"exceed_context_size_error",  # llama.cpp server type
-        r"too many tokens in the prompt",
-    ]),
-    re.IGNORECASE,
+_CONTEXT_LENGTH_WORDINGS = (
+    r"context_length_exceeded",  # OpenAI code
+    r"maximum context length is",  # OpenAI, vLLM, llama-cpp-python server
+    r"prompt is too long",  # Anthropic
+    r"exceed context limit",  # Anthropic: input length and `max_tokens` exceed ...
+    r"is longer than the maximum model length",  # vLLM
+    r"exceeds? (the )?(available )?context (window|size)",  # llama.cpp server, in process
+    r"exceed_context_size_error",  # llama.cpp server type
+    r"too many tokens in the prompt",
 )
+_CONTEXT_LENGTH = re.compile("|".join(_CONTEXT_LENGTH_WORDINGS), re.IGNORECASE)
 # a 400/403 is quota only with these precise wordings; a 429 also with ``billing`` or
 # ``spend limit`` anywhere in its body
-_QUOTA_PRECISE = re.compile(
-    "|".join([
-        r"insufficient_quota",  # OpenAI code / type
-        r"exceeded your current quota",  # OpenAI
-        r"credit balance is too low",  # Anthropic (a 400)
-        r"reached your specified api usage limits",  # Anthropic spend limit
-        r"billing_error",  # Anthropic type (402)
-    ]),
-    re.IGNORECASE,
+_QUOTA_PRECISE_WORDINGS = (
+    r"insufficient_quota",  # OpenAI code / type
+    r"exceeded your current quota",  # OpenAI
+    r"credit balance is too low",  # Anthropic (a 400)
+    r"reached your specified api usage limits",  # Anthropic spend limit
+    r"billing_error",  # Anthropic type (402)
 )
+_QUOTA_PRECISE = re.compile("|".join(_QUOTA_PRECISE_WORDINGS), re.IGNORECASE)
 _QUOTA_429 = re.compile(_QUOTA_PRECISE.pattern + r"|\bbilling\b|spend(ing)? limit|quota exceeded",
                         re.IGNORECASE)
 _CONTENT_FILTER = re.compile(r"content_filter|content management policy|content_policy_violation",
@@ -340,9 +339,9 @@ __all__ = [
     "REDACTED",
     "ErrorBody",
     "Secrets",
+    "bare_url",
     "classify",
     "classify_transport",
-    "bare_url",
     "clean_url",
     "is_context_length",
     "logprob",

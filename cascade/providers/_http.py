@@ -16,7 +16,13 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import httpx
 
 from cascade.errors import ProviderConfigError, ProviderResponseError
-from cascade.providers._errors import Secrets, bare_url, classify, classify_transport
+from cascade.providers._errors import (
+    NO_SECRETS,
+    Secrets,
+    bare_url,
+    classify,
+    classify_transport,
+)
 
 CONNECT_TIMEOUT_S = 10.0  # a black-holed host is a typed connect timeout, not a hang
 MAX_RESPONSE_BYTES = 32 * 2**20  # decoded; an untrusted upstream cannot fill our memory
@@ -129,7 +135,7 @@ def deployment_name(kind: str, base_url: str) -> str:
 
 async def post_json(client: httpx.AsyncClient, path: str, body: Mapping[str, Any],
                     headers: Mapping[str, str], deployment: str, *,
-                    secrets: Secrets = Secrets(), clock: Clock = time.time) -> Any:
+                    secrets: Secrets = NO_SECRETS, clock: Clock = time.time) -> Any:
     """POST JSON and return the decoded body. Every failure is a typed ``ProviderError``:
     transport and decoding failures by ``classify_transport``, error statuses by
     ``classify`` (upstream text redacted and capped), a body that is not JSON or is larger
@@ -167,7 +173,7 @@ async def _read_capped(response: httpx.Response, deployment: str) -> bytes:
 
 
 async def probe(client: httpx.AsyncClient, path: str, deployment: str, *,
-                secrets: Secrets = Secrets()) -> None:
+                secrets: Secrets = NO_SECRETS) -> None:
     """Reachability: any HTTP answer will do (even 401/404); a failed connection raises a
     typed error (``ProviderUnreachableError``, ``ProviderTimeoutError``...)."""
     try:

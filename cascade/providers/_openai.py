@@ -10,7 +10,7 @@ import httpx
 
 from cascade.errors import ContentFilteredError, ProviderResponseError
 from cascade.providers._base import estimate_message_tokens, estimate_tokens
-from cascade.providers._errors import Secrets, logprob, token_count
+from cascade.providers._errors import NO_SECRETS, Secrets, logprob, token_count
 from cascade.providers._http import (
     Clock,
     deployment_name,
@@ -126,7 +126,7 @@ def _parse_choice(raw: Any, call: ModelCall, deployment: str) -> Choice | None:
 
 
 def parse_chat_completion(data: Any, call: ModelCall, deployment: str, *,
-                          secrets: Secrets = Secrets()) -> Completion:
+                          secrets: Secrets = NO_SECRETS) -> Completion:
     """Read choices, logprobs and usage from a chat-completions body (pure). Anything
     malformed is a ``ProviderResponseError``; choices the content filter emptied are dropped,
     and when none is left the call is a ``ContentFilteredError``."""
