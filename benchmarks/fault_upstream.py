@@ -35,6 +35,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 import urllib.request
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -509,16 +510,60 @@ async def serve(host: str, port: int, slow_s: float) -> None:
         await stop.wait()
 
 
+async def load(base_url: str, requests: int, concurrency: int) -> dict[str, float]:
+    """The server's own throughput: ``concurrency`` raw keep-alive HTTP/1.1 connections (no
+    client library in the way) sharing ``requests`` healthy completions."""
+    host, _, port = base_url.split("//", 1)[1].split("/", 1)[0].partition(":")
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: "
+               f"application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    left = [requests]
+    latencies: list[float] = []
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port), limit=2**20)
+        try:
+            while left[0] > 0:
+                left[0] -= 1
+                started = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                _, _, headers = _parse_head(b"X / X\r\n" + head.split(b"\r\n", 1)[1])
+                await reader.readexactly(int(headers["content-length"]))
+                latencies.append(time.perf_counter() - started)
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {"requests": len(latencies), "concurrency": concurrency, "seconds": elapsed,
+            "per_second": len(latencies) / elapsed,
+            "p50_ms": 1000 * latencies[len(latencies) // 2],
+            "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)]}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: a free port (printed)")
     parser.add_argument("--slow-s", type=float, default=0.5, help="delay of the slow fault")
+    parser.add_argument("--load", type=int, metavar="N", default=0,
+                        help="instead of serving: start a server in a subprocess, send it N "
+                             "requests, print its throughput")
+    parser.add_argument("--concurrency", type=int, default=1000, help="connections for --load")
     args = parser.parse_args(argv)
+    if args.load:
+        with FaultUpstream.running(slow_s=args.slow_s) as upstream:
+            figures = asyncio.run(load(upstream.base_url, args.load, args.concurrency))
+            assert upstream.stats()["requests"] == args.load
+        print(json.dumps(figures, indent=1))
+        return
     asyncio.run(serve(args.host, args.port, args.slow_s))
 
 
-__all__ = ["Fault", "FaultState", "FaultUpstream", "RemoteUpstream", "completion_body",
+__all__ = ["Fault", "FaultState", "FaultUpstream", "RemoteUpstream", "completion_body", "load",
            "main", "parse_fault", "serve"]
 
 if __name__ == "__main__":

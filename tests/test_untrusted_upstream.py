@@ -14,7 +14,13 @@ import pytest
 
 from benchmarks.fault_upstream import FaultUpstream, RemoteUpstream
 from cascade import Cascade, Decision, Message, ModelCall, parse_policy
-from cascade.errors import BadRequestError, NoAnswerError, ProviderResponseError, ServerError
+from cascade.errors import (
+    BadRequestError,
+    ContentFilteredError,
+    NoAnswerError,
+    ProviderResponseError,
+    ServerError,
+)
 from cascade.providers import AnthropicProvider, ClientPool, OpenAICompatibleProvider
 from cascade.providers._openai import parse_chat_completion
 
@@ -237,3 +243,25 @@ async def test_a_query_key_reaches_a_real_server_and_not_its_log(
     messages = [record.getMessage() for record in caplog.records if record.name == "httpx"]
     assert messages and all(URL_KEY not in m for m in messages)
     assert any("key=[REDACTED]" in m for m in messages)
+
+
+def test_content_filtered_choices_are_dropped_and_all_filtered_is_typed() -> None:
+    kept = {"message": {"content": "fine"}, "finish_reason": "stop"}
+    cut = {"message": {"content": None}, "finish_reason": "content_filter"}
+    completion = parse_chat_completion({"choices": [cut, kept]}, CALL, "d")
+    assert [c.text for c in completion.choices] == ["fine"]
+    with pytest.raises(ContentFilteredError) as info:
+        parse_chat_completion({"choices": [cut, cut]}, CALL, "d")
+    assert info.value.status is None
+    # a filtered finish with text is still an answer (the filter cut it short)
+    partial = {"message": {"content": "half an ans"}, "finish_reason": "content_filter"}
+    assert parse_chat_completion({"choices": [partial]}, CALL, "d").text == "half an ans"
+
+
+def test_an_error_object_in_a_200_is_typed_and_redacted() -> None:
+    from cascade.providers._errors import Secrets
+
+    with pytest.raises(ProviderResponseError) as info:
+        parse_chat_completion({"error": {"message": f"key {KEY} revoked"}}, CALL, "d",
+                              secrets=Secrets.of(api_key=KEY))
+    assert KEY not in str(info.value) and "[REDACTED]" in str(info.value)

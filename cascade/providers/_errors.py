@@ -39,6 +39,7 @@ from cascade.errors import (
 
 REDACTED = "[REDACTED]"
 DETAIL_CAP = 300  # characters of upstream text kept in an error
+BODY_READ_CAP = 64 * 1024  # characters of an error body parsed and searched for wordings
 MAX_TOKENS = 10**8  # a token count above this is not a real count
 MIN_SECRET = 4  # shorter values (a header "1") are not secrets; redacting them mangles text
 LOGPROB_SLACK = 1e-4  # float rounding can make a log-softmax a hair above 0: clamped to 0.0
@@ -193,8 +194,8 @@ def classify(deployment: str, status: int, headers: Mapping[str, str] | httpx.He
              body_text: str, *, secrets: Secrets, now: float) -> ProviderError:
     """The error for an HTTP answer with an error status. ``now`` (Unix seconds) anchors an
     HTTP-date ``Retry-After``. Pure: no I/O, no clock."""
-    body = parse_error_body(body_text)
-    said = f"{body.message} {body.type} {body.code}"
+    body = parse_error_body(body_text[:BODY_READ_CAP])
+    said = f"{body.message} {body.type} {body.code}"[:BODY_READ_CAP]
     detail = secrets.redact(body.message or httpx.codes.get_reason_phrase(status) or "(no body)")
     wait = retry_after_s(headers, now)
     if (status == 402 or (status == 429 and _QUOTA_429.search(said))
