@@ -21,6 +21,7 @@ from cascade.errors import (
     ContentFilteredError,
     ContextLengthExceededError,
     OverloadedError,
+    ProviderConfigError,
     ProviderConnectionError,
     ProviderError,
     ProviderHTTPError,
@@ -250,3 +251,19 @@ async def test_in_process_server_as_an_async_context_manager() -> None:
             with anyio.move_on_after(0.2):
                 await provider.complete(CALL)
         assert server.stats()["by_fault"] == {"unavailable": 1, "ok": 1, "hang": 1}
+
+
+async def test_the_pool_size_bounds_the_connections(up: RemoteUpstream) -> None:
+    pool = ClientPool()
+    with pytest.raises(ProviderConfigError):
+        pool.client(up.base_url, max_connections=0)
+    provider = OpenAICompatibleProvider(pool.client(up.base_url, max_connections=3), up.base_url)
+    up.script(["slow:0.2"] * 9)
+    started = anyio.current_time()
+    async with anyio.create_task_group() as group:
+        for _ in range(9):
+            group.start_soon(provider.complete, CALL)
+    elapsed = anyio.current_time() - started
+    await pool.aclose()
+    assert elapsed >= 0.6  # 9 slow answers through 3 connections: 3 rounds of 0.2 s
+    assert up.stats()["by_fault"] == {"slow": 9}

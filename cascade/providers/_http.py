@@ -83,8 +83,8 @@ class ClientPool:
     """Owns the HTTP clients of one ``Cascade``; ``aclose`` closes them all.
 
     The client's own base URL carries neither credentials nor a query: userinfo becomes HTTP
-    basic auth and query parameters become the client's ``params``; the ``httpx`` logger's
-    records are scrubbed of both. No retries in httpx (the engine owns retries); no read
+    basic auth and query parameters become the client's ``params``; httpx's and httpcore's
+    log records are scrubbed of both. No retries in httpx (the engine owns retries); no read
     timeout (the engine's deadline bounds each call); a connect timeout of 10 s.
     """
 
@@ -93,11 +93,15 @@ class ClientPool:
         self._clients: dict[tuple[str, int], httpx.AsyncClient] = {}
 
     def client(self, base_url: str, *, max_connections: int = 100) -> httpx.AsyncClient:
+        """The pooled client of ``base_url`` with at most ``max_connections`` connections (all
+        kept alive); one client per distinct (URL, size)."""
+        if max_connections < 1:
+            raise ProviderConfigError(f"max_connections must be at least 1, not {max_connections}")
         key = (base_url, max_connections)
         client = self._clients.get(key)
         if client is None:
             client = self._clients[key] = self._new(base_url, max_connections)
-            _REDACTOR.register(id(client), Secrets.of(base_url=base_url))
+            register_secrets(client, Secrets.of(base_url=base_url))
         return client
 
     def _new(self, base_url: str, max_connections: int) -> httpx.AsyncClient:
@@ -122,7 +126,7 @@ class ClientPool:
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
-            _REDACTOR.unregister(id(client))
+            unregister_secrets(client)
             await client.aclose()
 
 
