@@ -267,3 +267,34 @@ async def test_the_pool_size_bounds_the_connections(up: RemoteUpstream) -> None:
     await pool.aclose()
     assert elapsed >= 0.6  # 9 slow answers through 3 connections: 3 rounds of 0.2 s
     assert up.stats()["by_fault"] == {"slow": 9}
+
+
+async def test_a_black_holed_host_is_a_typed_connect_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listener whose accept queue is full drops new SYNs: the connection never opens. The
+    pool's connect timeout (10 s, shortened here) turns that into a typed error."""
+    import socket
+
+    from cascade.providers import _http
+
+    monkeypatch.setattr(_http, "CONNECT_TIMEOUT_S", 0.3)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = [socket.socket() for _ in range(3)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        await anyio.sleep(0.1)
+        pool = ClientPool()
+        url = f"http://127.0.0.1:{port}/v1"
+        provider = OpenAICompatibleProvider(pool.client(url), url)
+        try:
+            with pytest.raises(ProviderTimeoutError) as info:
+                await provider.complete(CALL)
+        finally:
+            await pool.aclose()
+            for filler in fillers:
+                filler.close()
+    assert info.value.phase == "connect"

@@ -265,3 +265,24 @@ def test_an_error_object_in_a_200_is_typed_and_redacted() -> None:
         parse_chat_completion({"error": {"message": f"key {KEY} revoked"}}, CALL, "d",
                               secrets=Secrets.of(api_key=KEY))
     assert KEY not in str(info.value) and "[REDACTED]" in str(info.value)
+
+
+async def test_unsendable_headers_are_config_errors_and_a_closed_pool_is_typed() -> None:
+    from cascade.errors import ProviderConfigError, ProviderUnreachableError
+
+    pool = ClientPool()
+    client = pool.client("http://127.0.0.1:9/v1")
+    with pytest.raises(ProviderConfigError, match="non-ASCII") as info:
+        OpenAICompatibleProvider(client, "http://127.0.0.1:9/v1", api_key="sk-clé-secrète")
+    assert "secrète" not in str(info.value)
+    with pytest.raises(ProviderConfigError, match="line break"):
+        OpenAICompatibleProvider(client, "http://127.0.0.1:9/v1",
+                                 headers={"x-extra": "a\r\nInjected: yes"})
+    with pytest.raises(ProviderConfigError, match="non-ASCII"):
+        AnthropicProvider(client, "http://127.0.0.1:9", api_key="\udcff-key")
+    provider = OpenAICompatibleProvider(client, "http://127.0.0.1:9/v1")
+    await pool.aclose()
+    with pytest.raises(ProviderUnreachableError, match="closed"):
+        await provider.complete(CALL)
+    with pytest.raises(ProviderUnreachableError, match="closed"):
+        await provider.check()

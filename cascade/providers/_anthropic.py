@@ -18,6 +18,7 @@ from cascade.providers._errors import (
 )
 from cascade.providers._http import (
     Clock,
+    check_headers,
     deployment_name,
     post_json,
     probe,
@@ -34,6 +35,7 @@ class AnthropicProvider:
                  version: str = "2023-06-01", clock: Clock = time.time) -> None:
         self._client = client
         self._headers = {"x-api-key": api_key, "anthropic-version": version}
+        check_headers(self._headers)
         self._secrets = Secrets.of(api_key=api_key, base_url=base_url)
         register_secrets(self, self._secrets)
         self._clock = clock

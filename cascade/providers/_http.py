@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
 
-from cascade.errors import ProviderConfigError, ProviderResponseError
+from cascade.errors import ProviderConfigError, ProviderResponseError, ProviderUnreachableError
 from cascade.providers._errors import (
     NO_SECRETS,
     Secrets,
@@ -137,6 +137,25 @@ def deployment_name(kind: str, base_url: str) -> str:
     return f"{kind}@{url.host}{port}{url.path.rstrip('/')}"
 
 
+def check_headers(headers: Mapping[str, str]) -> None:
+    """Header values httpx can send (ASCII, one line); else a ``ProviderConfigError`` that
+    names the header, never its value."""
+    for name, value in headers.items():
+        try:
+            name.encode("ascii")
+            value.encode("ascii")
+        except UnicodeEncodeError:
+            raise ProviderConfigError(f"header {name!r} has a non-ASCII name or value") from None
+        if any(c in value or c in name for c in "\r\n\0"):
+            raise ProviderConfigError(f"header {name!r} contains a line break or NUL")
+
+
+def _closed(client: httpx.AsyncClient, deployment: str) -> None:
+    if client.is_closed:
+        raise ProviderUnreachableError(deployment, "the HTTP client is closed (the Cascade "
+                                                   "was closed)")
+
+
 async def post_json(client: httpx.AsyncClient, path: str, body: Mapping[str, Any],
                     headers: Mapping[str, str], deployment: str, *,
                     secrets: Secrets = NO_SECRETS, clock: Clock = time.time) -> Any:
@@ -144,6 +163,7 @@ async def post_json(client: httpx.AsyncClient, path: str, body: Mapping[str, Any
     transport and decoding failures by ``classify_transport``, error statuses by
     ``classify`` (upstream text redacted and capped), a body that is not JSON or is larger
     than 32 MiB by ``ProviderResponseError``."""
+    _closed(client, deployment)
     try:
         async with client.stream("POST", path, json=body, headers=dict(headers)) as response:
             raw = await _read_capped(response, deployment)
@@ -180,6 +200,7 @@ async def probe(client: httpx.AsyncClient, path: str, deployment: str, *,
                 secrets: Secrets = NO_SECRETS) -> None:
     """Reachability: any HTTP answer will do (even 401/404); a failed connection raises a
     typed error (``ProviderUnreachableError``, ``ProviderTimeoutError``...)."""
+    _closed(client, deployment)
     try:
         async with client.stream("GET", path):
             pass

@@ -13,6 +13,7 @@ from cascade.providers._base import estimate_message_tokens, estimate_tokens
 from cascade.providers._errors import NO_SECRETS, Secrets, logprob, token_count
 from cascade.providers._http import (
     Clock,
+    check_headers,
     deployment_name,
     post_json,
     probe,
@@ -34,6 +35,7 @@ class OpenAICompatibleProvider:
         self._headers = dict(headers or {})
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
+        check_headers(self._headers)
         self._secrets = Secrets.of(api_key=api_key, headers=self._headers.values(),
                                    base_url=base_url)
         register_secrets(self, self._secrets)
