@@ -125,7 +125,7 @@ class FaultState:
     slow_s: float = 0.5
     script: deque[tuple[Fault, float | None]] = field(default_factory=deque)
     models_script: deque[tuple[Fault, float | None]] = field(default_factory=deque)
-    mix: list[tuple[Fault, float]] = field(default_factory=list)
+    mix: list[tuple[tuple[Fault, float | None], float]] = field(default_factory=list)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     counts: Counter[str] = field(default_factory=Counter)
     requests: int = 0
@@ -141,13 +141,13 @@ class FaultState:
             draw = self.rng.random()
             for fault, share in self.mix:
                 if draw < share:
-                    return fault, None
+                    return fault
                 draw -= share
         return Fault.OK, None
 
     def control(self, body: Any) -> None:
         """``POST /_faults``: a list (script) or {"script", "models", "mix", "seed", "slow_s"}.
-        ValueError on anything unknown; nothing changes then."""
+        ValueError / TypeError on anything unknown or ill-typed; nothing changes then."""
         if isinstance(body, list):
             body = {"script": body}
         if not isinstance(body, dict) or set(body) - {"script", "models", "mix", "seed", "slow_s"}:
@@ -155,19 +155,20 @@ class FaultState:
                              "seed, slow_s")
         script = [parse_fault(item) for item in _strings(body.get("script", []))]
         models = [parse_fault(item) for item in _strings(body.get("models", []))]
-        mix = body.get("mix")
-        if mix is not None:
-            if not isinstance(mix, dict):
-                raise ValueError("mix must be an object {fault: share}")
-            shares = [(Fault(name), float(share)) for name, share in mix.items()]
-            if any(not 0 <= s <= 1 for _, s in shares) or sum(s for _, s in shares) > 1 + 1e-9:
-                raise ValueError("mix shares must be in [0, 1] and sum to at most 1")
-            self.mix = shares
-            self.rng = random.Random(body.get("seed", 0))
-        if "slow_s" in body:
-            self.slow_s = float(body["slow_s"])
+        mix = self.mix if body.get("mix") is None else _mix(body["mix"])
+        seed = body.get("seed", 0)
+        slow_s = body.get("slow_s", self.slow_s)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError("seed must be an integer")
+        if isinstance(slow_s, bool) or not isinstance(slow_s, (int, float)):
+            raise TypeError("slow_s must be a number")
+        if not 0 <= slow_s < float("inf"):
+            raise ValueError("slow_s must be a non-negative finite number of seconds")
         self.script.extend(script)
         self.models_script.extend(models)
+        self.mix, self.slow_s = mix, float(slow_s)
+        if "mix" in body or "seed" in body:
+            self.rng = random.Random(seed)
 
     def stats(self) -> dict[str, Any]:
         return {"requests": self.requests, "models_requests": self.models_requests,
@@ -186,6 +187,17 @@ def _strings(value: Any) -> list[str]:
     return value
 
 
+def _mix(value: Any) -> list[tuple[tuple[Fault, float | None], float]]:
+    """{"rate_limited": 0.2, "slow:0.3": 0.1} -> [((fault, delay), share)]."""
+    if not isinstance(value, dict):
+        raise TypeError("mix must be an object {fault: share}")
+    shares = [(parse_fault(name), share) for name, share in value.items()]
+    if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and 0 <= s <= 1
+               for _, s in shares) or sum(s for _, s in shares) > 1 + 1e-9:
+        raise ValueError("mix shares must be numbers in [0, 1] summing to at most 1")
+    return [(fault, float(share)) for fault, share in shares]
+
+
 def parse_fault(spec: str) -> tuple[Fault, float | None]:
     """``name`` or ``name:seconds`` (the delay of ``slow``). ValueError if unknown."""
     name, _, arg = spec.strip().partition(":")
@@ -193,7 +205,10 @@ def parse_fault(spec: str) -> tuple[Fault, float | None]:
         fault = Fault(name)
     except ValueError:
         raise ValueError(f"unknown fault {name!r}; known: {', '.join(Fault)}") from None
-    return fault, (float(arg) if arg else None)
+    delay = float(arg) if arg else None
+    if delay is not None and not 0 <= delay < float("inf"):
+        raise ValueError(f"the delay of {spec!r} must be a non-negative number of seconds")
+    return fault, delay
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -372,7 +387,7 @@ class FaultUpstream:
             case ("POST", "/_faults"):
                 try:
                     self.state.control(json.loads(request.body or b"[]"))
-                except ValueError as exc:
+                except (ValueError, TypeError) as exc:
                     return await _send(writer, 400, {"error": {"message": str(exc)}})
                 return await _send(writer, 200, self.state.stats())
             case ("GET", "/_stats"):

@@ -225,13 +225,18 @@ async def test_a_seeded_mix_is_reproducible_and_everything_is_typed(up: RemoteUp
 
 
 def test_control_rejects_unknown_faults(up: RemoteUpstream) -> None:
-    for body in (["no_such_fault"], {"mix": {"rate_limited": 0.8, "hang": 0.5}}, {"bogus": 1}):
+    bad = (["no_such_fault"], {"mix": {"rate_limited": 0.8, "hang": 0.5}}, {"bogus": 1},
+           {"mix": {"rate_limited": "lots"}}, {"mix": [1]}, {"seed": "x"}, {"slow_s": -1},
+           ["slow:-2"], [3], "text")
+    for body in bad:
         request = urllib.request.Request(up.base_url.removesuffix("/v1") + "/_faults",
                                          data=json.dumps(body).encode(), method="POST")
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(request, timeout=5)
         assert info.value.code == 400
     assert up.stats()["scripted_left"] == 0
+    up.script(["ok"])  # the server still answers control requests
+    assert up.stats()["scripted_left"] == 1
     with pytest.raises(ValueError, match="unknown fault"):
         parse_fault("nope")
     assert parse_fault("slow:0.25") == (Fault.SLOW, 0.25)
@@ -298,3 +303,19 @@ async def test_a_black_holed_host_is_a_typed_connect_timeout(
             for filler in fillers:
                 filler.close()
     assert info.value.phase == "connect"
+
+
+def test_fault_state_is_pure_and_keeps_the_order() -> None:
+    from benchmarks.fault_upstream import FaultState
+
+    state = FaultState()
+    state.control({"script": ["rate_limited", "slow:0.3"], "mix": {"slow:0.1": 1.0}, "seed": 3})
+    assert state.choose("reset") == (Fault.RESET, None)  # the header wins, the script waits
+    assert state.choose(None) == (Fault.RATE_LIMITED, None)
+    assert state.choose(None) == (Fault.SLOW, 0.3)
+    assert state.choose(None) == (Fault.SLOW, 0.1)  # then the mix
+    assert state.choose(None, models=True) == (Fault.OK, None)  # the mix is for completions
+    for slow_s in (float("nan"), -1.0, float("inf")):
+        with pytest.raises(ValueError):
+            state.control({"script": ["ok"], "slow_s": slow_s})
+    assert not state.script and state.slow_s == 0.5  # a rejected control changed nothing
