@@ -236,9 +236,15 @@ class ContextLengthExceededError(BadRequestError):
 
 class ContentFilteredError(ProviderError):
     """The upstream refused or cut the answer by its content filter. The policy decides:
-    escalate (default) or return."""
+    escalate (default) or return. ``status``: the HTTP status of a refused request (e.g.
+    400), or None for a 200 whose answer was cut (``finish_reason: content_filter``)."""
 
     breaker_failure = False
+
+    def __init__(self, deployment: str, message: str, *, status: int | None = None,
+                 retry_after_s: float | None = None) -> None:
+        self.status = status
+        super().__init__(deployment, message, retry_after_s=retry_after_s)
 
 
 class ProviderResponseError(ProviderError):

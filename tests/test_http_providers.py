@@ -16,12 +16,13 @@ from cascade import (
     Decision,
     Message,
     ModelCall,
-    ProviderHTTPError,
+    OverloadedError,
     ProviderResponseError,
     ProviderTimeoutError,
     ProviderUnreachableError,
     parse_policy,
 )
+from cascade.errors import RateLimitedError, ServerError
 from cascade.providers import AnthropicProvider, ClientPool, OpenAICompatibleProvider
 
 pytestmark = pytest.mark.anyio
@@ -91,8 +92,8 @@ async def test_openai_without_usage_estimates_and_says_so() -> None:
 @pytest.mark.parametrize(
     ("response", "error", "text"),
     [
-        (httpx.Response(500, json={"error": {"message": "boom"}}), ProviderHTTPError, "HTTP 500: boom"),
-        (httpx.Response(429, text="slow down"), ProviderHTTPError, "HTTP 429: slow down"),
+        (httpx.Response(500, json={"error": {"message": "boom"}}), ServerError, "HTTP 500: boom"),
+        (httpx.Response(429, text="slow down"), RateLimitedError, "HTTP 429: slow down"),
         (httpx.Response(200, text="<html>"), ProviderResponseError, "not JSON"),
         (httpx.Response(200, json={"choices": []}), ProviderResponseError, "no choices"),
         (httpx.Response(200, json={"nope": 1}), ProviderResponseError, "unexpected response shape"),
@@ -101,6 +102,7 @@ async def test_openai_without_usage_estimates_and_says_so() -> None:
 async def test_openai_failures_are_typed(response: httpx.Response, error: type, text: str) -> None:
     with pytest.raises(error) as info:
         await openai_with(lambda r: response).complete(CALL)
+    assert type(info.value) is error
     assert text in str(info.value)
     assert "sk-secret" not in str(info.value)
     assert str(info.value).startswith("openai@upstream.test/v1")
@@ -199,7 +201,7 @@ async def test_anthropic_errors_are_typed() -> None:
     pool = ClientPool(httpx.MockTransport(lambda r: httpx.Response(
         529, json={"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})))
     provider = AnthropicProvider(pool.client("https://a.test"), "https://a.test", api_key="k")
-    with pytest.raises(ProviderHTTPError, match="HTTP 529: Overloaded"):
+    with pytest.raises(OverloadedError, match="HTTP 529: Overloaded"):
         await provider.complete(CALL)
 
 

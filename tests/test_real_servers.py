@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from cascade import Cascade, Message, ModelCall, ProviderHTTPError, parse_policy
+from cascade import Cascade, Message, ModelCall, parse_policy
+from cascade.errors import BadRequestError, ContextLengthExceededError
 from cascade.providers import ClientPool, OpenAICompatibleProvider
 
 pytestmark = [pytest.mark.anyio, pytest.mark.models]
@@ -90,11 +91,24 @@ async def test_server_error_is_typed(llama_server: str) -> None:
     pool = ClientPool()
     provider = OpenAICompatibleProvider(pool.client(wrong), wrong)
     try:
-        with pytest.raises(ProviderHTTPError) as info:
+        with pytest.raises(BadRequestError) as info:
             await provider.complete(ModelCall("smollm2", (Message("user", "hi"),), max_tokens=4))
     finally:
         await pool.aclose()
-    assert info.value.status == 404
+    assert info.value.status == 404 and type(info.value) is BadRequestError
+
+
+async def test_a_prompt_over_the_window_is_context_length_exceeded(llama_server: str) -> None:
+    """llama-cpp-python's server answers 400 in OpenAI's wording (n_ctx 2048 here)."""
+    pool = ClientPool()
+    provider = OpenAICompatibleProvider(pool.client(llama_server), llama_server)
+    try:
+        with pytest.raises(ContextLengthExceededError) as info:
+            await provider.complete(ModelCall("smollm2", (Message("user", "word " * 3000),),
+                                              max_tokens=4))
+    finally:
+        await pool.aclose()
+    assert info.value.status == 400 and "context" in info.value.detail
 
 
 async def test_anthropic_provider_over_real_http(llama_server: str) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import enum
 import math
 import re
+from collections.abc import Iterator
 from typing import Annotated, Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -51,6 +53,20 @@ class _Spec(BaseModel):
         share one provider."""
         return (type(self).__name__, *(_identity(getattr(self, name)) for name in type(self).model_fields))
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, object]]:
+        # a base_url's userinfo and query values are secrets: never in a repr
+        for name, value in super().__repr_args__():
+            yield name, (_shown_url(value) if name == "base_url" and isinstance(value, str)
+                         else value)
+
+
+def _shown_url(url: str) -> str:
+    """The URL without userinfo, every query value replaced by [REDACTED]."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    query = "&".join(f"{k}=[REDACTED]" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
 
 def _identity(value: object) -> object:
     if isinstance(value, SecretStr):
@@ -76,7 +92,7 @@ class Price(_Spec):
 
 def _check_http_url(value: str) -> str:
     if not re.match(r"^https?://[^/\s]+", value):
-        raise ValueError(f"{value!r} is not an http(s) URL")
+        raise ValueError(f"{_shown_url(value)!r} is not an http(s) URL")
     return value.rstrip("/")
 
 

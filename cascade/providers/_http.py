@@ -1,47 +1,136 @@
-"""One pooled ``httpx.AsyncClient`` per base URL, and the mapping of transport failures
-onto our error tree."""
+"""One pooled ``httpx.AsyncClient`` per base URL, the one POST every HTTP provider makes, and
+the mapping of its failures onto our error tree (classification itself is pure:
+``cascade.providers._errors``)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
 
-from cascade.errors import (
-    ProviderHTTPError,
-    ProviderResponseError,
-    ProviderTimeoutError,
-    ProviderUnreachableError,
+from cascade.errors import ProviderConfigError, ProviderResponseError, ProviderUnreachableError
+from cascade.providers._errors import (
+    NO_SECRETS,
+    Secrets,
+    bare_url,
+    classify,
+    classify_transport,
 )
+
+CONNECT_TIMEOUT_S = 10.0  # a black-holed host is a typed connect timeout, not a hang
+MAX_RESPONSE_BYTES = 32 * 2**20  # decoded; an untrusted upstream cannot fill our memory
+Clock = Callable[[], float]
+
+
+class _LogRedactor(logging.Filter):
+    """Installed on the ``httpx`` logger (every request URL at INFO) and httpcore's (response
+    headers at DEBUG): replaces the URL secrets (userinfo, query values) of every base URL a
+    ``ClientPool`` serves and the secrets of every live HTTP provider."""
+
+    def __init__(self) -> None:
+        super().__init__("cascade-redact")
+        self._lock = threading.Lock()
+        self._secrets: dict[int, Secrets] = {}
+
+    def register(self, key: int, secrets: Secrets) -> None:
+        if secrets.values:
+            with self._lock:
+                self._secrets[key] = secrets
+
+    def unregister(self, key: int) -> None:
+        with self._lock:
+            self._secrets.pop(key, None)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
+        with self._lock:
+            known = tuple(self._secrets.values())
+        message = record.getMessage()
+        redacted = message
+        for secrets in known:
+            redacted = secrets.redact(redacted, cap=None)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+_REDACTOR = _LogRedactor()
+for _name in ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2",
+              "httpcore.proxy"):
+    logging.getLogger(_name).addFilter(_REDACTOR)
+
+
+def register_secrets(owner: object, secrets: Secrets) -> None:
+    """Scrub ``secrets`` from httpx's and httpcore's log records until ``owner`` is closed
+    (``unregister_secrets``) or collected."""
+    _REDACTOR.register(id(owner), secrets)
+    weakref.finalize(owner, _REDACTOR.unregister, id(owner))
+
+
+def unregister_secrets(owner: object) -> None:
+    _REDACTOR.unregister(id(owner))
 
 
 class ClientPool:
-    """Owns the HTTP clients of one ``Cascade``; ``aclose`` closes them all."""
+    """Owns the HTTP clients of one ``Cascade``; ``aclose`` closes them all.
+
+    The client's own base URL carries neither credentials nor a query: userinfo becomes HTTP
+    basic auth and query parameters become the client's ``params``; httpx's and httpcore's
+    log records are scrubbed of both. No retries in httpx (the engine owns retries); no read
+    timeout (the engine's deadline bounds each call); a connect timeout of 10 s.
+    """
 
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None, *,
                  max_connections: int = 100) -> None:
         self._transport = transport
         self._max_connections = max_connections  # the deployment's bulkhead: never more in flight
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._clients: dict[tuple[str, int], httpx.AsyncClient] = {}
 
-    def client(self, base_url: str) -> httpx.AsyncClient:
-        client = self._clients.get(base_url)
+    def client(self, base_url: str, *, max_connections: int | None = None) -> httpx.AsyncClient:
+        """The pooled client of ``base_url`` with at most ``max_connections`` connections (all
+        kept alive; default: the pool's, sized to the bulkhead); one client per (URL, size)."""
+        if max_connections is None:
+            max_connections = self._max_connections
+        if max_connections < 1:
+            raise ProviderConfigError(f"max_connections must be at least 1, not {max_connections}")
+        key = (base_url, max_connections)
+        client = self._clients.get(key)
         if client is None:
-            client = httpx.AsyncClient(
-                base_url=base_url,
-                transport=self._transport,
-                timeout=httpx.Timeout(None),  # the engine's fail_after bounds each call
-                limits=httpx.Limits(max_connections=self._max_connections,
-                                    max_keepalive_connections=self._max_connections),
-            )
-            self._clients[base_url] = client
+            client = self._clients[key] = self._new(base_url, max_connections)
+            register_secrets(client, Secrets.of(base_url=base_url))
         return client
+
+    def _new(self, base_url: str, max_connections: int) -> httpx.AsyncClient:
+        parts = urlsplit(base_url)
+        auth = None
+        if parts.username is not None or parts.password is not None:
+            auth = httpx.BasicAuth(unquote(parts.username or ""), unquote(parts.password or ""))
+        try:
+            bare = bare_url(base_url)
+        except ValueError:  # the message would show the URL: say what is wrong, not where
+            raise ProviderConfigError("invalid base_url: the port is not a number") from None
+        return httpx.AsyncClient(
+            base_url=bare,
+            params=parse_qsl(parts.query, keep_blank_values=True),
+            auth=auth,
+            transport=self._transport,
+            timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT_S),
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=max_connections),
+        )
 
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
+            unregister_secrets(client)
             await client.aclose()
 
 
@@ -52,43 +141,72 @@ def deployment_name(kind: str, base_url: str) -> str:
     return f"{kind}@{url.host}{port}{url.path.rstrip('/')}"
 
 
+def check_headers(headers: Mapping[str, str]) -> None:
+    """Header values httpx can send (ASCII, one line); else a ``ProviderConfigError`` that
+    names the header, never its value."""
+    for name, value in headers.items():
+        try:
+            name.encode("ascii")
+            value.encode("ascii")
+        except UnicodeEncodeError:
+            raise ProviderConfigError(f"header {name!r} has a non-ASCII name or value") from None
+        if any(c in value or c in name for c in "\r\n\0"):
+            raise ProviderConfigError(f"header {name!r} contains a line break or NUL")
+
+
+def _closed(client: httpx.AsyncClient, deployment: str) -> None:
+    if client.is_closed:
+        raise ProviderUnreachableError(deployment, "the HTTP client is closed (the Cascade "
+                                                   "was closed)")
+
+
 async def post_json(client: httpx.AsyncClient, path: str, body: Mapping[str, Any],
-                    headers: Mapping[str, str], deployment: str) -> Any:
-    """POST JSON and return the decoded body; transport and HTTP failures become typed errors."""
+                    headers: Mapping[str, str], deployment: str, *,
+                    secrets: Secrets = NO_SECRETS, clock: Clock = time.time) -> Any:
+    """POST JSON and return the decoded body. Every failure is a typed ``ProviderError``:
+    transport and decoding failures by ``classify_transport``, error statuses by
+    ``classify`` (upstream text redacted and capped), a body that is not JSON or is larger
+    than 32 MiB by ``ProviderResponseError``."""
+    _closed(client, deployment)
     try:
-        response = await client.post(path, json=body, headers=dict(headers))
-    except httpx.TimeoutException as exc:
-        raise ProviderTimeoutError(deployment, f"timed out ({type(exc).__name__})") from exc
-    except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
-        raise ProviderUnreachableError(deployment, f"cannot connect: {exc}") from exc
-    except httpx.TransportError as exc:
-        raise ProviderUnreachableError(deployment, f"transport error: {exc!r}") from exc
-    if response.status_code >= 400:
-        raise ProviderHTTPError(deployment, response.status_code, _error_detail(response))
+        async with client.stream("POST", path, json=body, headers=dict(headers)) as response:
+            raw = await _read_capped(response, deployment)
+    except httpx.HTTPError as exc:
+        raise classify_transport(deployment, exc, secrets=secrets) from exc
+    except httpx.InvalidURL as exc:
+        raise classify_transport(deployment, exc, secrets=secrets) from exc
+    if not 200 <= response.status_code < 300:
+        raise classify(deployment, response.status_code, response.headers,
+                       raw.decode("utf-8", "replace"), secrets=secrets, now=clock())
     try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
         raise ProviderResponseError(deployment, "the response is not JSON") from exc
 
 
-def _error_detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return response.text[:200] or response.reason_phrase
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict):
-            return str(error.get("message", error))[:300]
-        return str(error)[:300]
-    return str(body)[:300]
+async def _read_capped(response: httpx.Response, deployment: str) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        raise ProviderResponseError(deployment, f"the response declares {declared} bytes "
+                                                f"(limit {MAX_RESPONSE_BYTES})")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise ProviderResponseError(deployment, f"the response is larger than "
+                                                    f"{MAX_RESPONSE_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
-async def probe(client: httpx.AsyncClient, path: str, deployment: str) -> None:
-    """Reachability: any HTTP answer will do (even 401/404); a failed connection raises."""
+async def probe(client: httpx.AsyncClient, path: str, deployment: str, *,
+                secrets: Secrets = NO_SECRETS) -> None:
+    """Reachability: any HTTP answer will do (even 401/404); a failed connection raises a
+    typed error (``ProviderUnreachableError``, ``ProviderTimeoutError``...)."""
+    _closed(client, deployment)
     try:
-        await client.get(path)
-    except httpx.TimeoutException as exc:
-        raise ProviderUnreachableError(deployment, "timed out connecting") from exc
-    except httpx.TransportError as exc:
-        raise ProviderUnreachableError(deployment, f"cannot connect: {exc}") from exc
+        async with client.stream("GET", path):
+            pass
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise classify_transport(deployment, exc, secrets=secrets) from exc

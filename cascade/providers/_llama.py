@@ -15,7 +15,15 @@ import anyio
 import anyio.to_thread
 import numpy as np
 
-from cascade.errors import ProviderConfigError, ProviderError, ProviderResponseError
+from cascade.errors import (
+    BadRequestError,
+    ContextLengthExceededError,
+    ProviderConfigError,
+    ProviderError,
+    ProviderResponseError,
+    ServerError,
+)
+from cascade.providers._errors import DETAIL_CAP, is_context_length
 from cascade.types import Choice, Completion, Message, ModelCall
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -105,6 +113,19 @@ class LlamaSettings:
     seed: int = 0
 
 
+def inference_error(deployment: str, exc: ValueError | RuntimeError) -> ProviderError:
+    """llama-cpp-python's errors in our tree. ``status`` is what the llama.cpp server answers
+    for the same failure: "Requested tokens (N) exceed context window of M" ->
+    ``ContextLengthExceededError`` (400); another ValueError (a request it refuses) ->
+    ``BadRequestError`` (400); a RuntimeError (decode failed) -> ``ServerError`` (500)."""
+    detail = str(exc)[:DETAIL_CAP] or type(exc).__name__
+    if is_context_length(detail):
+        return ContextLengthExceededError(deployment, 400, detail)
+    if isinstance(exc, ValueError):
+        return BadRequestError(deployment, 400, detail)
+    return ServerError(deployment, 500, detail)
+
+
 class LlamaCppProvider:
     """One loaded model, shared by every tier that names the same file; closed by ``aclose``."""
 
@@ -160,8 +181,8 @@ class LlamaCppProvider:
                 else:
                     messages = [{"role": m.role, "content": m.content} for m in call.messages]
                     out = llama.create_chat_completion(messages=messages, **common)
-            except ValueError as exc:  # e.g. the prompt exceeds the context window
-                raise ProviderError(self.deployment, str(exc)) from exc
+            except (ValueError, RuntimeError) as exc:
+                raise inference_error(self.deployment, exc) from exc
         return out, (recorder.values if recorder is not None else None)
 
     def _complete_sync(self, call: ModelCall) -> Completion:
