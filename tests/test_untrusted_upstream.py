@@ -286,3 +286,29 @@ async def test_unsendable_headers_are_config_errors_and_a_closed_pool_is_typed()
         await provider.complete(CALL)
     with pytest.raises(ProviderUnreachableError, match="closed"):
         await provider.check()
+
+
+async def test_an_echoed_key_in_a_self_rating_call_stays_out_of_the_warning_log(
+        up: RemoteUpstream, caplog: pytest.LogCaptureFixture) -> None:
+    """The answer comes back, the rater's call gets a 400 echoing the key: the estimator's
+    failure is logged at WARNING, redacted."""
+    caplog.set_level(logging.DEBUG)
+    up.script(["ok", "echo_key"])
+    policy = parse_policy(f"""
+tiers:
+  - name: cheap
+    model: small
+    provider: {{kind: openai, base_url: "{up.base_url}", api_key: "{KEY}"}}
+    estimator: {{kind: self_rating}}
+    threshold: 0.5
+  - name: dear
+    model: big
+    provider: {{kind: openai, base_url: "{up.base_url}", api_key: "{KEY}"}}
+""")
+    async with Cascade.from_policy(policy) as engine:
+        result = await engine.run("hi")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("BadRequestError" in w and "[REDACTED]" in w for w in warnings), warnings
+    assert all(KEY not in r.getMessage() for r in caplog.records)
+    assert KEY not in repr(result)
+    assert up.stats()["by_fault"]["echo_key"] == 1
