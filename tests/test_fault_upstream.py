@@ -154,6 +154,7 @@ async def test_slow_within_and_beyond_the_timeout(up: RemoteUpstream) -> None:
 
 async def _two_tier_run(up: RemoteUpstream, *, timeout_s: float = 5.0):  # type: ignore[no-untyped-def]
     policy = parse_policy(f"""
+resilience: {{retry: {{max_attempts: 1}}}}  # no retries: each fault falls back to the next tier
 tiers:
   - name: cheap
     model: small

@@ -44,6 +44,7 @@ def up(upstream: RemoteUpstream) -> RemoteUpstream:
 
 def two_tiers(base_url: str, *, first_url: str | None = None) -> str:
     return f"""
+resilience: {{retry: {{max_attempts: 1}}}}  # each fault falls back, no retry
 tiers:
   - name: cheap
     model: small
@@ -117,6 +118,7 @@ def test_odd_bodies_are_response_errors(body: object) -> None:
 
 async def test_gzip_garbage_in_an_ensemble_does_not_kill_the_run(up: RemoteUpstream) -> None:
     policy = parse_policy(f"""
+resilience: {{retry: {{max_attempts: 1}}}}  # each fault falls back, no retry
 tiers:
   - name: pair
     models:
@@ -200,6 +202,7 @@ async def test_query_key_and_userinfo_never_show(caplog: pytest.LogCaptureFixtur
 
     base_url = f"https://bob:pw-{URL_KEY}@llm.test:8443/v1?key={URL_KEY}&api-version=2024-06-01"
     policy = parse_policy(f"""
+resilience: {{retry: {{max_attempts: 1}}}}  # each fault falls back, no retry
 tiers:
   - name: only
     model: m
@@ -295,6 +298,7 @@ async def test_an_echoed_key_in_a_self_rating_call_stays_out_of_the_warning_log(
     caplog.set_level(logging.DEBUG)
     up.script(["ok", "echo_key"])
     policy = parse_policy(f"""
+resilience: {{retry: {{max_attempts: 1}}}}  # each fault falls back, no retry
 tiers:
   - name: cheap
     model: small
