@@ -64,8 +64,8 @@ class BreakerSpec(_Spec):
     enabled: bool = True
     window: Literal["count", "time"] = Field("count", description="sliding window of the last "
                                               "`window_size` calls, or of `window_size` seconds")
-    window_size: int = Field(20, ge=1, le=100_000)
-    minimum_calls: int = Field(10, ge=1, description="calls in the window before rates count")
+    window_size: int = Field(100, ge=1, le=100_000)
+    minimum_calls: int = Field(50, ge=1, description="calls in the window before rates count")
     failure_rate: float = Field(0.5, gt=0, le=1, description="trip at this failure share")
     slow_call_rate: float = Field(1.0, gt=0, le=1, description="trip at this slow-call share")
     slow_call_s: float = Field(30.0, gt=0, description="a call slower than this is slow")

@@ -5,6 +5,7 @@ from the policy; ``aclose`` closes the store."""
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -105,6 +106,7 @@ class Resilience:
         rules = budget_rules(budgets)
         self.budgets = Budgets(rules, self.store, clock=wall_clock) if rules else None
         self.on_budget_exhausted = on_budget_exhausted
+        self._warned: dict[str, float] = {}
         self._states: dict[int, DeploymentState] = {}
         self._keys: set[str] = set()
         self._providers: dict[int, Provider] = {}
@@ -124,6 +126,14 @@ class Resilience:
         self._states[id(provider)] = state
         self._providers[id(provider)] = provider  # keeps the id valid
         return state
+
+    def warn_once(self, key: str, message: str, *args: object, every_s: float = 60.0) -> None:
+        """A warning that would repeat on every call (a spent retry budget) is logged at most
+        once per ``every_s`` per key."""
+        now = self.clock()
+        if now - self._warned.get(key, -math.inf) >= every_s:
+            self._warned[key] = now
+            log.warning(message, *args)
 
     def health(self) -> tuple[DeploymentHealth, ...]:
         snapshots: dict[str, BreakerSnapshot] = self.breakers.snapshots()

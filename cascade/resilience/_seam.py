@@ -227,7 +227,8 @@ async def _retry_or_raise(c: _Call) -> None:
     assert error is not None
     key = error.deployment
     if c.retry + 1 < r.retry.max_attempts and not await r.retry_budget.try_retry(key):
-        log.warning("retry budget of %s spent: not retrying %s", key, type(error).__name__)
+        r.warn_once(f"retry-budget:{key}", "retry budget of %s spent: not retrying (%s); "
+                    "this warning repeats at most once a minute", key, type(error).__name__)
         raise error
     raise _Retry(error, 0)
 
