@@ -276,11 +276,11 @@ async def _try(c: _Call, index: int, permit: Permit | bool) -> Completion:
         _release(c, index, permit)
         raise ContextLengthExceededError(state.key, 400, f"the prompt does not fit {window} tokens")
     reservation = await _reserve(c, index, permit)
-    if r.retry.max_attempts > 1 and c.retry == 0:
-        await r.retry_budget.on_request(state.key)
     started = r.clock()
     try:
         async with state.bulkhead.slot():
+            if r.retry.max_attempts > 1 and c.retry == 0:  # counted when sent: the budget's base
+                await r.retry_budget.on_request(state.key)
             started = r.clock()
             with anyio.fail_after(c.target.timeout_s):
                 completion = await deployment.provider.complete(c.call)
