@@ -166,7 +166,7 @@ def build_tiers(policy: Policy, factory: ProviderFactory, base_dir: Path) -> lis
             consensus=estimator if members and isinstance(estimator, AgreementEstimator) else None,
             deployments=deployments if spec.deployments else (),
             load_balancing=spec.load_balancing, on_unavailable=spec.on_unavailable,
-            hedge=spec.hedge,
+            on_content_filter=spec.on_content_filter, hedge=spec.hedge,
         ))
     return tiers
 

@@ -6,7 +6,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cascade.policy import HedgeSpec, LoadBalancing, OnUnavailable, Price, RoutingMode
+from cascade.policy import (
+    HedgeSpec,
+    LoadBalancing,
+    OnContentFilter,
+    OnUnavailable,
+    Price,
+    RoutingMode,
+)
 from cascade.providers import Provider, estimate_message_tokens
 from cascade.providers._base import with_system_prompt
 from cascade.resilience import Deployment, Target
@@ -69,6 +76,7 @@ class Tier:
     deployments: tuple[Deployment, ...] = ()  # several deployments (default: just `provider`)
     load_balancing: LoadBalancing = LoadBalancing.WEIGHTED_RANDOM
     on_unavailable: OnUnavailable = OnUnavailable.ESCALATE
+    on_content_filter: OnContentFilter = OnContentFilter.ESCALATE
     hedge: HedgeSpec | None = None
 
     def __post_init__(self) -> None:

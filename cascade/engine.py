@@ -26,13 +26,21 @@ from cascade._request import PromptLike, make_request
 from cascade.errors import (
     BudgetDeniedError,
     BudgetExceededError,
+    ContentFilteredError,
     DeadlineExceededError,
     NoAnswerError,
     PromptTooLongError,
     ProviderError,
     ProviderUnreachableError,
 )
-from cascade.policy import OnBudgetExhausted, OnUnavailable, Policy, RoutingMode, load_policy
+from cascade.policy import (
+    OnBudgetExhausted,
+    OnContentFilter,
+    OnUnavailable,
+    Policy,
+    RoutingMode,
+    load_policy,
+)
 from cascade.providers import ClientPool, ProviderFactory, estimate_message_tokens
 from cascade.resilience import DeploymentHealth, Resilience, RunScope
 from cascade.routing import RouteContext, RouteTier
@@ -289,6 +297,9 @@ class Cascade:
             if self.resilience.on_budget_exhausted is OnBudgetExhausted.ERROR:
                 raise BudgetExceededError(f"budget {error.limit!r} cannot afford tier "
                                           f"{tier.name!r}", state.attempts, limit=error.limit)
+        elif isinstance(error, ContentFilteredError):
+            if tier.on_content_filter is OnContentFilter.STOP:
+                state.stop = StopReason.CONTENT_FILTERED
         elif tier.on_unavailable is OnUnavailable.BEST_SO_FAR and state.best is not None:
             state.stop = StopReason.UNAVAILABLE
 

@@ -113,6 +113,7 @@ class StopReason(str, enum.Enum):
     DEADLINE = "deadline"  # the run's deadline expired: best answer so far
     BUDGET = "budget"  # a spending budget could not afford the next call: best answer so far
     UNAVAILABLE = "unavailable"  # a tier had no available deployment (on_unavailable: best_so_far)
+    CONTENT_FILTERED = "content_filtered"  # an upstream's filter refused (on_content_filter: stop)
 
 
 class CallPurpose(str, enum.Enum):

@@ -377,3 +377,24 @@ async def test_every_call_of_a_run_passes_the_seam() -> None:
     result = await Cascade([tier]).run("q")
     purposes = [c.purpose for c in result.attempts[0].calls]
     assert purposes.count(CallPurpose.TIER) == 1 and purposes.count(CallPurpose.SAMPLE) == 2
+
+
+@pytest.mark.parametrize(("rule", "answer", "stop"), [
+    ("escalate", "dear", StopReason.ACCEPTED),
+    ("stop", "cheap", StopReason.CONTENT_FILTERED),
+])
+async def test_a_content_filter_escalates_or_stops_as_the_policy_says(
+        rule: str, answer: str, stop: StopReason) -> None:
+    from cascade import ContentFilteredError
+    from cascade.policy import OnContentFilter
+
+    small = Scripted("cheap", name="a")
+    middle = Flaky("m", name="m", script=[ContentFilteredError("scripted@m", "filtered")])
+    large = Scripted("dear", name="b")
+    ts = [Tier("small", "s", small, Fixed(0.1), 0.5, CHEAP),
+          Tier("mid", "m", middle, Fixed(0.9), 0.5, CHEAP,
+               on_content_filter=OnContentFilter(rule)),
+          Tier("large", "l", large, None, None, DEAR)]
+    result = await Cascade(ts, resilience=resilience(FakeTime())).run("q")
+    assert (result.answer, result.stop_reason) == (answer, stop)
+    assert len(middle.calls) == 1  # a filter is never retried

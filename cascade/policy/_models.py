@@ -31,6 +31,7 @@ from cascade.policy._resilience import (
     HedgeSpec,
     LoadBalancing,
     OnBudgetExhausted,
+    OnContentFilter,
     OnUnavailable,
     ResilienceSpec,
 )
@@ -468,6 +469,8 @@ class TierSpec(_Spec):
                                           description="how healthy deployments share calls")
     on_unavailable: OnUnavailable = Field(OnUnavailable.ESCALATE, description="every "
                                           "deployment unavailable: next tier, or stop")
+    on_content_filter: OnContentFilter = Field(OnContentFilter.ESCALATE, description="the "
+                                               "upstream's content filter refused: next tier, or stop")
     hedge: HedgeSpec | None = Field(None, description="hedged requests (needs 2+ deployments)")
     price: Price = Field(default_factory=Price)
     max_tokens: int | None = Field(None, ge=1)

@@ -31,6 +31,13 @@ class OnUnavailable(str, enum.Enum):
     BEST_SO_FAR = "best_so_far"  # stop and return the best answer so far, not accepted
 
 
+class OnContentFilter(str, enum.Enum):
+    """When a tier's upstream refuses or cuts the answer by its content filter."""
+
+    ESCALATE = "escalate"  # try the next tier (another provider may answer)
+    STOP = "stop"  # stop: the best answer so far, not accepted (none: NoAnswerError)
+
+
 class OnBudgetExhausted(str, enum.Enum):
     """When a spending budget cannot afford the next call."""
 
