@@ -78,16 +78,22 @@ class Tier:
     on_unavailable: OnUnavailable = OnUnavailable.ESCALATE
     on_content_filter: OnContentFilter = OnContentFilter.ESCALATE
     hedge: HedgeSpec | None = None
+    _target: Target | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.members and (len(self.members) < 2 or self.consensus is None):
             raise ValueError(f"tier {self.name!r}: an ensemble needs at least two members and a consensus")
         if self.deployments and self.deployments[0].provider is not self.provider:
             raise ValueError(f"tier {self.name!r}: `provider` must be the first deployment's")
+        object.__setattr__(self, "_target", self._make_target())
 
     @property
     def target(self) -> Target:
         """Where this tier's calls go (the call seam's view of the tier)."""
+        assert self._target is not None  # set in __post_init__
+        return self._target
+
+    def _make_target(self) -> Target:
         hedge = self.hedge
         return Target(self.deployments or (Deployment(self.provider),), self.cost_of,
                       self.timeout_s, self.load_balancing,

@@ -59,17 +59,6 @@ def tiers(first: list[Flaky], second: Scripted | None = None, **kw: object) -> l
     return out
 
 
-def small_first(engine: Cascade) -> Cascade:
-    """Accept at tier 0 when it answers (an estimator that always passes)."""
-    engine.tiers = (Tier(**{**_fields(engine.tiers[0]), "estimator": Fixed(0.9), "threshold": 0.5}),
-                    *engine.tiers[1:])
-    return engine
-
-
-def _fields(tier: Tier) -> dict[str, object]:
-    return {name: getattr(tier, name) for name in Tier.__dataclass_fields__}
-
-
 async def test_a_failing_deployment_fails_over_to_the_next_without_a_retry() -> None:
     time = FakeTime()
     a = Flaky("from a", name="a", script=[ServerError("scripted@a", 500, "boom")])

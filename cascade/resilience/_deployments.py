@@ -121,6 +121,8 @@ def order(deployments: Sequence[Deployment], states: Sequence[DeploymentState],
     """Indexes of ``deployments`` in the order to try them (pure given the state and rng):
     weighted random without replacement, fewest in flight, or lowest latency EWMA (untried
     first). Ties keep the policy's order."""
+    if len(deployments) == 1:
+        return [0]
     indexes = list(range(len(deployments)))
     match strategy:
         case LoadBalancing.WEIGHTED_RANDOM:
