@@ -11,7 +11,7 @@ import anyio
 
 from cascade._ensemble import Called
 from cascade._tier import Member, Routing, Tier
-from cascade.errors import ProviderConfigError, ProviderError, RouterArtifactError
+from cascade.errors import ProviderConfigError, ProviderError, RouterArtifactError, VerifierArtifactError
 from cascade.policy import (
     AgreementSpec,
     CausalRouterSpec,
@@ -48,6 +48,7 @@ from cascade.types import Completion, Message, ModelCall, Request
 from verifiers import (
     DEFAULT_RATING_PROMPT,
     AgreementEstimator,
+    ArtifactError,
     AnswerKind,
     Asked,
     AskFn,
@@ -82,7 +83,10 @@ def build_estimator(spec: EstimatorSpec | None, base_dir: Path) -> Estimator | N
             from verifiers import load_verifier  # torch / sklearn: only when a policy uses one
 
             path = Path(spec.artifact).expanduser()
-            return load_verifier(path if path.is_absolute() else base_dir / path)
+            try:
+                return load_verifier(path if path.is_absolute() else base_dir / path, sha256=spec.sha256)
+            except ArtifactError as exc:
+                raise VerifierArtifactError(exc.path, exc.problem) from None
         case SelfRatingSpec():
             return SelfRatingEstimator(spec.prompt or DEFAULT_RATING_PROMPT, spec.scale)
         case CombineSpec():
@@ -99,7 +103,10 @@ def _agreement(spec: AgreementSpec, base_dir: Path) -> AgreementEstimator:
         from verifiers import load_agreement
 
         path = Path(spec.artifact).expanduser()
-        model = load_agreement(path if path.is_absolute() else base_dir / path)
+        try:
+            model = load_agreement(path if path.is_absolute() else base_dir / path, sha256=spec.sha256)
+        except ArtifactError as exc:
+            raise VerifierArtifactError(exc.path, exc.problem) from None
         if model.kind is not spec.answer:
             raise ProviderConfigError(f"{path}: agreement weights learned for answer kind "
                                       f"{model.kind.value!r}, but the policy says {spec.answer.value!r}")
@@ -295,7 +302,7 @@ def _learned(spec: LearnedRouterSpec, tiers: list[Tier], default: int, cold: int
              base_dir: Path) -> LearnedRouter:
     path = Path(spec.artifact).expanduser()
     path = path if path.is_absolute() else base_dir / path
-    model = load_router_model(path)
+    model = load_router_model(path, sha256=spec.sha256)
     if model.kind.value != spec.kind:
         raise RouterArtifactError(f"{path}: a {model.kind.value} router artifact, but the policy "
                                   f"says kind {spec.kind!r}")

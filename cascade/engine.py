@@ -21,7 +21,7 @@ from cascade import telemetry
 from cascade._adapt import asker, build_routing, build_tiers, estimate_context, sampler
 from cascade._ensemble import Called, call_tier, paid, with_answer_chosen
 from cascade._tier import Routing, Tier
-from cascade._request import PromptLike, make_request
+from cascade._request import PromptLike, check_deadline, make_request
 from cascade.errors import (
     DeadlineExceededError,
     NoAnswerError,
@@ -137,11 +137,11 @@ class Cascade:
 
     async def run(self, prompt: PromptLike, *, metadata: Mapping[str, str] | None = None,
                   deadline_s: float | None = None) -> Result:
+        deadline = check_deadline(self.deadline_s if deadline_s is None else deadline_s)
         request = make_request(prompt, self.feature, metadata)
         runnable = [tier.fits(request.messages) for tier in self.tiers]
         if not any(runnable):
             self._too_long(request)
-        deadline = self.deadline_s if deadline_s is None else deadline_s
         state = _RunState(request)
         started = self._clock()
         with telemetry.run_span(self._tracer, self.feature) as span:
