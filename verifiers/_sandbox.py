@@ -209,15 +209,39 @@ async def _feed(process: Process, payload: bytes) -> None:
     await process.stdin.aclose()
 
 
-async def _kill(process: Process) -> None:
-    """SIGKILL the sandbox's process group (its bwrap and the PID namespace's first process:
-    the namespace dies with it) and reap it."""
+def _children(pid: int) -> list[int]:
     try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    with anyio.move_on_after(5):
-        await process.wait()
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):  # a kernel without CONFIG_PROC_CHILDREN: scan
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+        return found
+
+
+async def _kill(process: Process) -> None:
+    """SIGKILL the sandbox's first process (PID 1 of its namespace: the kernel kills every
+    other process in the namespace before it is gone), wait for bwrap to see it go, and only
+    then reap bwrap: when this returns, nothing of the sandbox runs any more."""
+    if process.returncode is None:
+        for child in _children(process.pid):
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        with anyio.move_on_after(2):
+            await process.wait()
+    if process.returncode is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        with anyio.move_on_after(5):
+            await process.wait()
     await process.aclose()
 
 
