@@ -11,7 +11,13 @@ import anyio
 
 from cascade._ensemble import Called
 from cascade._tier import Member, Routing, Tier
-from cascade.errors import ProviderConfigError, ProviderError, RouterArtifactError, VerifierArtifactError
+from cascade.errors import (
+    ConfigError,
+    ProviderConfigError,
+    ProviderError,
+    RouterArtifactError,
+    VerifierArtifactError,
+)
 from cascade.policy import (
     AgreementSpec,
     CausalRouterSpec,
@@ -48,8 +54,8 @@ from cascade.types import Completion, Message, ModelCall, Request
 from verifiers import (
     DEFAULT_RATING_PROMPT,
     AgreementEstimator,
-    ArtifactError,
     AnswerKind,
+    ArtifactError,
     Asked,
     AskFn,
     Candidate,
@@ -57,6 +63,7 @@ from verifiers import (
     Embed,
     EstimateContext,
     Estimator,
+    EstimatorError,
     Peer,
     Sampled,
     SampleFn,
@@ -111,8 +118,11 @@ def _agreement(spec: AgreementSpec, base_dir: Path) -> AgreementEstimator:
             raise ProviderConfigError(f"{path}: agreement weights learned for answer kind "
                                       f"{model.kind.value!r}, but the policy says {spec.answer.value!r}")
     embed = _text_encoder() if spec.answer is AnswerKind.TEXT else None
-    return AgreementEstimator(spec.answer, spec.min_members, spec.earlier, dict(spec.weights),
-                              model, spec.similarity, embed, spec.run_tests, spec.tests_timeout_s)
+    try:
+        return AgreementEstimator(spec.answer, spec.min_members, spec.earlier, dict(spec.weights),
+                                  model, spec.similarity, embed, spec.run_tests, spec.tests_timeout_s)
+    except EstimatorError as exc:  # run_tests without a usable sandbox (bubblewrap)
+        raise ConfigError(str(exc)) from None
 
 
 def _text_encoder() -> Embed:

@@ -192,6 +192,10 @@ class AgreementEstimator:
     def __post_init__(self) -> None:
         if self.run_tests and self.kind is not AnswerKind.CODE:
             raise ValueError("run_tests compares code answers: it needs answer kind 'code'")
+        if self.run_tests:  # refuse now, not at the first request, where bwrap is unusable
+            from verifiers._sandbox import require_sandbox
+
+            require_sandbox()
         if self.min_members < 1:
             raise ValueError("min_members must be at least 1")
         if any(not (w >= 0 and math.isfinite(w)) for w in self.weights.values()):
