@@ -97,8 +97,9 @@ def _compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:
     if len(text) > MAX_POLICY_BYTES:
         raise PolicyError(source, [PolicyIssue("", None, f"the policy is longer than "
                                                f"{MAX_POLICY_BYTES} characters")])
-    loader = _BoundedLoader(text)
+    loader: _BoundedLoader | None = None
     try:
+        loader = _BoundedLoader(text)  # the reader refuses unprintable characters here
         root = loader.get_single_node()
         if root is None:
             return None, None
@@ -112,7 +113,8 @@ def _compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:
         problem = getattr(exc, "problem", None) or str(exc)
         raise PolicyError(source, [PolicyIssue("", line, f"malformed YAML: {problem}")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
