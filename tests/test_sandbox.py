@@ -102,18 +102,20 @@ def test_the_answer_cannot_open_a_socket_to_a_listening_port() -> None:
             server.accept()  # nothing ever connected
 
 
-def test_the_answer_cannot_read_the_engines_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    secret = f"sk-{secrets.token_hex(8)}"
-    monkeypatch.setenv("CASCADE_TEST_API_KEY", secret)
+def test_the_answer_cannot_read_the_engines_environment() -> None:
+    # /proc/<pid>/environ shows the environment the engine started with: take a real entry
+    entry = next(e for e in Path(f"/proc/{os.getpid()}/environ").read_bytes().split(b"\0")
+                 if b"=" in e and e.split(b"=")[0] not in (b"PATH", b"LANG", b"HOME"))
+    secret = entry.decode("utf-8", "replace")
     code = ("import os\ndef environ_of(pid):\n    return open(f'/proc/{pid}/environ', 'rb').read()\n"
             "def any_environ():\n    out = b''\n    for pid in os.listdir('/proc'):\n"
             "        if pid.isdigit():\n            try:\n"
             "                out += open(f'/proc/{pid}/environ', 'rb').read()\n"
             "            except OSError:\n                pass\n    return out + repr(os.environ).encode()\n")
-    tests = [f"assert {secret.encode()!r} in environ_of({os.getpid()})",
-             f"assert {secret.encode()!r} in environ_of({os.getppid()})",
-             f"assert {secret.encode()!r} in any_environ()",
-             "assert b'CASCADE_TEST_API_KEY' not in any_environ()"]
+    tests = [f"assert {entry!r} in environ_of({os.getpid()})",
+             f"assert {entry!r} in environ_of({os.getppid()})",
+             f"assert {entry!r} in any_environ()",
+             f"assert {secret.split('=')[0].encode()!r} + b'=' not in any_environ()"]
     verdicts, _ = sandboxed(code, tests)
     assert verdicts == (False, False, False, True)
 
