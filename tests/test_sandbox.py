@@ -64,15 +64,16 @@ def test_a_well_behaved_answer_still_passes_its_tests() -> None:
 
 def test_the_answer_cannot_write_outside_its_private_tmp(tmp_path: Path) -> None:
     target = tmp_path / "escaped.txt"
+    token = secrets.token_hex(4)
+    system, here = Path(f"/usr/pwned-{token}.txt"), Path.cwd() / f"pwned-{token}.txt"
     code = ("def write(path):\n    with open(path, 'w') as f:\n        f.write('pwned')\n    return True\n"
             "def write_tmp():\n    with open('/tmp/mine.txt', 'w') as f:\n        f.write('ok')\n"
             "    return open('/tmp/mine.txt').read()\n")
-    tests = [f"assert write({str(target)!r})", "assert write('/usr/pwned.txt')",
-             f"assert write({str(Path.cwd() / 'pwned.txt')!r})", "assert write_tmp() == 'ok'"]
+    tests = [f"assert write({str(target)!r})", f"assert write({str(system)!r})",
+             f"assert write({str(here)!r})", "assert write_tmp() == 'ok'"]
     verdicts, _ = sandboxed(code, tests)
     assert verdicts == (False, False, False, True)
-    assert not target.exists() and not Path("/usr/pwned.txt").exists()
-    assert not (Path.cwd() / "pwned.txt").exists()
+    assert not target.exists() and not system.exists() and not here.exists()
 
 
 def test_the_answer_cannot_read_secrets_from_files(tmp_path: Path) -> None:
@@ -162,15 +163,13 @@ def test_a_flood_of_output_is_capped_and_the_engine_memory_stays_flat() -> None:
     assert running_with(marker) == []
 
 
-@pytest.mark.parametrize("forgery", [
-    "import json, os, sys\njson.dumps = lambda *a, **k: '[true]'\nprint('[true]')\n"
+@pytest.mark.parametrize("forgery", [  # each one forged a pass for the old in-process harness
+    "import json, os, sys\njson.dumps = lambda *a, **k: '[true, true]'\nprint('[true, true]')\n"
     "sys.stdout.flush()\nos._exit(0)\n",
-    "import os\nfor fd in range(1, 64):\n    try:\n        os.write(fd, b'0 1\\nend\\n')\n"
+    "import os\nfor fd in range(1, 64):\n    try:\n        os.write(fd, b'0 1\\n1 1\\nend\\n[true, true]\\n')\n"
     "    except OSError:\n        pass\nos._exit(0)\n",
-    "import builtins\nbuiltins.AssertionError = type('Nope', (BaseException,), {})\n"
-    "def ok():\n    return True\n",
-    "import sys\nclass Liar:\n    def __eq__(self, other):\n        return True\n"
-    "sys.modules['builtins'].False_ = Liar()\nprint('0 1')\nprint('end')\nraise SystemExit(0)\n",
+    "import builtins\nbuiltins.exec = lambda *a, **k: None  # every test 'runs' without failing\n",
+    "import atexit\natexit.register(lambda: print('[true, true]'))\nraise SystemExit(0)\n",
 ])
 def test_the_answer_cannot_forge_a_pass(forgery: str) -> None:
     verdicts, marker = sandboxed(forgery, ["assert False", "assert 1 == 2"])
