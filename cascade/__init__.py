@@ -40,6 +40,7 @@ from cascade.errors import (
     RoutingDataError,
     RunError,
     ServerError,
+    VerifierArtifactError,
 )
 from cascade.policy import Policy, load_policy, parse_policy, policy_json_schema
 from cascade.types import (
@@ -113,6 +114,7 @@ __all__ = [
     "StopReason",
     "Tier",
     "TierScore",
+    "VerifierArtifactError",
     "bundled_policies_dir",
     "load_policy",
     "parse_policy",

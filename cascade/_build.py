@@ -8,7 +8,12 @@ import re
 from pathlib import Path
 
 from cascade._tier import Member, Routing, Tier
-from cascade.errors import ProviderConfigError, RouterArtifactError
+from cascade.errors import (
+    ConfigError,
+    ProviderConfigError,
+    RouterArtifactError,
+    VerifierArtifactError,
+)
 from cascade.policy import (
     AgreementSpec,
     CausalRouterSpec,
@@ -46,9 +51,11 @@ from verifiers import (
     DEFAULT_RATING_PROMPT,
     AgreementEstimator,
     AnswerKind,
+    ArtifactError,
     CombinedEstimator,
     Embed,
     Estimator,
+    EstimatorError,
     SelfConsistencyEstimator,
     SelfRatingEstimator,
     TokenLogprobEstimator,
@@ -70,7 +77,10 @@ def build_estimator(spec: EstimatorSpec | None, base_dir: Path) -> Estimator | N
             from verifiers import load_verifier  # torch / sklearn: only when a policy uses one
 
             path = Path(spec.artifact).expanduser()
-            return load_verifier(path if path.is_absolute() else base_dir / path)
+            try:
+                return load_verifier(path if path.is_absolute() else base_dir / path, sha256=spec.sha256)
+            except ArtifactError as exc:
+                raise VerifierArtifactError(exc.path, exc.problem) from None
         case SelfRatingSpec():
             return SelfRatingEstimator(spec.prompt or DEFAULT_RATING_PROMPT, spec.scale)
         case CombineSpec():
@@ -87,13 +97,19 @@ def _agreement(spec: AgreementSpec, base_dir: Path) -> AgreementEstimator:
         from verifiers import load_agreement
 
         path = Path(spec.artifact).expanduser()
-        model = load_agreement(path if path.is_absolute() else base_dir / path)
+        try:
+            model = load_agreement(path if path.is_absolute() else base_dir / path, sha256=spec.sha256)
+        except ArtifactError as exc:
+            raise VerifierArtifactError(exc.path, exc.problem) from None
         if model.kind is not spec.answer:
             raise ProviderConfigError(f"{path}: agreement weights learned for answer kind "
                                       f"{model.kind.value!r}, but the policy says {spec.answer.value!r}")
     embed = _text_encoder() if spec.answer is AnswerKind.TEXT else None
-    return AgreementEstimator(spec.answer, spec.min_members, spec.earlier, dict(spec.weights),
-                              model, spec.similarity, embed, spec.run_tests, spec.tests_timeout_s)
+    try:
+        return AgreementEstimator(spec.answer, spec.min_members, spec.earlier, dict(spec.weights),
+                                  model, spec.similarity, embed, spec.run_tests, spec.tests_timeout_s)
+    except EstimatorError as exc:  # run_tests without a usable sandbox (bubblewrap)
+        raise ConfigError(str(exc)) from None
 
 
 def _text_encoder() -> Embed:
@@ -213,7 +229,7 @@ def _learned(spec: LearnedRouterSpec, tiers: list[Tier], default: int, cold: int
              base_dir: Path) -> LearnedRouter:
     path = Path(spec.artifact).expanduser()
     path = path if path.is_absolute() else base_dir / path
-    model = load_router_model(path)
+    model = load_router_model(path, sha256=spec.sha256)
     if model.kind.value != spec.kind:
         raise RouterArtifactError(f"{path}: a {model.kind.value} router artifact, but the policy "
                                   f"says kind {spec.kind!r}")

@@ -22,7 +22,7 @@ from cascade._build import build_routing, build_tiers
 from cascade._calls import asker, estimate_context, sampler
 from cascade._ensemble import Called, call_tier, paid, with_answer_chosen
 from cascade._tier import Routing, Tier
-from cascade._request import PromptLike, make_request
+from cascade._request import PromptLike, check_deadline, make_request
 from cascade.errors import (
     BudgetDeniedError,
     BudgetExceededError,
@@ -193,11 +193,11 @@ class Cascade:
 
     async def run(self, prompt: PromptLike, *, metadata: Mapping[str, str] | None = None,
                   deadline_s: float | None = None) -> Result:
+        deadline = check_deadline(self.deadline_s if deadline_s is None else deadline_s)
         request = make_request(prompt, self.feature, metadata)
         runnable = [tier.fits(request.messages) for tier in self.tiers]
         if not any(runnable):
             self._too_long(request)
-        deadline = self.deadline_s if deadline_s is None else deadline_s
         r = self.resilience
         scope = RunScope(r, self.feature, request.metadata,
                          None if deadline is None else r.clock() + deadline)

@@ -110,6 +110,17 @@ class RouterArtifactError(ConfigError):
     """A router artifact that does not fit the policy (e.g. trained for other models)."""
 
 
+class VerifierArtifactError(ConfigError):
+    """A verifier or agreement-weights artifact named by the policy cannot be loaded safely
+    (missing, tampered, unlisted files, not the pinned digest): ``verifiers.ArtifactError``
+    as a cascade error. ``path`` names the file, ``problem`` says what is wrong."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
 # --- requests ----------------------------------------------------------------------------
 
 
@@ -353,4 +364,5 @@ __all__ = [
     "RoutingDataError",
     "RunError",
     "ServerError",
+    "VerifierArtifactError",
 ]

@@ -31,8 +31,9 @@ def test_runaway_code_is_stopped_and_counts_as_failing() -> None:
 
 def test_the_answer_runs_without_our_environment_or_directory(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CASCADE_SECRET_FOR_TEST", "s3cret")
-    probe = "import os\ndef add(a, b):\n    return a + b\n"
-    leak = ["assert 'CASCADE_SECRET_FOR_TEST' not in os.environ", "assert os.listdir('.') == []"]
+    probe = ("import os\ndef env():\n    return dict(os.environ)\n"
+             "def here():\n    return os.getcwd(), os.listdir('.')\n")
+    leak = ["assert 'CASCADE_SECRET_FOR_TEST' not in env()", "assert here() == ('/tmp', [])"]
     assert run_tests(probe, leak) == (True, True)
 
 

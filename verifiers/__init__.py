@@ -23,12 +23,13 @@ from verifiers._calibrate import (
     risk_threshold,
     simulate_cascade,
 )
-from verifiers._artifacts import ArtifactError
+from verifiers._artifacts import ArtifactError, manifest_digest
 from verifiers._combine import CombinedEstimator, CombineMethod, combine, fit_stacker
 from verifiers._cross_encoder import CrossEncoderVerifier, train_cross_encoder
 from verifiers._encoder import CachedEncoder, MiniLMEncoder, conversation_text, shared_encoder
 from verifiers._logprob import LogprobStatistic, TokenLogprobEstimator, summarise
 from verifiers._normalise import AnswerKind, Embed, group_answers, normalise
+from verifiers._sandbox import SandboxUnavailableError
 from verifiers._selfrate import DEFAULT_RATING_PROMPT, RatingScale, SelfRatingEstimator, parse_rating
 from verifiers._static import StaticEncoder, distil_static, load_static, shared_static
 from verifiers._trained import (
@@ -101,6 +102,7 @@ __all__ = [
     "MiniLMEncoder",
     "MissingInputError",
     "RatingScale",
+    "SandboxUnavailableError",
     "SampleFn",
     "Sampled",
     "SelfConsistencyEstimator",
@@ -128,6 +130,7 @@ __all__ = [
     "load_static",
     "distil_static",
     "majority_probability",
+    "manifest_digest",
     "normalise",
     "parse_rating",
     "quality_thresholds",

@@ -120,8 +120,8 @@ class AgreementModel:
         return save_artifact(directory, ARTIFACT_KIND, meta, {"coef": self.coef.astype(np.float64)})
 
 
-def load_agreement(directory: str | Path) -> AgreementModel:
-    art = load_artifact(directory, frozenset({ARTIFACT_KIND}))
+def load_agreement(directory: str | Path, *, sha256: str | None = None) -> AgreementModel:
+    art = load_artifact(directory, frozenset({ARTIFACT_KIND}), sha256=sha256)
     try:
         sources = tuple(str(s) for s in art.meta["sources"])  # type: ignore[union-attr]
         coef = np.asarray(art.arrays["coef"], dtype=float)
@@ -192,6 +192,10 @@ class AgreementEstimator:
     def __post_init__(self) -> None:
         if self.run_tests and self.kind is not AnswerKind.CODE:
             raise ValueError("run_tests compares code answers: it needs answer kind 'code'")
+        if self.run_tests:  # refuse now, not at the first request, where bwrap is unusable
+            from verifiers._sandbox import require_sandbox
+
+            require_sandbox()
         if self.min_members < 1:
             raise ValueError("min_members must be at least 1")
         if any(not (w >= 0 and math.isfinite(w)) for w in self.weights.values()):
@@ -227,14 +231,24 @@ class AgreementEstimator:
         return tuple(value)
 
     def matrix(self, texts: Sequence[str | None], tests: Sequence[str] = ()) -> np.ndarray:
+        """Pairwise agreement; with ``tests``, by running them (sandboxed; callers without an
+        event loop only: the engine uses ``matrix_async``)."""
         if tests:
             from verifiers._code_tests import agreement_by_tests
 
             return agreement_by_tests(texts, tests, timeout_s=self.tests_timeout_s)
         return agreement_matrix(texts, self.kind, embed=self.embed, similarity=self.similarity)
 
-    def _offloaded(self, tests: Sequence[str]) -> bool:
-        return bool(tests) or (self.kind is AnswerKind.TEXT and self.embed is not None)
+    async def matrix_async(self, texts: Sequence[str | None], tests: Sequence[str] = ()) -> np.ndarray:
+        """``matrix`` for an engine: test runs are awaited (cancelling kills their sandboxes);
+        embedding runs in a worker thread that a cancelled run abandons."""
+        if tests:
+            from verifiers._code_tests import agreement_by_tests_async
+
+            return await agreement_by_tests_async(texts, tests, timeout_s=self.tests_timeout_s)
+        if self.kind is AnswerKind.TEXT and self.embed is not None:
+            return await anyio.to_thread.run_sync(lambda: self.matrix(texts), abandon_on_cancel=True)
+        return self.matrix(texts)
 
     def pick(self, texts: Sequence[str | None], sources: Sequence[str], tests: Sequence[str] = ()) -> int:
         """The ensemble's answer among its members' (``consensus`` with this estimator's weights)."""
@@ -242,29 +256,38 @@ class AgreementEstimator:
 
     async def choose(self, texts: Sequence[str | None], sources: Sequence[str],
                      metadata: Mapping[str, str] = MappingProxyType({})) -> int:
-        """``pick`` for an engine (embedding and test runs in a worker thread)."""
-        tests = self.tests(metadata)
-        if self._offloaded(tests):
-            return await anyio.to_thread.run_sync(lambda: self.pick(texts, sources, tests))
-        return self.pick(texts, sources, tests)
+        """``pick`` for an engine (``matrix_async``: cancellable)."""
+        matrix = await self.matrix_async(texts, self.tests(metadata))
+        return consensus(matrix, [self.weight(s) for s in sources])
+
+    def _evidence(self, peers: Sequence[Peer]) -> tuple[list[Peer], tuple[float, dict[str, object]] | None]:
+        """The peers counted, and the verdict when there are too few answers to compare."""
+        used = [p for p in peers if self.earlier or not p.earlier]
+        answered = [p for p in used if p.text is not None]
+        if 1 + len(answered) < self.min_members:
+            return used, (0.0, {"reason": f"{1 + len(answered)} answer(s), fewer than min_members "
+                                f"{self.min_members}", "members": 1 + len(answered)})
+        return used, None
 
     def judge(self, candidate: str, source: str, peers: Sequence[Peer],
               tests: Sequence[str] = ()) -> tuple[float, dict[str, object]]:
         """Pure apart from test runs (CPU work): the confidence and who agreed."""
-        used = [p for p in peers if self.earlier or not p.earlier]
-        answered = [p for p in used if p.text is not None]
-        if 1 + len(answered) < self.min_members:
-            return 0.0, {"reason": f"{1 + len(answered)} answer(s), fewer than min_members "
-                         f"{self.min_members}", "members": 1 + len(answered)}
-        row = self.matrix([candidate, *(p.text for p in used)], tests)[0]
+        used, early = self._evidence(peers)
+        if early is not None:
+            return early
+        return self.judge_row(source, used, self.matrix([candidate, *(p.text for p in used)], tests)[0])
+
+    def judge_row(self, source: str, used: Sequence[Peer], row: np.ndarray) -> tuple[float, dict[str, object]]:
+        """Pure: the confidence from the candidate's row of the agreement matrix."""
+        members = 1 + sum(p.text is not None for p in used)
         if row[0] != AGREE:
             return 0.0, {"reason": "no answer could be extracted from the candidate",
-                         "members": 1 + len(answered)}
+                         "members": members}
         agree = {p.source: (None if row[j + 1] == UNKNOWN else bool(row[j + 1]))
                  for j, p in enumerate(used)}
         label = [f"{p.tier}/{p.source}" if p.tier else p.source for p in used]
         details: dict[str, object] = {
-            "members": 1 + len(answered),
+            "members": members,
             "agreed": [label[j] for j in range(len(used)) if row[j + 1] == AGREE],
             "disagreed": [label[j] for j in range(len(used)) if row[j + 1] == DISAGREE],
             "no_answer": [label[j] for j in range(len(used)) if row[j + 1] == UNKNOWN],
@@ -280,10 +303,11 @@ class AgreementEstimator:
 
     async def estimate(self, ctx: EstimateContext) -> Estimate:
         tests = self.tests(ctx.metadata)
-        args = (ctx.candidate.text, ctx.candidate.model, ctx.peers, tests)
-        if self._offloaded(tests):
-            confidence, details = await anyio.to_thread.run_sync(lambda: self.judge(*args))
+        used, early = self._evidence(ctx.peers)
+        if early is None:
+            matrix = await self.matrix_async([ctx.candidate.text, *(p.text for p in used)], tests)
+            confidence, details = self.judge_row(ctx.candidate.model, used, matrix[0])
         else:
-            confidence, details = self.judge(*args)
+            confidence, details = early
         return Estimate(confidence, details={**details, "kind": self.kind.value,
                                              "compared_by": "tests" if tests else "answers"})

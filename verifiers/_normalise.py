@@ -49,7 +49,10 @@ def _canonical_number(raw: str) -> str | None:
         return None
     if value.denominator == 1:
         return str(value.numerator)
-    decimal = f"{float(value):.10f}".rstrip("0").rstrip(".")
+    try:
+        decimal = f"{float(value):.10f}".rstrip("0").rstrip(".")
+    except OverflowError:  # beyond float range: the exact fraction is canonical too
+        return f"{value.numerator}/{value.denominator}"
     return decimal
 
 
@@ -135,9 +138,9 @@ class _Rename(ast.NodeTransformer):
 def _canonical_python(code: str) -> str | None:
     try:
         tree = ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError):
+        return ast.unparse(_Rename().visit(tree))
+    except (SyntaxError, ValueError, RecursionError):  # deep trees recurse in visit / unparse too
         return None
-    return ast.unparse(_Rename().visit(tree))
 
 
 def _code(text: str) -> str | None:

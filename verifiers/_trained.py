@@ -206,10 +206,11 @@ def train_sklearn_verifier(examples: Sequence[Example], *, calibration: Calibrat
                            {"C": best_c, "examples": len(examples)}, encoder)
 
 
-def load_verifier(directory: str | Path) -> SklearnVerifier | CrossEncoderVerifier:
-    """Load a verifier artifact (hashes checked; no pickle)."""
+def load_verifier(directory: str | Path, *,
+                  sha256: str | None = None) -> SklearnVerifier | CrossEncoderVerifier:
+    """Load a verifier artifact (hashes checked, the manifest's too when pinned; no pickle)."""
     kinds = frozenset(k.value for k in VerifierKind)
-    artifact = load_artifact(directory, kinds)
+    artifact = load_artifact(directory, kinds, sha256=sha256)
     try:
         if artifact.kind == VerifierKind.SKLEARN.value:
             a = artifact.arrays

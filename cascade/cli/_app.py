@@ -13,6 +13,7 @@ from typing import Annotated
 import anyio
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cascade._api import policy_path
@@ -20,6 +21,7 @@ from cascade.engine import Cascade
 from cascade.errors import CascadeError, ConfigError, ProviderError, RequestError, RunError
 from cascade.policy import load_policy, policy_json_schema
 from cascade.types import Attempt, Result, attempt_to_dict
+from verifiers import ArtifactError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Answer each LLM request with as little model as it can get away with.")
@@ -31,6 +33,7 @@ EXIT_BAD_INPUT = 2
 
 
 def _fail(message: str, code: int) -> typer.Exit:
+    message = escape(message.encode("utf-8", "backslashreplace").decode("utf-8"))  # printable as is
     err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
     return typer.Exit(code)
 
@@ -99,7 +102,7 @@ def run(
     try:
         path = policy if policy is not None else policy_path(feature or "default", policies)
         result = anyio.run(_run, path, prompt, check)
-    except (ConfigError, RequestError) as exc:
+    except (ConfigError, RequestError, ArtifactError) as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
     except RunError as exc:
         if as_json:

@@ -1,5 +1,10 @@
-"""Reading policy YAML: ``safe_load`` only, ``${ENV}`` interpolation, and errors that name
-the file, the key path and the line."""
+"""Reading policy YAML: the safe loader only (PyYAML's ``SafeLoader``: plain data, no
+objects), ``${ENV}`` interpolation, and errors that name the file, the key path and the line.
+
+Policy files may come from less trusted hands, so their size and shape are bounded before
+anything walks them: at most ``MAX_POLICY_BYTES``; nesting at most ``MAX_DEPTH`` levels;
+at most ``MAX_ALIASES`` aliases and ``MAX_NODES`` values once aliases are expanded (a
+275-byte "billion laughs" file expands to 10⁹); no alias inside its own anchor."""
 
 from __future__ import annotations
 
@@ -16,6 +21,100 @@ from cascade.errors import MissingSecretError, PolicyError, PolicyIssue
 from cascade.policy._models import Policy
 
 KeyPath = tuple[str | int, ...]
+MAX_POLICY_BYTES = 1 << 20
+MAX_DEPTH = 64
+MAX_ALIASES = 1000
+MAX_NODES = 100_000
+
+
+class _Bound(Exception):
+    def __init__(self, message: str, mark: yaml.Mark | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = mark.line + 1 if mark is not None else None
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``SafeLoader`` that counts aliases and nesting while composing."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise _Bound(f"more than {MAX_ALIASES} aliases", self.peek_event().start_mark)
+        if self._depth >= MAX_DEPTH:
+            raise _Bound(f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+
+def _expanded_size(root: yaml.Node) -> None:
+    """Raise ``_Bound`` when the document, aliases expanded, holds more than ``MAX_NODES``
+    values, nests deeper than ``MAX_DEPTH``, or an alias refers to an enclosing node (linear
+    time: each node's size and height are memoised)."""
+    seen: dict[int, tuple[int, int]] = {}
+    open_nodes: set[int] = set()
+
+    def measure(node: yaml.Node, depth: int) -> tuple[int, int]:
+        key = id(node)
+        if depth > MAX_DEPTH or (key in seen and depth + seen[key][1] > MAX_DEPTH):
+            raise _Bound(f"nested deeper than {MAX_DEPTH} levels once aliases are expanded",
+                         node.start_mark)
+        if key in seen:
+            return seen[key]
+        if key in open_nodes:
+            raise _Bound("an alias refers to the node that contains it", node.start_mark)
+        open_nodes.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        total, height = 1, 0
+        for child in children:
+            size, below = measure(child, depth + 1)
+            total, height = total + size, max(height, below + 1)
+        open_nodes.discard(key)
+        if total > MAX_NODES:
+            raise _Bound(f"more than {MAX_NODES} values once aliases are expanded "
+                         "(an alias bomb?)", node.start_mark)
+        seen[key] = (total, height)
+        return total, height
+
+    measure(root, 0)
+
+
+def _compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for lines) and the data, within the bounds above."""
+    if len(text) > MAX_POLICY_BYTES:
+        raise PolicyError(source, [PolicyIssue("", None, f"the policy is longer than "
+                                               f"{MAX_POLICY_BYTES} characters")])
+    loader: _BoundedLoader | None = None
+    try:
+        loader = _BoundedLoader(text)  # the reader refuses unprintable characters here
+        root = loader.get_single_node()
+        if root is None:
+            return None, None
+        _expanded_size(root)
+        return root, loader.construct_document(root)
+    except _Bound as exc:
+        raise PolicyError(source, [PolicyIssue("", exc.line, f"refused: {exc.message}")]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyError(source, [PolicyIssue("", line, f"malformed YAML: {problem}")]) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -128,14 +227,7 @@ def parse_policy(text: str, *, source: str = "<string>",
                  env: Mapping[str, str] | None = None) -> Policy:
     """Validate policy YAML text. Raises ``PolicyError`` listing every problem found."""
     environ = os.environ if env is None else env
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise PolicyError(source, [PolicyIssue("", line, f"malformed YAML: {problem}")]) from None
+    root, data = _compose(text, source)
     if root is None or data is None:
         raise PolicyError(source, [PolicyIssue("", None, "the policy file is empty")])
     if not isinstance(data, dict):
@@ -156,7 +248,12 @@ def load_policy(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
     """Read and validate one policy file. The feature name defaults to the file's stem."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_POLICY_BYTES + 1)
+        if len(raw) > MAX_POLICY_BYTES:
+            raise PolicyError(str(file), [PolicyIssue("", None, f"the policy is larger than "
+                                                      f"{MAX_POLICY_BYTES} bytes")])
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise PolicyError(str(file), [PolicyIssue("", None, f"cannot read: {exc.strerror}")]) from None
     except UnicodeDecodeError:

