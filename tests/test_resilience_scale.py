@@ -90,7 +90,7 @@ tiers:
             for i in range(1000):
                 group.start_soon(one, engine, i)
         assert all(h.in_flight == 0 and h.waiting == 0 for h in engine.health())
-    assert len(took) == 1000 and max(took) < 2.0 + 0.5  # queued runs give up on time
+    assert len(took) == 1000 and max(took) < 2.0 + 1.0, sorted(took)[-5:]  # on time
     assert upstream.stats()["requests"] < 200  # 8 at a time, 0.5 s each, for 2 s
 
 
