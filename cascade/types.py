@@ -47,13 +47,13 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Choice:
-    """One generated answer. ``label`` is the recorded correctness (replay only)."""
+    """One generated answer. ``label`` is the recorded quality in [0, 1] (replay only)."""
 
     text: str
     token_logprobs: tuple[float, ...] | None = None
     top_logprobs: tuple[Mapping[str, float], ...] | None = None
     finish_reason: str | None = None
-    label: bool | None = None
+    label: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +124,7 @@ class MemberAnswer:
     output_tokens: int = 0
     latency_s: float = 0.0
     error: str | None = None
-    label: bool | None = None  # recorded correctness (replay data only)
+    label: float | None = None  # recorded quality in [0, 1]: 0/1 or graded (replay data only)
     chosen: bool = False  # this member's answer is the tier's answer
 
     def to_dict(self) -> dict[str, object]:
@@ -154,7 +154,7 @@ class Attempt:
     estimator_error: str | None = None
     answer: str | None = None
     details: Mapping[str, object] = field(default_factory=lambda: _EMPTY)
-    label: bool | None = None  # the answer's recorded correctness (replay data only)
+    label: float | None = None  # the answer's recorded quality in [0, 1] (replay data only)
     members: tuple[MemberAnswer, ...] = ()  # an ensemble tier's models (empty otherwise)
 
 
@@ -219,8 +219,8 @@ class Result:
     route: RouteDecision | None = None  # None when the policy does not route
 
     @property
-    def label(self) -> bool | None:
-        """The recorded correctness of the answer returned (replay data only)."""
+    def label(self) -> float | None:
+        """The recorded quality in [0, 1] of the answer returned (replay data only)."""
         return next((a.label for a in reversed(self.attempts)
                      if a.tier == self.tier and a.answer is not None), None)
 
