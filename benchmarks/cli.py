@@ -251,6 +251,8 @@ def bench(suite_names: Sequence[str], *, data: Path | None, out: Path | None, cs
     unknown = [m for m in methods or [] if m not in (*METHODS, "none")]
     if unknown:
         raise BenchError(f"no method {', '.join(unknown)} (methods: {', '.join(METHODS)}, none)")
+    if methods and "none" in methods and len(set(methods)) > 1:
+        raise BenchError("--method none (single models and routers only) goes alone")
     notes: list[str] = []
     suites = _suites(suite_names, csv, train, policy, split, out, answer, notes)
     command = "cascade bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "cascade bench"

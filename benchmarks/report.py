@@ -154,6 +154,7 @@ def plot(report: SuiteReport, path: Path) -> None:
     axes.grid(alpha=0.3)
     figure.tight_layout(rect=(0, 0, 0.68, 1))
     _label_singles(axes, singles)
-    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)

@@ -81,7 +81,7 @@ async def test_bench_measures_mean_quality_and_the_oracle_by_hand(tmp_path: Path
     assert m["oracle frontier"]["aiq"] == pytest.approx(aiq([(0.31, 0.875), (0.13, 0.625), (0.04, 0.4375)], 0.4))
 
 
-async def test_the_bench_cli_runs_a_graded_file_end_to_end(tmp_path: Path) -> None:
+def test_the_bench_cli_runs_a_graded_file_end_to_end(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from cascade.cli import app
