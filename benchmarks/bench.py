@@ -212,12 +212,13 @@ def _compare(report: SuiteReport, rounds: int) -> None:
                 "rivals": list(curve.rivals), "ci95": [found[0], found[1]], "wins": found[2]}
 
 
-def runs_needed(train: Side, test: Side, methods: int) -> int:
+def runs_needed(train: Side, test: Side, methods: int, routers: int = 0) -> int:
     """Engine runs a suite takes (for progress bars): singles on both sides, each method's
-    recording on train and its settings on test (at most 24)."""
+    recording on train and its settings on test (at most 24), each router's routing-only
+    settings on test (at most 12) and its router + cascade settings (at most 24 per method)."""
     t = len(train.tiers)
     return t * (len(train.queries) + len(test.queries)) + methods * (
-        t * len(train.queries) + 24 * len(test.queries))
+        t * len(train.queries) + 24 * len(test.queries)) + routers * (12 + 24 * methods) * len(test.queries)
 
 
 def finite(value: float) -> float | None:

@@ -202,7 +202,7 @@ async def _run(suites: Sequence[Suite], data: Path, method_names: Sequence[str] 
         for i, suite in enumerate(suites):
             methods: list[EstimatorMethod] = methods_for(suite, method_names)
             train, test = open_side(suite, data, "train"), open_side(suite, data, "test")
-            total = runs_needed(train, test, len(methods))
+            total = runs_needed(train, test, len(methods), len(routers))
             await train.engine.aclose()
             await test.engine.aclose()
             reporter.start(suite.name, total)

@@ -176,11 +176,12 @@ class Memo:
 
 
 def _router(memo: Memo, inputs: Inputs, columns: Sequence[int], threshold: float,
-            default: int, cost_weight: float | None = None, cold: int | None = None) -> LearnedRouter:
+            default: int, cost_weight: float | None = None, cold: int | None = None,
+            cold_start: bool = True) -> LearnedRouter:
     rule = RouteRule.THRESHOLD if cost_weight is None else RouteRule.UTILITY
     return LearnedRouter(memo, tuple(columns), (threshold,) * len(columns), default,  # type: ignore[arg-type]
-                         _embed(inputs), memo.min_similarity, rule, cost_weight or 0.0,
-                         cold_start_tier=cold)
+                         _embed(inputs), memo.min_similarity if cold_start else None, rule,
+                         cost_weight or 0.0, cold_start_tier=cold)
 
 
 def _simulate(start: np.ndarray, chain: Sequence[Recorded], last_cost: np.ndarray,
@@ -377,22 +378,27 @@ def _embed(inputs: Inputs):  # type: ignore[no-untyped-def]
 async def _routing_only(kind: RouterKind, memo: Memo, inputs: Inputs, pred: Predicted,
                         by_name: Mapping[str, object], test: Side, progress: Progress | None) -> Curve:
     """Over every tier: the utility rule (argmax P(ok) - λ·relative cost, RouterBench's) swept
-    over λ; the train-hull settings (cross-fitted predictions, cold starts to the safe
-    default) measured on test."""
+    over λ, with cold starts sent to the safe default or routed like any query (cold-start
+    detection off); the train-hull settings (cross-fitted predictions, the fold's cold starts)
+    measured on test."""
     cost = inputs.cost.mean(axis=0)
     rows = np.arange(pred.p.shape[0])
     options = []
     for weight in [0.0, *np.geomspace(1e-3, 1e3, 31)]:
-        begin = np.where(pred.cold, inputs.default, utility_starts(pred.p, list(cost), float(weight)))
-        options.append(Setting(inputs.names, (float(weight),), float(inputs.cost[rows, begin].sum()),
-                               float(inputs.labels[rows, begin].mean())))
+        routed = utility_starts(pred.p, list(cost), float(weight))
+        for cold_start in (False, True):  # on ties (no cold start on train) the later, safer one is kept
+            begin = np.where(pred.cold, inputs.default, routed) if cold_start else routed
+            options.append(Setting(inputs.names, (float(weight), float(cold_start)),
+                                   float(inputs.cost[rows, begin].sum()), float(inputs.labels[rows, begin].mean())))
     tiers = [alone(by_name[n]) for n in inputs.names]  # type: ignore[arg-type]
     curve = Curve(f"routing only: {_label(kind, inputs)}", "router")
     for setting in pareto(options, 12):
-        router = _router(memo, inputs, range(len(tiers)), 0.0, inputs.default, setting.thresholds[0])
+        weight, cold_start = setting.thresholds[0], bool(setting.thresholds[1])
+        router = _router(memo, inputs, range(len(tiers)), 0.0, inputs.default, weight, cold_start=cold_start)
         curve.outcomes.append(await run_setting(tiers, test, progress,
                                                 Routing(router, RoutingMode.ROUTE)))  # type: ignore[arg-type]
-        curve.settings.append({"tiers": list(inputs.names), "cost_weight": setting.thresholds[0],
+        curve.settings.append({"tiers": list(inputs.names), "cost_weight": weight,
+                               "cold_start": "default tier" if cold_start else "off (routed)",
                                "train_cost": setting.train_cost, "train_accuracy": setting.train_accuracy})
     return curve
 

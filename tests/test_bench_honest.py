@@ -177,3 +177,14 @@ def test_hulls_are_drawn_as_cost_mixtures_and_plots_render(tmp_path: Path) -> No
     plot(report, tmp_path / "toy.png")
     assert (tmp_path / "toy.png").stat().st_size > 10_000
     assert "| oracle frontier |" not in markdown([]) and markdown([]) == ""
+
+
+@pytest.mark.data
+def test_detected_answer_kinds_match_the_built_in_suites(shared_data: Path) -> None:
+    from benchmarks.suites import SUITES
+
+    files = {"arc": "routerbench/arc_challenge_test.csv", "winogrande": "routerbench/winograde_test.csv",
+             "mbpp": "routerbench/mbpp_test.csv", "gsm8k": "routellm_gsm8k/gsm8k_responses.csv"}
+    for suite, file in files.items():
+        found = answer_kind(load_table(shared_data / file))
+        assert found is not None and found.kind is SUITES[suite].answer, suite
