@@ -126,12 +126,18 @@ class MemberAnswer:
     error: str | None = None
     label: float | None = None  # recorded quality in [0, 1]: 0/1 or graded (replay data only)
     chosen: bool = False  # this member's answer is the tier's answer
+    name: str | None = None  # the member's alias (policy `name:`); None: known by its model
+
+    @property
+    def source(self) -> str:
+        """The member's identity as agreement evidence: its alias, else its model."""
+        return self.name or self.model
 
     def to_dict(self) -> dict[str, object]:
         return {"model": self.model, "answer": self.answer, "cost": self.cost,
                 "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
                 "latency_s": self.latency_s, "error": self.error, "label": self.label,
-                "chosen": self.chosen}
+                "chosen": self.chosen, "name": self.name}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,69 @@
+"""Member aliases: one model with two prompts (MoT's chain-of-thought and program-of-thought
+answers of gpt-3.5) is two ensemble members, told apart by `name:` in agreement and evidence."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from cascade import Cascade, Decision, PolicyError
+from cascade.policy import parse_policy
+
+pytestmark = pytest.mark.anyio
+
+# row: (CoT answer, PoT answer, dear answer); CoT and PoT agree on rows 1 and 3
+ROWS = [("A", "A", "A"), ("B", "C", "C"), ("D", "D", "B"), ("A", "B", "B")]
+
+
+def _write(path: Path, model: str, column: int) -> None:
+    with path.open("w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["", "sample_id", "prompt", "eval_name", model, f"{model}|model_response",
+                      f"{model}|total_cost"])
+        for i, row in enumerate(ROWS):
+            out.writerow([i, f"s{i}", f"['Question {i}?']", "toy", 1, f"['{row[column]}']", 0.01])
+
+
+def _policy(tmp_path: Path, names: tuple[str | None, str | None], weights: str = "{}") -> str:
+    for file, model, column in (("cot.csv", "gpt-3.5-turbo", 0), ("pot.csv", "gpt-3.5-turbo", 1),
+                                ("dear.csv", "gpt-4", 2)):
+        _write(tmp_path / file, model, column)
+    members = []
+    for name, file in zip(names, ("cot.csv", "pot.csv")):
+        alias = f"name: {name}, " if name else ""
+        members.append(f"{{model: gpt-3.5-turbo, {alias}provider: {{kind: replay, data: '{tmp_path / file}'}}}}")
+    return f"""
+tiers:
+  - name: mot
+    models: [{', '.join(members)}]
+    provider: {{kind: replay, data: '{tmp_path / "cot.csv"}'}}
+    estimator: {{kind: agreement, answer: choice, weights: {weights}}}
+    threshold: 0.9
+  - name: dear
+    model: gpt-4
+    provider: {{kind: replay, data: '{tmp_path / "dear.csv"}'}}
+"""
+
+
+async def test_one_model_with_two_prompts_is_an_ensemble_through_the_engine(tmp_path: Path) -> None:
+    policy = parse_policy(_policy(tmp_path, ("cot", "pot"), "{cot: 2.0, pot: 1.0}"))
+    async with Cascade.from_policy(policy) as engine:
+        results = [await engine.run("x", metadata={"replay_row": str(i + 1)}) for i in range(len(ROWS))]
+    decisions = [r.attempts[0].decision for r in results]
+    assert decisions == [Decision.ACCEPT, Decision.ESCALATE, Decision.ACCEPT, Decision.ESCALATE]
+    assert [r.answer for r in results] == ["A", "C", "D", "B"]
+    first = results[1].attempts[0]
+    assert {m.name for m in first.members} == {"cot", "pot"}
+    assert {m.model for m in first.members} == {"gpt-3.5-turbo"}
+    # on disagreement the consensus follows the heavier alias: CoT's "B" is the tier's answer
+    assert [m.answer for m in first.members if m.chosen] == ["B"]
+    assert first.model == "cot" and first.members[0].to_dict()["name"] in ("cot", "pot")
+
+
+def test_the_same_model_twice_needs_names(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="lists a member twice"):
+        parse_policy(_policy(tmp_path, (None, None)))
+    with pytest.raises(PolicyError, match="not a slug"):
+        parse_policy(_policy(tmp_path, ("CoT", "pot")))
