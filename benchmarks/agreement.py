@@ -5,6 +5,7 @@ agreement estimators with the weights learned on train), as they ship."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,11 +43,11 @@ async def agreement_curve(suite: Suite, train: Side, test: Side, progress: Progr
                      "from the responses; give --answer) (not run)")
         return None
     tiers = one_model_tiers(train)
-    if len({t.model for t in tiers}) != len(tiers):
-        notes.append("agreement: two tiers share a model name, so their answers cannot be told "
-                     "apart as agreement evidence (not run)")
-        return None
     answers = await collect(tiers, [(q.prompt, q.row) for q in train.queries], progress=progress)
+    if len({t.model for t in tiers}) != len(tiers):  # one model, two prompts (MoT's CoT and PoT):
+        answers = dataclasses.replace(answers, models=tuple(t.name for t in tiers))  # members by alias
+        notes.append("agreement: tiers share a model, so ensemble members are told apart by their "
+                     "tier names (member aliases)")
     candidates = plans(answers)
     if all(p.single for p in candidates):
         notes.append("agreement: too few models below the most accurate one to form an ensemble (not run)")
@@ -65,11 +66,22 @@ async def agreement_curve(suite: Suite, train: Side, test: Side, progress: Progr
         keep.append(AgreementFound(answers, suite.answer, tuple(found), test_tiers, names))
     curve = Curve("cascade: agreement", "cascade")
     for point in frontier(found, KEEP):
-        built = plan_tiers(point, test_tiers, suite.answer)
+        built = aliased(plan_tiers(point, test_tiers, suite.answer), point, answers)
         curve.outcomes.append(await run_setting(built, test, progress))
         curve.settings.append({**describe(point, names), "train_cost": point.cost,
                                "train_accuracy": point.accuracy})
     return curve
+
+
+def aliased(tiers: list[Tier], point: Point, answers: AnswerSet) -> list[Tier]:
+    """The plan's ensemble members named as the AnswerSet knows them (their aliases) when those
+    names are not the members' models, so agreement weights and evidence find them."""
+    plan = point.learned.plan
+    if plan.single or all(answers.models[j] == tiers[0].members[i].model for i, j in enumerate(plan.ensemble)):
+        return tiers
+    members = tuple(dataclasses.replace(m, name=answers.models[j])
+                    for m, j in zip(tiers[0].members, plan.ensemble))
+    return [dataclasses.replace(tiers[0], members=members), *tiers[1:]]
 
 
 def plan_label(point: Point, names: Sequence[str]) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import anyio
 import numpy as np
 
-from benchmarks.agreement import AgreementFound, plan_label
+from benchmarks.agreement import AgreementFound, aliased, plan_label
 from benchmarks.bench import Judged
 from benchmarks.metrics import aiq
 from benchmarks.replay import Curve, Outcomes, Progress, Side, alone, bench_encoder, judged, run_setting
@@ -352,7 +352,7 @@ async def _router_agreement(kind: RouterKind, memo: Memo, inputs: Inputs, p_trai
     curve = Curve(f"router + cascade: {_label(kind, inputs)} + agreement", "router+cascade")
     for gate in gates:
         tiers = [alone(found.test_tiers[gate.solo]),
-                 *plan_tiers(gate.point, found.test_tiers, found.kind)]
+                 *aliased(plan_tiers(gate.point, found.test_tiers, found.kind), gate.point, found.answers)]
         plan = gate.point.learned.plan
         models = [gate.solo, gate.strongest, *([plan.middle] if plan.middle is not None else []), plan.last]
         columns = [inputs.names.index(found.names[j]) for j in models]

@@ -67,3 +67,41 @@ def test_the_same_model_twice_needs_names(tmp_path: Path) -> None:
         parse_policy(_policy(tmp_path, (None, None)))
     with pytest.raises(PolicyError, match="not a slug"):
         parse_policy(_policy(tmp_path, ("CoT", "pot")))
+
+
+async def test_the_bench_agreement_cascade_pairs_two_prompts_of_one_model(tmp_path: Path) -> None:
+    """As MoT DATE's CoT + PoT: two tiers of one model; the plan search pairs them as an
+    ensemble told apart by tier name, and the plan runs through the engine on test."""
+    from benchmarks.bench import run_suite
+    from benchmarks.methods import REGISTRY
+    from benchmarks.replay import SplitRule, Suite
+    from verifiers import AnswerKind
+
+    rows = 60
+    columns = {"cot.csv": [], "pot.csv": [], "dear.csv": []}  # (answer, right) per row
+    for i in range(rows):
+        agree = i % 3 != 0  # when CoT and PoT agree they are right; otherwise CoT is wrong
+        columns["cot.csv"].append(("A", 1) if agree else ("B", 0))
+        columns["pot.csv"].append(("A", 1) if agree else ("A" if i % 2 else "C", i % 2))
+        columns["dear.csv"].append(("A", 1))
+    for file, model in (("cot.csv", "gpt-3.5-turbo"), ("pot.csv", "gpt-3.5-turbo"), ("dear.csv", "gpt-4")):
+        with (tmp_path / file).open("w", newline="") as handle:
+            out = csv.writer(handle)
+            out.writerow(["", "sample_id", "prompt", "eval_name", model, f"{model}|model_response",
+                          f"{model}|total_cost"])
+            for i, (answer, right) in enumerate(columns[file]):
+                cost = 0.1 if model == "gpt-4" else 0.001
+                out.writerow([i, f"s{i}", f"['Question {i}?']", "toy", right, f"['{answer}']", cost])
+    policy = tmp_path / "mot.yaml"
+    policy.write_text("tiers:\n" + "".join(
+        f"  - {{name: {name}, model: {model}, provider: {{kind: replay, data: '{tmp_path / file}'}}}}\n"
+        for name, model, file in (("cot", "gpt-3.5-turbo", "cot.csv"), ("pot", "gpt-3.5-turbo", "pot.csv"),
+                                  ("dear", "gpt-4", "dear.csv"))))
+    suite = Suite("mot", policy, SplitRule.HALVES, answer=AnswerKind.CHOICE)
+    report = await run_suite(suite, tmp_path, [REGISTRY["agreement"]], bootstrap_rounds=0)
+    curve = report.metrics["cascade: agreement"]
+    assert "agreement" in report.ran
+    assert any(s.get("ensemble") == ["cot", "pot"] for s in curve["settings"]), curve["settings"]
+    assert any("member aliases" in n for n in report.notes)
+    best = max(curve["points"], key=lambda p: (p[1], -p[0]))
+    assert best[1] == 1.0 and best[0] < report.metrics["dear"]["points"][0][0]  # right for less
