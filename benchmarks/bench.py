@@ -21,6 +21,7 @@ from benchmarks.replay import (
     judged,
     open_side,
     oracle,
+    oracle_frontier,
     record_confidences,
     run_setting,
     singles,
@@ -54,6 +55,7 @@ class SuiteReport:
     metrics: dict[str, dict[str, object]] = field(default_factory=dict)
     reference: dict[str, object] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    ran: set[str] = field(default_factory=set)  # methods and routers that produced a curve
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,42 +103,66 @@ async def cascade_curve(method: EstimatorMethod, suite: Suite, train: Side, test
     return curve
 
 
+Phase = Callable[[str], None]  # told what the suite is doing now (progress lines)
+
+
+def _quiet(_: str) -> None:
+    """No phase reporting."""
+
+
 async def run_suite(suite: Suite, data: Path, methods: Sequence[EstimatorMethod] = (),
                     progress: Progress | None = None, bootstrap_rounds: int = 200,
-                    routers: Sequence[str] = ()) -> SuiteReport:
+                    routers: Sequence[str] = (), phase: Phase = _quiet) -> SuiteReport:
+    """Every method is either a curve in the report (and in ``report.ran``) or a note saying
+    why it did not run; a curve without points is dropped with a note, never a crash."""
     train, test = open_side(suite, data, "train"), open_side(suite, data, "test")
+    notes: list[str] = []
+    ran: set[str] = set()
     try:
+        phase("single models")
         single_test = await singles(test, progress)
         single_train = await singles(train, progress)
         curves = [Curve(name, "single", [o], [{"tier": name}]) for name, o in single_test.items()]
         curves.append(Curve("random", "random",
                             points_only=metrics.hull([o.point() for o in single_test.values()])))
         curves.append(Curve("oracle", "oracle", points_only=[oracle(single_test)]))
-        notes: list[str] = []
+        curves.append(Curve("oracle frontier", "oracle", points_only=oracle_frontier(single_test)))
         judged_by: list[Judged] = []
         agreed: list[AgreementFound] = []
         for method in methods:
+            phase(f"cascade: {method.name}")
             if method.agreement:
                 found = await agreement_curve(suite, train, test, progress, notes, agreed)
-                curves += [found] if found is not None else []
-                continue
-            curve = await cascade_curve(method, suite, train, test, single_train, progress, judged_by)
-            if curve is None:
-                notes.append(f"{method.name}: judges no tier of this suite (skipped)")
+                curve = found
             else:
+                curve = await cascade_curve(method, suite, train, test, single_train, progress, judged_by)
+                if curve is None:
+                    notes.append(f"{method.name}: judges no tier of this suite (not run)")
+            if curve is not None and _kept(curve, notes):
                 curves.append(curve)
+                ran.add(method.name)
         if routers:
             from benchmarks.routing import router_curves  # torch: only when routers are benchmarked
 
-            curves += await router_curves(routers, train, test, single_train, judged_by, progress,
-                                          notes, agreed, suite.name)
+            found_curves = await router_curves(routers, train, test, single_train, judged_by, progress,
+                                               notes, agreed, suite.name, phase=phase, ran=ran)
+            curves += [c for c in found_curves if _kept(c, notes)]
     finally:
         await train.engine.aclose()
         await test.engine.aclose()
     c_max = suite.c_max or max(metrics.hull(c.points())[-1][0] for c in curves if c.kind != "oracle")
-    report = SuiteReport(suite.name, len(test.queries), c_max, curves, notes=notes)
+    report = SuiteReport(suite.name, len(test.queries), c_max, curves, notes=notes, ran=ran)
+    phase("metrics and bootstrap")
     _measure(report, single_test, bootstrap_rounds)
     return report
+
+
+def _kept(curve: Curve, notes: list[str]) -> bool:
+    """A curve with no measured point (a degenerate search) is reported, not plotted."""
+    if curve.points():
+        return True
+    notes.append(f"{curve.name}: no setting was found on train, so nothing was measured (not run)")
+    return False
 
 
 def _share(cost: float | None, reference: float) -> float | None:
@@ -186,12 +212,13 @@ def _compare(report: SuiteReport, rounds: int) -> None:
                 "rivals": list(curve.rivals), "ci95": [found[0], found[1]], "wins": found[2]}
 
 
-def runs_needed(train: Side, test: Side, methods: int) -> int:
+def runs_needed(train: Side, test: Side, methods: int, routers: int = 0) -> int:
     """Engine runs a suite takes (for progress bars): singles on both sides, each method's
-    recording on train and its settings on test (at most 24)."""
+    recording on train and its settings on test (at most 24), each router's routing-only
+    settings on test (at most 12) and its router + cascade settings (at most 24 per method)."""
     t = len(train.tiers)
     return t * (len(train.queries) + len(test.queries)) + methods * (
-        t * len(train.queries) + 24 * len(test.queries))
+        t * len(train.queries) + 24 * len(test.queries)) + routers * (12 + 24 * methods) * len(test.queries)
 
 
 def finite(value: float) -> float | None:

@@ -10,8 +10,9 @@ import anyio
 import numpy as np
 
 from benchmarks.bench import EstimatorMethod, PerTier
-from benchmarks.replay import Side, Suite
+from benchmarks.replay import Side, Suite, bench_encoder
 from cascade.providers import ReplayProvider
+from verifiers._calibrate import GOOD
 from verifiers._trained import check_examples
 from verifiers import (
     AnswerKind,
@@ -53,7 +54,7 @@ class Memo:
         return Estimate(value, details={"kind": self.name})
 
 
-def _answers(side: Side, model: str, tier_provider: ReplayProvider) -> list[tuple[str, str, bool | None]]:
+def _answers(side: Side, model: str, tier_provider: ReplayProvider) -> list[tuple[str, str, float | None]]:
     table = tier_provider.table
     out = []
     for query in side.queries:
@@ -74,7 +75,7 @@ async def _verifier(suite: Suite, train: Side, test: Side) -> tuple[PerTier, Per
 
 
 def _verifier_sync(train: Side, test: Side) -> tuple[PerTier, PerTier]:
-    encoder = CachedEncoder()
+    encoder = bench_encoder()
     on_train: dict[str, Memo] = {}
     on_test: dict[str, Memo] = {}
 
@@ -83,7 +84,7 @@ def _verifier_sync(train: Side, test: Side) -> tuple[PerTier, PerTier]:
         if not isinstance(provider, ReplayProvider) or not provider.table.has_labels_per_model:
             continue
         rows = _answers(train, tier.model, provider)
-        examples = [Example(q, a, bool(c)) for q, a, c in rows]
+        examples = [Example(q, a, bool(c is not None and c >= GOOD)) for q, a, c in rows]  # graded: good at >= 0.5
         x = _features(encoder, [(q, a) for q, a, _ in rows])
         folds = np.arange(len(examples)) % 2
         memo_train = None

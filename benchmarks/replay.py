@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,9 +24,16 @@ from cascade._calibrate import Recorded, record_tier
 from cascade.errors import RunError
 from cascade.providers import ReplayProvider
 from cascade.types import Decision
-from verifiers import AnswerKind, Estimator
+from verifiers import AnswerKind, CachedEncoder, Estimator
 
 Progress = Callable[[int], None]  # called with the number of queries just finished
+
+
+@functools.cache
+def bench_encoder() -> CachedEncoder:
+    """One MiniLM cache per process: every text is encoded once, in batches, whichever
+    methods and routers read it (the model loads on first use)."""
+    return CachedEncoder()
 
 
 class SplitRule(enum.Enum):
@@ -65,7 +73,8 @@ class Side:
 
 @dataclass(slots=True)
 class Outcomes:
-    """Per-query results of one setting: total cost, correctness, tiers called."""
+    """Per-query results of one setting: total cost, quality (0/1 correctness or a graded
+    score in [0, 1]; "accuracy" is its mean), tiers called."""
 
     cost: np.ndarray
     correct: np.ndarray
@@ -149,7 +158,7 @@ async def run_setting(tiers: Sequence[Tier], side: Side, progress: Progress | No
             attempts = exc.attempts
             label = False
         else:
-            attempts, label = result.attempts, bool(result.label)
+            attempts, label = result.attempts, float(result.label or 0.0)
         cost[i] = math.fsum(a.cost for a in attempts)
         correct[i] = label
         for attempt in attempts:
@@ -174,14 +183,32 @@ async def singles(side: Side, progress: Progress | None = None) -> dict[str, Out
 
 
 def oracle(single: Mapping[str, Outcomes]) -> tuple[float, float]:
-    """Per query the cheapest model that answers correctly (the cheapest model when none does)."""
+    """Per query the cheapest of the models with the highest quality (with 0/1 correctness:
+    the cheapest model that is right, or the cheapest model when none is)."""
     cost = np.stack([o.cost for o in single.values()])
-    correct = np.stack([o.correct for o in single.values()]).astype(bool)
-    priced = np.where(correct, cost, np.inf)
-    best = priced.min(axis=0)
-    none = ~correct.any(axis=0)
-    best[none] = cost.min(axis=0)[none]
-    return float(best.sum()), float((~none).mean())
+    quality = np.stack([o.correct for o in single.values()]).astype(float)
+    top = quality.max(axis=0)
+    best = np.where(quality >= top - 1e-12, cost, np.inf).min(axis=0)
+    return float(best.sum()), float(top.mean())
+
+
+def oracle_frontier(single: Mapping[str, Outcomes], steps: int = 64) -> list[tuple[float, float]]:
+    """RouterBench's oracle curve: per query the model maximising quality − λ·cost (the cheaper
+    on ties), for λ swept from 0 (the one-point oracle) to a weight at which the cheapest model
+    always wins; one (total cost, mean quality) point per λ."""
+    cost = np.stack([o.cost for o in single.values()])  # (models, queries)
+    quality = np.stack([o.correct for o in single.values()]).astype(float)
+    spread = np.ptp(cost, axis=0)
+    top = float(np.max((np.ptp(quality, axis=0) + 1.0) / np.where(spread > 0, spread, np.inf)))
+    weights = [0.0] + ([float(w) for w in np.geomspace(top * 1e-4, top * 10, steps - 1)] if top > 0 else [])
+    points = []
+    columns = np.arange(cost.shape[1])
+    for weight in weights:
+        utility = quality - weight * cost
+        tied = utility >= utility.max(axis=0) - 1e-12
+        pick = np.where(tied, cost, np.inf).argmin(axis=0)  # ties: the cheaper model
+        points.append((float(cost[pick, columns].sum()), float(quality[pick, columns].mean())))
+    return points
 
 
 async def record_confidences(tier: Tier, estimator: Estimator, side: Side,

@@ -7,6 +7,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.bench import SuiteReport
 from benchmarks.metrics import hull
 
@@ -45,8 +47,15 @@ def markdown(reports: Sequence[SuiteReport]) -> str:
                 f"| {name} | {top[1]:.3f}, ${top[0]:.4f} | {_num(row['aiq'])}{_ci(row.get('aiq_ci95'))} "
                 f"| {_num(row.get('apgr'), 3)} | {_pct(row.get('cpt50'))} | {_pct(row.get('cpt80'))} "
                 f"| {_pct(row['cost_to_95'])} / {_pct(row['cost_to_99'])} |")
-        lines += ["", *_margins(report)]
+        lines += ["", *_margins(report), *_notes(report)]
     return "\n".join(lines)
+
+
+def _notes(report: SuiteReport) -> list[str]:
+    """What did not run and why, what was detected or chosen: in bench.md, not only the JSON."""
+    if not report.notes:
+        return []
+    return ["Notes:", "", *(f"- {note}" for note in report.notes), ""]
 
 
 def _margins(report: SuiteReport) -> list[str]:
@@ -78,9 +87,35 @@ def _clean(value: object) -> object:
 def write_json(reports: Sequence[SuiteReport], path: Path, command: str) -> None:
     payload = {"command": command,
                "suites": {r.suite: {"c_max": r.c_max, "queries": r.queries, "notes": r.notes,
-                                    "reference": r.reference,
+                                    "reference": r.reference, "ran": sorted(r.ran),
                                     "methods": r.metrics} for r in reports}}
     path.write_text(json.dumps(_clean(payload), indent=1) + "\n", encoding="utf-8")
+
+
+def _dense(vertices: Sequence[tuple[float, float]], c_max: float, per_segment: int = 40) -> tuple[list[float], list[float]]:
+    """The hull as many short pieces: mixing two settings is linear in cost, which is a curve
+    on a log cost axis, so each segment is sampled rather than drawn straight."""
+    points = [*vertices, (max(c_max, vertices[-1][0]), vertices[-1][1])]
+    xs, ys = [points[0][0]], [points[0][1]]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        for t in np.linspace(0, 1, per_segment)[1:]:
+            xs.append(x0 + t * (x1 - x0))
+            ys.append(y0 + t * (y1 - y0))
+    return xs, ys
+
+
+def _label_singles(axes, singles: Sequence[tuple[str, tuple[float, float]]]) -> None:  # type: ignore[no-untyped-def]
+    """Model names beside their points, nudged down the page until no two overlap (in the
+    axes' display space, so it works on the log axis)."""
+    placed: list[tuple[float, float]] = []
+    for name, point in sorted(singles, key=lambda s: -s[1][1]):
+        x, y = axes.transData.transform(point)
+        offset = 2.0
+        while any(abs(x - px) < 90 and abs(y + offset - py) < 8 for px, py in placed):
+            offset -= 8
+        placed.append((x, y + offset))
+        axes.annotate(name, point, fontsize=6, xytext=(4, offset), textcoords="offset points",
+                      arrowprops={"arrowstyle": "-", "lw": 0.3, "color": "grey"} if offset < 0 else None)
 
 
 def plot(report: SuiteReport, path: Path) -> None:
@@ -89,28 +124,37 @@ def plot(report: SuiteReport, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7.5, 5))
+    figure, axes = plt.subplots(figsize=(11, 5.5))
+    costs = [p[0] for row in report.metrics.values() for p in row["points"]]  # type: ignore[attr-defined]
+    positive = [c for c in costs if c > 0]
+    if positive and len(positive) == len(costs):
+        axes.set_xscale("log")
+    else:
+        axes.set_xscale("symlog", linthresh=max(1e-4, report.c_max / 1000))
+    singles = []
     for name, row in report.metrics.items():
-        points = row["points"]
+        points = [tuple(p) for p in row["points"]]  # type: ignore[attr-defined]
+        if not points:
+            continue
         if row["kind"] == "single":
-            axes.scatter(*zip(*points), marker="o", s=22, color="grey", zorder=3)  # type: ignore[misc]
-            axes.annotate(name, points[0], fontsize=6, xytext=(3, 2), textcoords="offset points")  # type: ignore[index]
-        elif row["kind"] == "oracle":
-            axes.scatter(*zip(*points), marker="*", s=90, color="gold", edgecolor="k", label="oracle", zorder=4)  # type: ignore[misc]
+            axes.scatter(*zip(*points), marker="o", s=22, color="grey", zorder=3)
+            singles.append((name, points[0]))
+        elif row["kind"] == "oracle" and len(points) == 1:
+            axes.scatter(*zip(*points), marker="*", s=90, color="gold", edgecolor="k", label=name, zorder=4)
         else:
-            vertices = hull([tuple(p) for p in points])  # type: ignore[misc]
-            xs = [v[0] for v in vertices] + [report.c_max]
-            ys = [v[1] for v in vertices] + [vertices[-1][1]]
-            style = "--" if row["kind"] == "random" else "-"
-            axes.plot(xs, ys, style, label=f"{name} (AIQ {row['aiq']:.3f})")
-            if row["kind"] != "random":
-                axes.scatter(*zip(*points), s=8)  # type: ignore[misc]
+            xs, ys = _dense(hull(points), report.c_max)
+            style = {"random": "--", "oracle": ":"}.get(str(row["kind"]), "-")
+            line = axes.plot(xs, ys, style, lw=1.2, label=f"{name} (AIQ {row['aiq']:.3f})",
+                             color="goldenrod" if row["kind"] == "oracle" else None)[0]
+            if row["kind"] not in ("random", "oracle"):
+                axes.scatter(*zip(*points), s=10, color=line.get_color(), zorder=3)
     axes.set_xlabel("total cost on the test queries (USD)")
-    axes.set_ylabel("accuracy")
+    axes.set_ylabel("accuracy (mean quality)")
     axes.set_title(f"{report.suite}: cost–quality on the test split")
-    axes.set_xscale("symlog", linthresh=max(1e-4, report.c_max / 1000))
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.tight_layout(rect=(0, 0, 0.68, 1))
+    _label_singles(axes, singles)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)

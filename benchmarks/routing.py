@@ -12,22 +12,25 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import anyio
 import numpy as np
 
-from benchmarks.agreement import AgreementFound, plan_label
+from benchmarks.agreement import AgreementFound, aliased, plan_label
 from benchmarks.bench import Judged
 from benchmarks.metrics import aiq
-from benchmarks.replay import Curve, Outcomes, Progress, Side, alone, judged, run_setting
+from benchmarks.replay import Curve, Outcomes, Progress, Side, alone, bench_encoder, judged, run_setting
 from benchmarks.sweep import Setting, pareto, threshold_grid
 from cascade._calibrate import Recorded
 from cascade._tier import Routing
 from cascade.policy import RoutingMode
 from cascade.routing import (
     CorrectnessData,
+    MfSettings,
+    choose_knn,
+    choose_mf,
     Rule,
     RulesRouter,
     LearnedRouter,
@@ -42,6 +45,7 @@ from cascade.routing import (
     train_mf,
 )
 from cascade._ensemble_search import plan_tiers
+from cascade.routing._cv import KnnChoice
 from verifiers import CachedEncoder, Point, StaticEncoder, frontier, shared_static, simulate_cascade
 
 FOLDS = {RouterKind.KNN: 5, RouterKind.MF: 5, RouterKind.BERT: 2}
@@ -91,14 +95,45 @@ def _inputs(train: Side, test: Side, single: Mapping[str, Outcomes],
                   encoder if isinstance(encoder, StaticEncoder) else None)
 
 
-def _fit(kind: RouterKind, inputs: Inputs, rows: np.ndarray) -> RouterModel:
+@dataclass(frozen=True, slots=True)
+class Chosen:
+    """Hyperparameters chosen once by 5-fold cross-validation on all of train (routing AIQ of
+    out-of-fold predictions, ``cascade.routing._cv``), then used for every fit of the kind."""
+
+    knn: KnnChoice | None = None
+    mf: MfSettings | None = None
+
+    def describe(self) -> str:
+        if self.knn is not None:
+            return f"k={self.knn.k}, {self.knn.weighting.value} weighting (CV score {self.knn.score:.4f})"
+        if self.mf is not None:
+            return f"dim={self.mf.dim}, weight_decay={self.mf.weight_decay:g}, epochs={self.mf.epochs}"
+        return "fixed settings"
+
+
+def _choose(kind: RouterKind, inputs: Inputs) -> Chosen:
+    match kind:
+        case RouterKind.KNN:
+            return Chosen(knn=choose_knn(inputs.x[0], inputs.labels, inputs.cost))
+        case RouterKind.MF:
+            return Chosen(mf=choose_mf(inputs.x[0], inputs.labels, inputs.cost).settings)
+        case RouterKind.BERT:
+            return Chosen()
+    raise AssertionError(kind)
+
+
+def _fit(kind: RouterKind, inputs: Inputs, rows: np.ndarray, chosen: Chosen = Chosen()) -> RouterModel:
     data = CorrectnessData("train", tuple(inputs.texts[0][i] for i in rows), inputs.names,
                            inputs.labels[rows], inputs.cost[rows])
     match kind:
         case RouterKind.KNN:
-            return train_knn(data, embeddings=inputs.x[0][rows], static=inputs.static)
+            knn = chosen.knn
+            return train_knn(data, embeddings=inputs.x[0][rows], static=inputs.static,
+                             k=None if knn is None else knn.k, weighting=None if knn is None else knn.weighting)
         case RouterKind.MF:
-            return train_mf(data, embeddings=inputs.x[0][rows], static=inputs.static)
+            mf = chosen.mf
+            extra = {} if mf is None else {"dim": mf.dim, "epochs": mf.epochs, "weight_decay": mf.weight_decay}
+            return train_mf(data, embeddings=inputs.x[0][rows], static=inputs.static, **extra)  # type: ignore[arg-type]
         case RouterKind.BERT:
             return train_bert(data, embeddings=inputs.x[0][rows], epochs=2, max_length=128)
     raise AssertionError(kind)
@@ -114,12 +149,12 @@ class Predicted:
     cold: np.ndarray  # (n,) bool
 
 
-def _cross_fit(kind: RouterKind, inputs: Inputs) -> Predicted:
+def _cross_fit(kind: RouterKind, inputs: Inputs, chosen: Chosen = Chosen()) -> Predicted:
     n = inputs.labels.shape[0]
     folds = np.array_split(np.random.default_rng(0).permutation(n), FOLDS[kind])
     p, cold = np.zeros(inputs.labels.shape), np.zeros(n, dtype=bool)
     for fold in folds:
-        model = _fit(kind, inputs, np.setdiff1d(np.arange(n), fold))
+        model = _fit(kind, inputs, np.setdiff1d(np.arange(n), fold), chosen)
         p[fold] = model.predict([inputs.texts[0][i] for i in fold], inputs.x[0][fold])
         cold[fold] = model.index.nearest(inputs.x[0][fold]) < model.min_similarity
     return Predicted(p, cold)
@@ -141,11 +176,12 @@ class Memo:
 
 
 def _router(memo: Memo, inputs: Inputs, columns: Sequence[int], threshold: float,
-            default: int, cost_weight: float | None = None, cold: int | None = None) -> LearnedRouter:
+            default: int, cost_weight: float | None = None, cold: int | None = None,
+            cold_start: bool = True) -> LearnedRouter:
     rule = RouteRule.THRESHOLD if cost_weight is None else RouteRule.UTILITY
     return LearnedRouter(memo, tuple(columns), (threshold,) * len(columns), default,  # type: ignore[arg-type]
-                         _embed(inputs), memo.min_similarity, rule, cost_weight or 0.0,
-                         cold_start_tier=cold)
+                         _embed(inputs), memo.min_similarity if cold_start else None, rule,
+                         cost_weight or 0.0, cold_start_tier=cold)
 
 
 def _simulate(start: np.ndarray, chain: Sequence[Recorded], last_cost: np.ndarray,
@@ -204,36 +240,58 @@ def _combined(pred: Predicted, inputs: Inputs, judged_by: Judged) -> tuple[list[
 async def router_curves(kinds: Sequence[str], train: Side, test: Side, single: Mapping[str, Outcomes],
                         judged_by: Sequence[Judged], progress: Progress | None,
                         notes: list[str], agreed: Sequence[AgreementFound] = (),
-                        suite: str = "suite") -> list[Curve]:
+                        suite: str = "suite", phase: Callable[[str], None] | None = None,
+                        ran: set[str] | None = None) -> list[Curve]:
+    """Routing only for each kind, and router + each cascade method that ran; what cannot run
+    is a note. ``ran`` receives each kind that produced a curve."""
     by_encoder: dict[bool, Inputs] = {}
     by_name = {t.name: t for t in test.tiers}
     curves = []
+    tell = phase or (lambda _: None)
+    ran = ran if ran is not None else set()
     if RULES in kinds:
+        tell("router: rules")
         curves.append(await rules_curve(train, test, single, progress))
+        ran.add(RULES)
     if CAUSAL in kinds:
         from benchmarks.causal import causal_curve  # llama.cpp: only when benchmarked
 
+        tell("router: causal_llm")
         curves.append(await causal_curve(suite, train, test, single, progress, notes))
-    for kind, static in (router_kind(k) for k in kinds if k not in (RULES, CAUSAL)):
-        if static not in by_encoder:  # MiniLM or static embeddings, each computed once
-            encoder = await anyio.to_thread.run_sync(shared_static) if static else CachedEncoder()
+        ran.add(CAUSAL)
+    for name in (k for k in kinds if k not in (RULES, CAUSAL)):
+        kind, static = router_kind(name)
+        if static not in by_encoder:  # MiniLM or static embeddings, each computed once, in batches
+            tell("encoding prompts (static encoder)" if static else "encoding prompts (MiniLM)")
+            encoder = await anyio.to_thread.run_sync(shared_static) if static else bench_encoder()
             by_encoder[static] = await anyio.to_thread.run_sync(_inputs, train, test, single, encoder)
         inputs = by_encoder[static]
-        p_train = await anyio.to_thread.run_sync(_cross_fit, kind, inputs)
-        model = await anyio.to_thread.run_sync(_fit, kind, inputs, np.arange(inputs.labels.shape[0]))
+        tell(f"router: {name}: settings by 5-fold cross-validation on train")
+        chosen = await anyio.to_thread.run_sync(_choose, kind, inputs)
+        notes.append(f"{name}: {chosen.describe()}, chosen by 5-fold cross-validation on train")
+        tell(f"router: {name}: cross-fitted predictions on train")
+        p_train = await anyio.to_thread.run_sync(_cross_fit, kind, inputs, chosen)
+        model = await anyio.to_thread.run_sync(_fit, kind, inputs, np.arange(inputs.labels.shape[0]), chosen)
         p_test = await anyio.to_thread.run_sync(model.predict, list(inputs.texts[1]), inputs.x[1])
         memo = Memo(model, dict(zip(inputs.texts[1], p_test)))
+        tell(f"router: {name}, measured on test")
         routed = await _routing_only(kind, memo, inputs, p_train, by_name, test, progress)
         curves.append(routed)
+        ran.add(name)
         for judged_set in judged_by:
             curve = await _router_cascade(kind, memo, inputs, p_train, judged_set, by_name, test, progress)
             if curve is None:
-                notes.append(f"router + cascade ({_label(kind, inputs)}, {judged_set.method}): no chain")
+                notes.append(f"router + cascade: {_label(kind, inputs)} + {judged_set.method}: no chain "
+                             "of judged tiers (not run)")
             else:
                 curve.rivals = (routed.name, f"cascade: {judged_set.method}")
                 curves.append(curve)
         for found in agreed:
             curve = await _router_agreement(kind, memo, inputs, p_train, found, test, progress)
+            if curve is None:
+                notes.append(f"router + cascade: {_label(kind, inputs)} + agreement: no agreement plan "
+                             "on the train hull to gate (not run)")
+                continue
             curve.rivals = (routed.name, "cascade: agreement")
             curves.append(curve)
     return curves
@@ -285,14 +343,16 @@ def _gates(pred: Predicted, inputs: Inputs, found: AgreementFound) -> list[_Gate
 
 
 async def _router_agreement(kind: RouterKind, memo: Memo, inputs: Inputs, p_train: Predicted,
-                            found: AgreementFound, test: Side, progress: Progress | None) -> Curve:
+                            found: AgreementFound, test: Side, progress: Progress | None) -> Curve | None:
     """Router + agreement cascade, chosen on train (cross-fitted router predictions,
     out-of-fold agreement confidences), measured on test through the engine (mode both)."""
     gates = await anyio.to_thread.run_sync(_gates, p_train, inputs, found)
+    if not gates:  # every train-hull point is one model alone: nothing for a router to gate
+        return None
     curve = Curve(f"router + cascade: {_label(kind, inputs)} + agreement", "router+cascade")
     for gate in gates:
         tiers = [alone(found.test_tiers[gate.solo]),
-                 *plan_tiers(gate.point, found.test_tiers, found.kind)]
+                 *aliased(plan_tiers(gate.point, found.test_tiers, found.kind), gate.point, found.answers)]
         plan = gate.point.learned.plan
         models = [gate.solo, gate.strongest, *([plan.middle] if plan.middle is not None else []), plan.last]
         columns = [inputs.names.index(found.names[j]) for j in models]
@@ -318,22 +378,27 @@ def _embed(inputs: Inputs):  # type: ignore[no-untyped-def]
 async def _routing_only(kind: RouterKind, memo: Memo, inputs: Inputs, pred: Predicted,
                         by_name: Mapping[str, object], test: Side, progress: Progress | None) -> Curve:
     """Over every tier: the utility rule (argmax P(ok) - λ·relative cost, RouterBench's) swept
-    over λ; the train-hull settings (cross-fitted predictions, cold starts to the safe
-    default) measured on test."""
+    over λ, with cold starts sent to the safe default or routed like any query (cold-start
+    detection off); the train-hull settings (cross-fitted predictions, the fold's cold starts)
+    measured on test."""
     cost = inputs.cost.mean(axis=0)
     rows = np.arange(pred.p.shape[0])
     options = []
     for weight in [0.0, *np.geomspace(1e-3, 1e3, 31)]:
-        begin = np.where(pred.cold, inputs.default, utility_starts(pred.p, list(cost), float(weight)))
-        options.append(Setting(inputs.names, (float(weight),), float(inputs.cost[rows, begin].sum()),
-                               float(inputs.labels[rows, begin].mean())))
+        routed = utility_starts(pred.p, list(cost), float(weight))
+        for cold_start in (False, True):  # on ties (no cold start on train) the later, safer one is kept
+            begin = np.where(pred.cold, inputs.default, routed) if cold_start else routed
+            options.append(Setting(inputs.names, (float(weight), float(cold_start)),
+                                   float(inputs.cost[rows, begin].sum()), float(inputs.labels[rows, begin].mean())))
     tiers = [alone(by_name[n]) for n in inputs.names]  # type: ignore[arg-type]
     curve = Curve(f"routing only: {_label(kind, inputs)}", "router")
     for setting in pareto(options, 12):
-        router = _router(memo, inputs, range(len(tiers)), 0.0, inputs.default, setting.thresholds[0])
+        weight, cold_start = setting.thresholds[0], bool(setting.thresholds[1])
+        router = _router(memo, inputs, range(len(tiers)), 0.0, inputs.default, weight, cold_start=cold_start)
         curve.outcomes.append(await run_setting(tiers, test, progress,
                                                 Routing(router, RoutingMode.ROUTE)))  # type: ignore[arg-type]
-        curve.settings.append({"tiers": list(inputs.names), "cost_weight": setting.thresholds[0],
+        curve.settings.append({"tiers": list(inputs.names), "cost_weight": weight,
+                               "cold_start": "default tier" if cold_start else "off (routed)",
                                "train_cost": setting.train_cost, "train_accuracy": setting.train_accuracy})
     return curve
 

@@ -53,7 +53,9 @@ def settings_for(names: Sequence[str], recorded: Mapping[str, Recorded],
 
 
 def pareto(settings: Sequence[Setting], keep: int) -> list[Setting]:
-    """The settings on the train hull, at most ``keep`` of them spread along it."""
+    """The settings on the train hull, at most ``keep`` of them spread along it (none for none)."""
+    if not settings:
+        return []
     vertices = {v for v in hull([(s.train_cost, s.train_accuracy) for s in settings])}
     front = sorted({(s.train_cost, s.train_accuracy): s for s in settings
                     if (s.train_cost, s.train_accuracy) in vertices}.values(),

@@ -151,7 +151,7 @@ def _members(spec: TierSpec, factory: ProviderFactory) -> tuple[Member, ...]:
     """An ensemble's members, each on its own provider or the tier's (a member that is not in
     the tier's replay data fails here, at load)."""
     return tuple(Member(m.model, _provider(spec, factory, m.model, m.provider, m.price),
-                        m.price or spec.price) for m in spec.members)
+                        m.price or spec.price, m.name) for m in spec.members)
 
 
 def _deployments(spec: TierSpec, factory: ProviderFactory) -> tuple[Deployment, ...]:

@@ -78,7 +78,7 @@ async def record_tier(tier: Tier, queries: Sequence[tuple[str, int]], feature: s
     ``progress(k)`` is told of every k queries done."""
     engine = Cascade([replace(tier, threshold=math.inf)], feature=feature)
     n = len(queries)
-    confidence, correct, cost = np.zeros(n), np.zeros(n, dtype=bool), np.zeros(n)
+    confidence, correct, cost = np.zeros(n), np.zeros(n), np.zeros(n)
     for i, (prompt, row) in enumerate(queries):
         try:
             result = await engine.run(prompt, metadata={"replay_row": str(row)})
@@ -87,7 +87,7 @@ async def record_tier(tier: Tier, queries: Sequence[tuple[str, int]], feature: s
             continue
         attempt = result.attempts[0]
         confidence[i] = attempt.confidence or 0.0
-        correct[i] = bool(attempt.label)
+        correct[i] = attempt.label or 0.0  # quality: 0/1 or graded
         cost[i] = attempt.cost
         if progress is not None and (i % 50 == 49 or i == n - 1):
             progress(50 if i % 50 == 49 else (i % 50) + 1)
@@ -101,7 +101,7 @@ async def record_chain(tiers: Sequence[Tier], queries: Sequence[tuple[str, int]]
     tiers before it (agreement evidence)."""
     engine = Cascade([replace(t, threshold=math.inf) for t in tiers], feature=feature)
     n, t = len(queries), len(tiers)
-    confidence, correct, cost = np.zeros((t, n)), np.zeros((t, n), dtype=bool), np.zeros((t, n))
+    confidence, correct, cost = np.zeros((t, n)), np.zeros((t, n)), np.zeros((t, n))
     for i, (prompt, row) in enumerate(queries):
         try:
             attempts = (await engine.run(prompt, metadata={"replay_row": str(row)})).attempts
@@ -109,7 +109,7 @@ async def record_chain(tiers: Sequence[Tier], queries: Sequence[tuple[str, int]]
             attempts = exc.attempts
         for attempt in attempts:
             confidence[attempt.tier, i] = attempt.confidence or 0.0
-            correct[attempt.tier, i] = bool(attempt.label)
+            correct[attempt.tier, i] = attempt.label or 0.0
             cost[attempt.tier, i] = attempt.cost
     return [Recorded(confidence[j], correct[j], cost[j]) for j in range(t)]
 

@@ -40,7 +40,7 @@ class Called:
         other than the chosen one; for later tiers (``earlier``) every answer."""
         if not self.members:
             return (Peer(self.source, self.completion.text, True, tier),) if earlier else ()
-        return tuple(Peer(m.model, m.answer, earlier, tier) for m in self.members
+        return tuple(Peer(m.source, m.answer, earlier, tier) for m in self.members
                      if earlier or not m.chosen)
 
 
@@ -84,10 +84,10 @@ async def _member(tier: Tier, member: Member, request: Request, clock: Clock, sc
     else:
         record = MemberAnswer(member.model, completion.text, member.cost_of(completion),
                               completion.input_tokens, completion.output_tokens,
-                              clock() - started, label=completion.choices[0].label)
+                              clock() - started, label=completion.choices[0].label, name=member.name)
         return record, completion, None
     record = MemberAnswer(member.model, None, latency_s=clock() - started,
-                          error=f"{type(error).__name__}: {error}")
+                          error=f"{type(error).__name__}: {error}", name=member.name)
     return record, None, error
 
 
@@ -109,10 +109,10 @@ async def _ensemble(tier: Tier, request: Request, clock: Clock, done: list[Membe
         raise next(error for _, _, error in finished if error is not None)
     assert tier.consensus is not None  # guaranteed by Tier.__post_init__
     texts = [finished[i][0].answer for i in answered]
-    pick = answered[await tier.consensus.choose(texts, [finished[i][0].model for i in answered],
+    pick = answered[await tier.consensus.choose(texts, [finished[i][0].source for i in answered],
                                                  request.metadata)]
     members = tuple(replace(r, chosen=(i == pick)) for i, (r, _, _) in enumerate(finished))
     completion = finished[pick][1]
     assert completion is not None
     cost, (input_tokens, output_tokens) = paid(members)
-    return Called(completion, members[pick].model, cost, input_tokens, output_tokens, members)
+    return Called(completion, members[pick].source, cost, input_tokens, output_tokens, members)

@@ -54,7 +54,7 @@ async def collect(tiers: Sequence[Tier], queries: Sequence[tuple[str, int]], fea
     """Each one-model tier alone, unchecked, on every (prompt, data row): its answer text,
     the recorded correctness and what the call cost."""
     n = len(queries)
-    texts, correct, cost = [], np.zeros((n, len(tiers)), dtype=bool), np.zeros((n, len(tiers)))
+    texts, correct, cost = [], np.zeros((n, len(tiers))), np.zeros((n, len(tiers)))
     for j, tier in enumerate(tiers):
         engine = Cascade([dataclasses.replace(tier, estimator=None, threshold=None)], feature=feature)
         column: list[str | None] = []
@@ -66,7 +66,7 @@ async def collect(tiers: Sequence[Tier], queries: Sequence[tuple[str, int]], fea
                 cost[i, j] = math.fsum(a.cost for a in exc.attempts)
                 continue
             column.append(result.answer)
-            correct[i, j] = bool(result.label)
+            correct[i, j] = result.label or 0.0  # quality: 0/1 or graded
             cost[i, j] = result.cost
         texts.append(tuple(column))
         if progress is not None:

@@ -27,6 +27,7 @@ from cascade.routing import (
     target_threshold,
 )
 from verifiers import auroc
+from verifiers._calibrate import good
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,7 @@ async def calibrate_router(policy: Policy, data: Path, target: RouteTarget,
     cost = np.stack([r.cost for r in recorded], axis=1)
     chosen = target_threshold(p, correct, cost, target.kind, target.values[0], router.default)
     thresholds = (chosen.threshold,) * p.shape[1]
-    aurocs = tuple(auroc(p[:, j], correct[:, j].astype(bool)) if 0 < correct[:, j].mean() < 1 else None
+    aurocs = tuple(auroc(p[:, j], correct[:, j]) if 0 < good(correct[:, j]).mean() < 1 else None
                    for j in range(p.shape[1]))
     return dataclasses.replace(_result(target, thresholds, p, router.default),
                                accuracy=chosen.accuracy, cost=chosen.cost, auroc=aurocs)

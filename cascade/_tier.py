@@ -29,6 +29,11 @@ class Member:
     model: str
     provider: Provider
     price: Price = field(default_factory=Price)
+    name: str | None = None  # alias: one model with two prompts or deployments is two members
+
+    @property
+    def source(self) -> str:
+        return self.name or self.model
 
     def cost_of(self, completion: Completion) -> float:
         if completion.recorded_cost is not None:

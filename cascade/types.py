@@ -47,13 +47,13 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Choice:
-    """One generated answer. ``label`` is the recorded correctness (replay only)."""
+    """One generated answer. ``label`` is the recorded quality in [0, 1] (replay only)."""
 
     text: str
     token_logprobs: tuple[float, ...] | None = None
     top_logprobs: tuple[Mapping[str, float], ...] | None = None
     finish_reason: str | None = None
-    label: bool | None = None
+    label: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,14 +168,20 @@ class MemberAnswer:
     output_tokens: int = 0
     latency_s: float = 0.0
     error: str | None = None
-    label: bool | None = None  # recorded correctness (replay data only)
+    label: float | None = None  # recorded quality in [0, 1]: 0/1 or graded (replay data only)
     chosen: bool = False  # this member's answer is the tier's answer
+    name: str | None = None  # the member's alias (policy `name:`); None: known by its model
+
+    @property
+    def source(self) -> str:
+        """The member's identity as agreement evidence: its alias, else its model."""
+        return self.name or self.model
 
     def to_dict(self) -> dict[str, object]:
         return {"model": self.model, "answer": self.answer, "cost": self.cost,
                 "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
                 "latency_s": self.latency_s, "error": self.error, "label": self.label,
-                "chosen": self.chosen}
+                "chosen": self.chosen, "name": self.name}
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +204,7 @@ class Attempt:
     estimator_error: str | None = None
     answer: str | None = None
     details: Mapping[str, object] = field(default_factory=lambda: _EMPTY)
-    label: bool | None = None  # the answer's recorded correctness (replay data only)
+    label: float | None = None  # the answer's recorded quality in [0, 1] (replay data only)
     members: tuple[MemberAnswer, ...] = ()  # an ensemble tier's models (empty otherwise)
     calls: tuple[CallEvent, ...] = ()  # every try of every model call this attempt made
 
@@ -269,8 +275,8 @@ class Result:
     route: RouteDecision | None = None  # None when the policy does not route
 
     @property
-    def label(self) -> bool | None:
-        """The recorded correctness of the answer returned (replay data only)."""
+    def label(self) -> float | None:
+        """The recorded quality in [0, 1] of the answer returned (replay data only)."""
         return next((a.label for a in reversed(self.attempts)
                      if a.tier == self.tier and a.answer is not None), None)
 

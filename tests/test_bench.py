@@ -60,9 +60,9 @@ async def test_bench_runs_the_engine_and_finds_the_hand_computed_cascade(tmp_pat
     n = report.queries
     assert n == 20  # halves of 40 rows
     single = {name: row["points"][0] for name, row in report.metrics.items() if row["kind"] == "single"}
-    assert single["m2"] == [pytest.approx(n * COST["dear"]), 1.0]
+    assert single["dear"] == [pytest.approx(n * COST["dear"]), 1.0]
     cascade = report.metrics["cascade: says-sure"]
-    assert cascade["settings"][0]["chain"] == ["m0", "m2"]
+    assert cascade["settings"][0]["chain"] == ["cheap", "dear"]
     # cheap on every query, dear on the odd-numbered (unsure) ones: all right
     best = max(cascade["points"], key=lambda p: (p[1], -p[0]))
     unsure = round((best[0] - n * COST["cheap"]) / COST["dear"])
@@ -82,7 +82,7 @@ def test_cascade_bench_cli_writes_table_json_and_plot(tmp_path: Path) -> None:
                                       "--bootstrap", "10"])
     assert result.exit_code == 0, result.output
     payload = json.loads((tmp_path / "out" / "bench.json").read_text())
-    assert set(payload["suites"]["toy"]["methods"]) >= {"m0", "m1", "m2", "random", "oracle"}
+    assert set(payload["suites"]["toy"]["methods"]) >= {"cheap", "mid", "dear", "random", "oracle"}
     assert (tmp_path / "out" / "toy.png").stat().st_size > 10_000
     assert "| random |" in (tmp_path / "out" / "bench.md").read_text()
 
@@ -151,7 +151,7 @@ async def test_rules_router_finds_the_length_rule_on_train(tmp_path: Path) -> No
     n = report.queries
     best = max(zip(curve["points"], curve["settings"]), key=lambda ps: (ps[0][1], -ps[0][0]))
     (cost, accuracy), setting = best
-    assert accuracy == 1.0 and (setting["short"], setting["long"]) == ("m0", "m2")
+    assert accuracy == 1.0 and (setting["short"], setting["long"]) == ("cheap", "dear")
     assert 40 < setting["min_chars"] < 500
     long = round((cost - n * COST["cheap"]) / (COST["dear"] - COST["cheap"]))
     assert 0 < long < n and cost == pytest.approx((n - long) * COST["cheap"] + long * COST["dear"])
@@ -192,7 +192,7 @@ async def test_causal_router_on_the_bench_grades_once_and_replays(tmp_path: Path
     assert curve["points"] and all(0 < c and 0 <= a <= 1 for c, a in curve["points"])
     assert any(n.startswith("causal_llm: SmolLM2-135M grades") for n in report.notes)
     levels = curve["settings"][0]["levels"]
-    assert len(levels) == causal.LEVELS and set(levels) <= {"m0", "m1", "m2"}
+    assert len(levels) == causal.LEVELS and set(levels) <= {"cheap", "mid", "dear"}
 
 
 async def test_router_curves_on_the_bench_cover_routing_only_and_router_plus_cascade(

@@ -241,7 +241,7 @@ async def test_replay_fixture_run_is_deterministic(tmp_path: Path) -> None:
                 result = await engine.run(_prompt(sample_id))
                 assert result.answer == answer, (repeat, sample_id)
                 assert (result.tier == 0) is accepted_early, sample_id
-                assert result.attempts[-1].label is right, sample_id
+                assert result.attempts[-1].label == right, sample_id  # quality: 1.0 / 0.0
                 expected = costs["a"][i] + costs["b"][i] + (0 if accepted_early else costs["c"][i])
                 assert result.cost == pytest.approx(expected), sample_id
                 assert all(m.label is not None for m in result.attempts[0].members)

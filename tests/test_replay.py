@@ -27,7 +27,7 @@ def test_reads_the_fixture_as_is() -> None:
     row = table.rows[2]
     assert row.sample_id == "toy.3" and row.parts == ("Few-shot context", "Question: Largest planet?\nAnswer:")
     assert row.records["dear-model"].response == "Jupiter"
-    assert row.records["dear-model"].correct is True and row.records["mid-model"].correct is False
+    assert row.records["dear-model"].correct == 1.0 and row.records["mid-model"].correct == 0.0
     assert row.records["dear-model"].cost == 0.02
     assert table.rows[3].records["cheap-model"].correct is None  # empty cell
 
@@ -69,8 +69,8 @@ def test_model_not_in_data_is_a_typed_error_at_load() -> None:
         (lambda t: t.replace("|total_cost,mid", "|cost,mid", 1), "missing column 'cheap-model|total_cost'"),
         (lambda t: t.replace(",0.001,0.01,mid-model", ",cheap,0.01,mid-model"),
          "row 2, column 'mid-model|total_cost': cost 'cheap' is not a number"),
-        (lambda t: t.replace("toy,0.0,1.0,1.0", "toy,0.5,1.0,1.0"),
-         "row 2, column 'cheap-model': correctness '0.5' is not 0 or 1"),
+        (lambda t: t.replace("toy,0.0,1.0,1.0", "toy,1.5,1.0,1.0"),
+         "row 2, column 'cheap-model': quality '1.5' is outside [0, 1]"),
         (lambda t: t.splitlines()[0] + "\n", "no data rows"),
     ],
 )

@@ -22,7 +22,7 @@ def test_routellm_format_is_detected_and_read() -> None:
     assert table.format is ReplayFormat.ROUTELLM and not table.has_costs
     assert table.models == ("weak-model", "strong-model")
     row = table.rows[1]
-    assert row.records["weak-model"].correct is False and row.records["strong-model"].correct is True
+    assert row.records["weak-model"].correct == 0.0 and row.records["strong-model"].correct == 1.0
     assert row.records["strong-model"].response.endswith("#### 30")
 
 

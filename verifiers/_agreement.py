@@ -28,6 +28,7 @@ from types import MappingProxyType
 import anyio
 import numpy as np
 
+from verifiers._calibrate import good
 from verifiers._artifacts import ArtifactError, load_artifact, save_artifact
 from verifiers._normalise import AnswerKind, Embed, normalise
 from verifiers._trained import Calibration, CalibrationMap, TrainingDataError
@@ -142,7 +143,7 @@ def fit_agreement(rows: Sequence[AgreementRow], sources: Sequence[str], kind: An
     probe = AgreementModel(tuple(sources), np.zeros(3 * len(sources)), 0.0,
                            CalibrationMap(Calibration.PLATT), kind)
     x = np.stack([probe.features(r.source, r.agree) for r in rows]) if rows else np.zeros((0, 3 * len(sources)))
-    return fit_features(x, np.array([r.correct for r in rows], dtype=int), sources, kind,
+    return fit_features(x, good([float(r.correct) for r in rows]).astype(int), sources, kind,
                         folds=folds, c=c, seed=seed)
 
 

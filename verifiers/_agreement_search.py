@@ -27,7 +27,7 @@ from verifiers._agreement import (
     consensus,
     fit_features,
 )
-from verifiers._calibrate import CalibrationError, simulate_cascade
+from verifiers._calibrate import CalibrationError, good, simulate_cascade
 from verifiers._normalise import AnswerKind, Embed
 from verifiers._trained import TrainingDataError
 
@@ -35,7 +35,8 @@ from verifiers._trained import TrainingDataError
 @dataclass(frozen=True, slots=True)
 class AnswerSet:
     """Every model's answer to the same labelled queries: ``texts[m][q]`` (None: no answer),
-    ``correct`` and ``cost`` of shape (queries, models)."""
+    ``correct`` (quality in [0, 1]: 0/1 correctness or a graded score) and ``cost`` of shape
+    (queries, models)."""
 
     models: tuple[str, ...]
     texts: tuple[tuple[str | None, ...], ...]
@@ -137,9 +138,10 @@ def _judge(answers: AnswerSet, agree: np.ndarray, candidate: np.ndarray, sources
            kind: AnswerKind, cost: np.ndarray, seed: int) -> _Judged:
     n = len(candidate)
     x = features(agree, candidate, sources)
-    y = answers.correct[np.arange(n), candidate].astype(int)
+    quality = answers.correct[np.arange(n), candidate].astype(float)
+    y = good(quality).astype(int)  # the agreement model predicts "good"; simulations use quality
     model, confidence = fit_features(x, y, [answers.models[j] for j in sources], kind, seed=seed)
-    return _Judged(model, confidence, y.astype(bool), cost)
+    return _Judged(model, confidence, quality, cost)
 
 
 def learn(answers: AnswerSet, agree: np.ndarray, plan: Plan, kind: AnswerKind, seed: int = 0,

@@ -18,6 +18,11 @@ has test false-accept rate ≤ α with probability ≥ 1 − δ (tested on real 
 
 from __future__ import annotations
 
+# Graded quality (scores in [0, 1], e.g. an LLM judge's grade): accuracies, coverage curves,
+# ECE and cascade simulations use the mean quality; what needs a yes/no label (AUROC, the
+# risk bound's false accepts, a classifier's target) calls an answer good at quality >= GOOD.
+# On 0/1 correctness both readings are the same.
+
 import itertools
 import math
 from collections.abc import Sequence
@@ -31,9 +36,19 @@ class CalibrationError(ValueError):
     no setting reaches)."""
 
 
-def _arrays(confidence: Sequence[float] | np.ndarray, correct: Sequence[bool] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+GOOD = 0.5
+
+
+def good(quality: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Which answers count as good: quality >= ``GOOD`` (0/1 correctness: the correct ones)."""
+    return np.asarray(quality, dtype=float) >= GOOD
+
+
+def _arrays(confidence: Sequence[float] | np.ndarray, correct: Sequence[float] | np.ndarray,
+            graded: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, good) — or (confidence, quality) with ``graded``."""
     c = np.asarray(confidence, dtype=float)
-    y = np.asarray(correct).astype(bool)
+    y = np.asarray(correct, dtype=float) if graded else good(correct)
     if c.shape != y.shape or c.ndim != 1 or c.size == 0:
         raise CalibrationError(f"need two equal-length, non-empty 1-d arrays (got {c.shape} and {y.shape})")
     return c, y
@@ -61,8 +76,8 @@ def auroc(confidence: Sequence[float] | np.ndarray, correct: Sequence[bool] | np
 
 def expected_calibration_error(confidence: Sequence[float] | np.ndarray,
                                correct: Sequence[bool] | np.ndarray, bins: int = 10) -> float:
-    """Σ over equal-width bins of |accuracy − mean confidence| × share of items in the bin."""
-    c, y = _arrays(confidence, correct)
+    """Σ over equal-width bins of |mean quality − mean confidence| × share of items in the bin."""
+    c, y = _arrays(confidence, correct, graded=True)
     index = np.minimum((c * bins).astype(int), bins - 1)
     total = 0.0
     for b in range(bins):
@@ -74,8 +89,8 @@ def expected_calibration_error(confidence: Sequence[float] | np.ndarray,
 
 def accuracy_coverage(confidence: Sequence[float] | np.ndarray,
                       correct: Sequence[bool] | np.ndarray) -> list[tuple[float, float, float]]:
-    """(coverage, accuracy of the accepted, threshold) for every distinct threshold, strictest first."""
-    c, y = _arrays(confidence, correct)
+    """(coverage, mean quality of the accepted, threshold) for every distinct threshold, strictest first."""
+    c, y = _arrays(confidence, correct, graded=True)
     out = []
     for t in np.unique(c)[::-1]:
         accepted = c >= t
@@ -153,7 +168,7 @@ def simulate_cascade(thresholds: Sequence[float], confidence: Sequence[np.ndarra
     thresholds[t]; the last tier always answers), and each tier's escalation rate."""
     n = len(correct[-1])
     open_ = np.ones(n, dtype=bool)
-    spent, right, escalation = np.zeros(n), np.zeros(n, dtype=bool), []
+    spent, right, escalation = np.zeros(n), np.zeros(n), []  # right: quality (graded or 0/1)
     for t, threshold in enumerate(thresholds):
         spent[open_] += cost[t][open_]
         accept = open_ & (confidence[t] >= threshold)

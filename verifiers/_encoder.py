@@ -126,7 +126,7 @@ class CachedEncoder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 32, max_length: int = 256) -> np.ndarray:
         with self._lock:
-            missing = sorted({t for t in texts if t not in self._seen})
+            missing = sorted({t for t in texts if t not in self._seen}, key=len)  # batches of like length: little padding
         if missing:
             rows = self._encoder.encode(missing, batch_size, max_length)
             with self._lock:

@@ -10,8 +10,13 @@ from typing import Annotated
 
 import typer
 
-from cascade.cli._app import EXIT_BAD_INPUT, _fail, app, err
+from cascade.cli._app import EXIT_BAD_INPUT, EXIT_RUN_FAILED, _fail, app, err
 from cascade.errors import CascadeError
+
+# Listed here so that --help needs no import of benchmarks/; tests/test_bench.py checks them
+# against benchmarks.methods.REGISTRY and benchmarks.cli.ROUTERS.
+METHODS = ("vote", "verifier", "agreement")
+ROUTERS = ("knn", "mf", "bert", "knn-static", "mf-static", "rules", "causal_llm")
 
 
 class Split(str, enum.Enum):
@@ -19,40 +24,65 @@ class Split(str, enum.Enum):
     HALVES = "halves"
 
 
+class Answer(str, enum.Enum):
+    """How answers compare for agreement cascades (verifiers.AnswerKind)."""
+
+    NUMBER = "number"
+    CHOICE = "choice"
+    EXACT = "exact"
+    CODE = "code"
+    TEXT = "text"
+
+
 @app.command()
 def bench(
     suites: Annotated[list[str] | None, typer.Argument(
-        help="built-in suites: arc, winogrande, mbpp, gsm8k, mot-date (default: all)")] = None,
+        help="built-in suites: arc, winogrande, mbpp, gsm8k, mot-date (default: all, unless "
+        "--csv or --policy is given)")] = None,
     data: Annotated[Path | None, typer.Option(
         help="recorded-data folder (default $CASCADE_BENCH_DATA, else ../shared/data)")] = None,
-    csv: Annotated[Path | None, typer.Option(help="any RouterBench-format CSV to bench (test)")] = None,
+    csv: Annotated[Path | None, typer.Option(
+        help="any RouterBench- or RouteLLM-format CSV to bench (its test rows); quality cells "
+        "may be 0/1, True/False or graded scores in [0, 1]")] = None,
     train: Annotated[Path | None, typer.Option(help="its train CSV (default: halves of --csv)")] = None,
     policy: Annotated[Path | None, typer.Option(
         help="a policy of replay tiers (${DATA}, ${SPLIT} and ${FILE} are filled in)")] = None,
     split: Annotated[Split, typer.Option(help="how --policy is split")] = Split.HALVES,
     method: Annotated[list[str] | None, typer.Option(
-        help="estimator cascades to include: vote, verifier (repeatable; default: all; none: singles only)")] = None,
+        help=f"estimator cascades: {', '.join(METHODS)} (repeatable; default: every one that "
+        "applies; none: single models and routers only)")] = None,
     router: Annotated[list[str] | None, typer.Option(
-        help="router kinds to include: knn, mf, bert, knn-static, mf-static (repeatable; -static: "
-        "on the static encoder distilled from MiniLM): routing only, and router + each cascade "
-        "method")] = None,
-    out: Annotated[Path | None, typer.Option(help="output folder (default benchmarks/results)")] = None,
+        help=f"router kinds: {', '.join(ROUTERS)} (repeatable; -static: on the static encoder "
+        "distilled from MiniLM): routing only, and router + each cascade method")] = None,
+    answer: Annotated[Answer | None, typer.Option(
+        help="how answers compare for agreement (default: the suite's, or detected from the "
+        "responses of a --csv file)")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="output folder (default $CASCADE_BENCH_OUT, else a new folder under "
+        "~/.cache/cascade-bench/results; files tracked by git are never overwritten)")] = None,
     bootstrap: Annotated[int, typer.Option(help="bootstrap rounds for the AIQ intervals")] = 200,
 ) -> None:
-    """Replay recorded answers through the engine: cost–quality curves, AIQ, APGR, CPT."""
+    """Replay recorded answers through the engine: cost–quality curves, AIQ, APGR, CPT.
+    Exits 1 when a method or router asked for by name ran on no suite (the notes say why)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
-        from benchmarks.cli import DEFAULT_OUT
         from benchmarks.cli import bench as run_bench
+        from benchmarks.cli import not_run
         from benchmarks.replay import SplitRule
+        from verifiers import AnswerKind
     except ImportError as exc:
         raise _fail(f"cascade bench runs from a source checkout of cascade ({exc})",
                     EXIT_BAD_INPUT) from None
     if train is not None and csv is None:
         raise _fail("--train needs --csv", EXIT_BAD_INPUT)
     try:
-        run_bench(suites or [], data=data, out=out or DEFAULT_OUT, csv=csv, train=train,
-                  policy=policy, split=SplitRule(split.value), methods=method, rounds=bootstrap,
-                  console=err, routers=router or [])
-    except (CascadeError, KeyError, ValueError) as exc:
+        reports = run_bench(suites or [], data=data, out=out, csv=csv, train=train,
+                            policy=policy, split=SplitRule(split.value), methods=method, rounds=bootstrap,
+                            console=err, routers=router or [],
+                            answer=None if answer is None else AnswerKind(answer.value))
+    except CascadeError as exc:
         raise _fail(str(exc).strip('"'), EXIT_BAD_INPUT) from None
+    missing = not_run(reports, method, router or [])
+    if missing:
+        raise _fail(f"did not run on any suite: {', '.join(missing)} (see the notes above and in "
+                    "bench.md)", EXIT_RUN_FAILED)

@@ -63,7 +63,7 @@ def _static(encoder: EncoderChoice, kind: RouterChoice, table: Path | None) -> S
 
 
 def _train(kind: RouterChoice, data: Path, models: list[str] | None, pairwise: bool,
-           epochs: int | None, k: int, static: StaticEncoder | None = None) -> RouterModel:
+           epochs: int | None, k: int | None, static: StaticEncoder | None = None) -> RouterModel:
     if pairwise:
         if kind is not RouterChoice.MF:
             raise _fail("--pairwise trains MF routers only", EXIT_BAD_INPUT)
@@ -103,7 +103,8 @@ def train_router_command(
     models: Annotated[str | None, typer.Option(help="comma-separated model columns (default: all)")] = None,
     pairwise: Annotated[bool, typer.Option(help="data is {prompt, model_a, model_b, winner} lines")] = False,
     epochs: Annotated[int | None, typer.Option(help="MF / BERT training epochs")] = None,
-    k: Annotated[int, typer.Option(help="kNN neighbours")] = 10,
+    k: Annotated[int | None, typer.Option(
+        help="kNN neighbours (default: k and the neighbour weighting chosen by 5-fold cross-validation)")] = None,
     test: Annotated[Path | None, typer.Option(help="held-out data to report AUROC per model on")] = None,
     encoder: Annotated[EncoderChoice, typer.Option(
         help="knn / mf: embed with the MiniLM transformer (~30 ms a query here) or a static "

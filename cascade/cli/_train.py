@@ -13,6 +13,7 @@ from rich.table import Table
 
 from cascade._calibrate import Calibration, Target, calibrate
 from cascade.cli._app import EXIT_BAD_INPUT, EXIT_RUN_FAILED, _fail, app, err, out
+from verifiers._calibrate import GOOD
 from cascade.errors import CascadeError
 from cascade.policy import load_policy
 from cascade.policy._writeback import write_thresholds
@@ -79,7 +80,7 @@ def examples_from(table: ReplayTable, model: str) -> list[Example]:
     for row in table.rows:
         record = table.record(row, model)
         if record.correct is not None:
-            out_.append(Example(row.prompt, record.response, record.correct))
+            out_.append(Example(row.prompt, record.response, record.correct >= GOOD))
     return out_
 
 

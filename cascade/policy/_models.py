@@ -448,8 +448,18 @@ class MemberSpec(_Spec):
     """An ensemble member on a provider (or with prices) of its own."""
 
     model: str
+    name: str | None = Field(None, description="the member's alias (a slug): its identity in "
+                             "agreement weights and evidence, so one model with two prompts or "
+                             "deployments can be two members (default: the model)")
     provider: ProviderSpec | None = Field(None, description="default: the tier's provider")
     price: Price | None = Field(None, description="default: the tier's price")
+
+    @field_validator("name")
+    @classmethod
+    def _alias(cls, value: str | None) -> str | None:
+        if value is not None and not _SLUG.match(value):
+            raise ValueError(f"{value!r} is not a slug (lower-case letters, digits, '-', '_')")
+        return value
 
 
 class DeploymentSpec(_Spec):
@@ -571,8 +581,10 @@ class TierSpec(_Spec):
         if self.models:
             if len(self.models) < 2:
                 raise ValueError("an ensemble (`models`) needs at least two models")
-            if len(set(self.model_names)) != len(self.model_names):
-                raise ValueError("an ensemble lists a model twice")
+            sources = [m.name or m.model for m in self.members]
+            if len(set(sources)) != len(sources):
+                raise ValueError("an ensemble lists a member twice (give one model's members "
+                                 "distinct `name`s)")
             if not isinstance(self.estimator, AgreementSpec):
                 raise ValueError("an ensemble tier needs `estimator: {kind: agreement, ...}` (its "
                                  "members' agreement picks and judges the answer)")

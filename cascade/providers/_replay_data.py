@@ -8,6 +8,11 @@
 
 Rows are numbered from 1 (the first data row / the first JSON record) in errors and in
 ``replay_row`` metadata.
+
+Quality cells: ``0`` / ``1`` and ``True`` / ``False`` (correctness), or any graded score in
+[0, 1] (an LLM judge's grade, MT-Bench scores divided by 10, the share of code tests passed).
+Every metric uses the mean quality; correctness is its 0/1 special case. A cell that is not a
+number in [0, 1] is a ``ReplayDataError`` naming the file, row and column.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ class Record:
     (MoT); ``sample_correct`` their labels; ``output_chars`` the billed generation of each."""
 
     response: str
-    correct: bool | None  # None where the data has no correctness cell
+    correct: float | None  # quality in [0, 1] (0/1: correctness); None where the cell is empty
     cost: float | None  # None where the data has no cost (priced from tokens)
     samples: tuple[str, ...] = ()
     sample_correct: tuple[bool, ...] = ()
@@ -103,20 +108,23 @@ def literal_parts(text: str) -> tuple[str, ...]:
     return (text,)
 
 
-def _correctness(cell: str, path: str, row: int, column: str) -> bool | None:
+def _correctness(cell: str, path: str, row: int, column: str) -> float | None:
+    """A quality cell: True/False, 0/1 or a graded score in [0, 1]; None when empty."""
     text = cell.strip()
     if text == "":
         return None
     if text.lower() in ("true", "false"):
-        return text.lower() == "true"
+        return 1.0 if text.lower() == "true" else 0.0
     try:
         value = float(text)
     except ValueError:
-        raise ReplayDataError(path, f"correctness {cell!r} is not 0/1 or True/False",
+        raise ReplayDataError(path, f"quality {cell!r} is not a number in [0, 1] or True/False",
                               row=row, column=column) from None
-    if value not in (0.0, 1.0):
-        raise ReplayDataError(path, f"correctness {cell!r} is not 0 or 1", row=row, column=column)
-    return value == 1.0
+    if not 0.0 <= value <= 1.0:  # also rejects nan
+        raise ReplayDataError(path, f"quality {cell!r} is outside [0, 1] (graded scores are "
+                              "accepted in [0, 1]; rescale e.g. a 1-10 grade by 10)",
+                              row=row, column=column)
+    return value
 
 
 def _cost(cell: str, path: str, row: int, column: str) -> float:

@@ -2,11 +2,13 @@
 causal-LLM grader), then let the cascade climb from there. kNN and MF embed with MiniLM or
 with a static encoder distilled from it (``RouterEncoder``)."""
 
+from cascade.routing._cv import choose_knn
 from cascade.routing._causal import DEFAULT_GRADER_PROMPT, CausalLLMRouter, parse_grade
 from cascade.routing._learned import LearnedRouter, columns_for, router_embed
 from cascade.routing._models import (
     BertModel,
     KnnModel,
+    KnnWeighting,
     MfModel,
     NeighbourIndex,
     RouterEncoder,
@@ -29,8 +31,10 @@ from cascade.routing._select import (
 )
 from cascade.routing._train import (
     CorrectnessData,
+    MfSettings,
     Preference,
     PreferenceData,
+    choose_mf,
     correctness_data,
     preference_data,
     router_text,
@@ -47,6 +51,8 @@ __all__ = [
     "CausalLLMRouter",
     "CorrectnessData",
     "KnnModel",
+    "KnnWeighting",
+    "MfSettings",
     "LearnedRouter",
     "MfModel",
     "NeighbourIndex",
@@ -67,6 +73,8 @@ __all__ = [
     "Rule",
     "RulesRouter",
     "TierScore",
+    "choose_knn",
+    "choose_mf",
     "columns_for",
     "correctness_data",
     "load_router_model",

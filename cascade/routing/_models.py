@@ -36,6 +36,26 @@ class RouterKind(str, enum.Enum):
     BERT = "bert"
 
 
+class KnnWeighting(str, enum.Enum):
+    """How the k nearest training queries are weighted (chosen by cross-validation)."""
+
+    UNIFORM = "uniform"  # each neighbour counts the same
+    DISTANCE = "distance"  # 1 / Euclidean distance of the unit vectors (scikit-learn's "distance")
+    SIMILARITY = "similarity"  # cosine similarity (artifacts written before the field)
+
+
+def knn_weights(sims: np.ndarray, weighting: KnnWeighting) -> np.ndarray:
+    """Neighbour weights from cosine similarities (any shape)."""
+    match weighting:
+        case KnnWeighting.UNIFORM:
+            return np.ones_like(sims)
+        case KnnWeighting.DISTANCE:
+            return 1.0 / np.maximum(np.sqrt(np.maximum(2.0 - 2.0 * sims, 0.0)), 1e-6)
+        case KnnWeighting.SIMILARITY:
+            return np.clip(sims, 1e-6, None)
+    raise AssertionError(weighting)  # unreachable: the enum is closed
+
+
 class RouterEncoder(str, enum.Enum):
     """The text encoder a kNN / MF router was trained with, and must be queried with."""
 
@@ -126,14 +146,16 @@ def _save_static(static: StaticEncoder | None, directory: str | Path) -> None:
 
 @dataclass(frozen=True, slots=True)
 class KnnModel:
-    """P(model ok) = similarity-weighted share of the k nearest training queries it got right."""
+    """Expected quality of each model = weighted mean of its quality on the k nearest training
+    queries (with 0/1 labels: the weighted share it got right)."""
 
     header: Header
     index: NeighbourIndex
-    labels: np.ndarray  # (n, models) in {0, 1}
+    labels: np.ndarray  # (n, models) quality in [0, 1]
     k: int = 10
     kind: RouterKind = RouterKind.KNN
     static: StaticEncoder | None = None  # trained on static embeddings (header.encoder static)
+    weighting: KnnWeighting = KnnWeighting.SIMILARITY
 
     def __post_init__(self) -> None:
         _check_encoder(self.header, self.index, self.static)
@@ -144,14 +166,15 @@ class KnnModel:
 
     def predict(self, texts: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
         sims, index = self.index.top(embeddings, self.k)
-        weights = np.clip(sims, 1e-6, None)[:, :, None]
+        weights = knn_weights(sims, self.weighting)[:, :, None]
         return (self.labels[index] * weights).sum(axis=1) / weights.sum(axis=1)
 
     def save(self, directory: str | Path) -> Path:
         _save_static(self.static, directory)
-        return save_artifact(directory, "router-knn", self.header.meta(k=self.k),
+        graded = bool(np.any((self.labels != 0) & (self.labels != 1)))
+        return save_artifact(directory, "router-knn", self.header.meta(k=self.k, weighting=self.weighting.value),
                              {"embeddings": self.index.embeddings.astype(np.float16),
-                              "labels": self.labels.astype(np.uint8)})
+                              "labels": self.labels.astype(np.float32 if graded else np.uint8)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,8 +317,13 @@ def load_router_model(directory: str | Path, *, sha256: str | None = None) -> Ro
     match kind:  # the shapes checked here are what the models' own checks need
         case RouterKind.KNN:
             labels = _array(artifact, "labels", (index.embeddings.shape[0], m)).astype(np.float32)
+            try:
+                weighting = KnnWeighting(artifact.meta.get("weighting", KnnWeighting.SIMILARITY.value))
+            except ValueError:
+                raise RouterArtifactError(f"{directory}/meta.json: unknown kNN `weighting` "
+                                          f"{artifact.meta.get('weighting')!r}") from None
             return KnnModel(header, index, labels, int(artifact.meta.get("k", 10)),  # type: ignore[arg-type]
-                            static=static)
+                            static=static, weighting=weighting)
         case RouterKind.MF:
             p = _array(artifact, "model_embeddings", (m, None))
             return MfModel(header, index, p, _array(artifact, "projection", (p.shape[1], width)),

@@ -18,7 +18,16 @@ import numpy as np
 
 from cascade.errors import ReplayDataError, RoutingDataError
 from cascade.providers import load_table
-from cascade.routing._models import BertModel, Header, KnnModel, MfModel, NeighbourIndex, RouterEncoder
+from cascade.routing._cv import FOLDS, KNN_KS, choose_knn, fold_rows, score
+from cascade.routing._models import (
+    BertModel,
+    Header,
+    KnnModel,
+    KnnWeighting,
+    MfModel,
+    NeighbourIndex,
+    RouterEncoder,
+)
 from verifiers import conversation_text
 from verifiers._encoder import fine_tune, load_minilm
 from verifiers._static import StaticEncoder
@@ -37,7 +46,7 @@ class CorrectnessData:
     source: str
     texts: tuple[str, ...]
     models: tuple[str, ...]
-    labels: np.ndarray  # (n, models) float32 in {0, 1}
+    labels: np.ndarray  # (n, models) float32 quality in [0, 1] (0/1 correctness or graded)
     costs: np.ndarray | None  # (n, models) recorded cost per call, when the data has costs
     dropped: int = 0  # rows without a label for some model
 
@@ -84,7 +93,7 @@ def correctness_data(path: str | Path, models: Sequence[str] | None = None,
         if not row.prompt.strip():
             raise RoutingDataError(path, "empty query", row=number)
         texts.append(router_text(row.prompt, max_chars))
-        labels.append([float(bool(r.correct)) for r in records])
+        labels.append([float(r.correct) for r in records])  # type: ignore[arg-type]
         costs.append([r.cost if r.cost is not None else np.nan for r in records])
     if not texts:
         raise RoutingDataError(path, "no row has a label for every chosen model")
@@ -158,56 +167,148 @@ def _check_labels(data: CorrectnessData) -> None:
         raise RoutingDataError(data.source, "every label is the same: nothing to learn")
 
 
-def train_knn(data: CorrectnessData, *, k: int = 10, quantile: float = COLD_START_QUANTILE,
-              embeddings: np.ndarray | None = None, static: StaticEncoder | None = None) -> KnnModel:
-    """``static``: train on (and ship) a static encoder's embeddings instead of MiniLM's."""
+def train_knn(data: CorrectnessData, *, k: int | None = None, weighting: KnnWeighting | None = None,
+              quantile: float = COLD_START_QUANTILE, embeddings: np.ndarray | None = None,
+              static: StaticEncoder | None = None) -> KnnModel:
+    """``k`` / ``weighting`` None: chosen by 5-fold cross-validation on ``data``
+    (``_cv.choose_knn``; the choice and its score are recorded in the artifact's metrics).
+    ``static``: train on (and ship) a static encoder's embeddings instead of MiniLM's."""
     _check_labels(data)
     index = _index(data.texts, embeddings, static)
-    return KnnModel(_header(index, data.models, data.costs, quantile, static, dropped=data.dropped),
-                    index, data.labels, k, static=static)
+    metrics: dict[str, object] = {"dropped": data.dropped}
+    if k is None or weighting is None:
+        choice = choose_knn(index.embeddings, data.labels, data.costs,
+                            ks=KNN_KS if k is None else (k,))
+        k, weighting = choice.k, (choice.weighting if weighting is None else weighting)
+        metrics.update(cv_score=choice.score, cv="aiq" if data.costs is not None else "-mse")
+    if k < 1:
+        raise RoutingDataError(data.source, f"k must be at least 1 (got {k})")
+    return KnnModel(_header(index, data.models, data.costs, quantile, static, **metrics),
+                    index, data.labels, k, static=static, weighting=weighting)
 
 
-def train_mf(data: CorrectnessData | PreferenceData, *, dim: int = 32, epochs: int = 300,
-             lr: float = 3e-3, weight_decay: float = 1e-4, seed: int = 0,
-             quantile: float = COLD_START_QUANTILE, embeddings: np.ndarray | None = None,
-             static: StaticEncoder | None = None) -> MfModel:
-    """Full-batch AdamW: BCE on per-model correctness, or on sigmoid(s_a - s_b) for preferences.
-    ``static``: train on (and ship) a static encoder's embeddings instead of MiniLM's."""
+@dataclass(frozen=True, slots=True)
+class MfSettings:
+    dim: int = 32
+    epochs: int = 300
+    weight_decay: float = 1e-4
+    lr: float = 3e-3
+
+
+MF_DIMS = (16, 64)
+MF_WEIGHT_DECAYS = (1e-4, 1e-2)
+MF_EPOCHS = (100, 200, 400)  # snapshots of one training run per (dim, weight decay)
+
+
+@dataclass(frozen=True, slots=True)
+class MfChoice:
+    settings: MfSettings
+    score: float
+    scores: dict[str, float]
+
+
+def _mf_parameters(q, m: int, dim: int, seed: int):  # type: ignore[no-untyped-def]
     import torch
 
     torch.manual_seed(seed)
+    return (torch.nn.Parameter(torch.randn(m, dim) * 0.1),
+            torch.nn.Parameter(torch.randn(dim, q.shape[1]) / q.shape[1] ** 0.5),
+            torch.nn.Parameter(torch.randn(dim) * 0.1), torch.nn.Parameter(torch.zeros(m)))
+
+
+def _mf_scores(q, params):  # type: ignore[no-untyped-def]
+    import torch
+
+    p, w_proj, w_cls, bias = params
+    return ((q @ w_proj.T)[:, None, :] * torch.nn.functional.normalize(p, dim=1)[None]) @ w_cls + bias
+
+
+def _mf_run(q, m: int, objective, settings: MfSettings, seed: int,  # type: ignore[no-untyped-def]
+            snapshots: Sequence[int] = (), held=None):
+    """Full-batch AdamW; returns (parameters, final loss, held-out sigmoid scores per snapshot)."""
+    import torch
+
+    params = _mf_parameters(q, m, settings.dim, seed)
+    optimiser = torch.optim.AdamW(list(params), lr=settings.lr, weight_decay=settings.weight_decay)
+    seen: dict[int, np.ndarray] = {}
+    loss = torch.zeros(())
+    for epoch in range(1, settings.epochs + 1):
+        optimiser.zero_grad()
+        loss = objective(_mf_scores(q, params))
+        loss.backward()
+        optimiser.step()
+        if epoch in snapshots:
+            with torch.no_grad():
+                seen[epoch] = torch.sigmoid(_mf_scores(held, params)).numpy().astype(np.float64)
+    return params, float(loss.detach()), seen
+
+
+def choose_mf(embeddings: np.ndarray, labels: np.ndarray, cost: np.ndarray | None, *,
+              dims: Sequence[int] = MF_DIMS, weight_decays: Sequence[float] = MF_WEIGHT_DECAYS,
+              epochs: Sequence[int] = MF_EPOCHS, folds: int = FOLDS, seed: int = 0) -> MfChoice:
+    """MF's (dimension, weight decay, epochs) by cross-validation (``_cv``'s folds and score);
+    epochs are snapshots of one run per fold, so the grid costs dims × decays × folds runs."""
+    import torch
+
+    n = labels.shape[0]
+    held = fold_rows(n, folds, seed)
+    grid = [(d, wd) for d in dims for wd in weight_decays]
+    oof = {(d, wd, e): np.zeros(labels.shape) for d, wd in grid for e in epochs}
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    for rows in held:
+        fit = np.setdiff1d(np.arange(n), rows)
+        q, target = torch.from_numpy(embeddings[fit].astype(np.float32)), torch.from_numpy(labels[fit].astype(np.float32))
+        held_q = torch.from_numpy(embeddings[rows].astype(np.float32))
+        for d, wd in grid:
+            _, _, seen = _mf_run(q, labels.shape[1], lambda s: loss_fn(s, target),  # noqa: B023
+                                 MfSettings(d, max(epochs), wd), seed, epochs, held_q)
+            for e, p in seen.items():
+                oof[(d, wd, e)][rows] = p
+    scores = {v: score(p, labels, cost) for v, p in oof.items()}
+    best = max(scores, key=lambda v: (round(scores[v], 12), -v[0], v[1], -v[2]))  # ties: smaller, more regularised, shorter
+    return MfChoice(MfSettings(best[0], best[2], best[1]), scores[best],
+                    {f"dim={d}, weight_decay={wd:g}, epochs={e}": s for (d, wd, e), s in scores.items()})
+
+
+def train_mf(data: CorrectnessData | PreferenceData, *, dim: int | None = None, epochs: int | None = None,
+             lr: float = 3e-3, weight_decay: float | None = None, seed: int = 0,
+             quantile: float = COLD_START_QUANTILE, embeddings: np.ndarray | None = None,
+             static: StaticEncoder | None = None) -> MfModel:
+    """Full-batch AdamW: BCE on per-model quality (0/1 or graded: soft targets), or on
+    sigmoid(s_a - s_b) for preferences. On quality data, settings left None are chosen by
+    5-fold cross-validation (``choose_mf``); preferences use 32 dimensions, 300 epochs and
+    weight decay 1e-4. ``static``: train on (and ship) a static encoder's embeddings."""
+    import torch
+
     texts = data.texts if isinstance(data, CorrectnessData) else tuple(p.text for p in data.pairs)
     if isinstance(data, CorrectnessData):
         _check_labels(data)
     q = torch.from_numpy(_index(texts, embeddings, static).embeddings)
-    m = len(data.models)
-    p = torch.nn.Parameter(torch.randn(m, dim) * 0.1)
-    w_proj = torch.nn.Parameter(torch.randn(dim, q.shape[1]) / q.shape[1] ** 0.5)
-    w_cls = torch.nn.Parameter(torch.randn(dim) * 0.1)
-    bias = torch.nn.Parameter(torch.zeros(m))
-    optimiser = torch.optim.AdamW([p, w_proj, w_cls, bias], lr=lr, weight_decay=weight_decay)
-
-    def scores() -> torch.Tensor:
-        return ((q @ w_proj.T)[:, None, :] * torch.nn.functional.normalize(p, dim=1)[None]) @ w_cls + bias
-
+    settings, metrics = MfSettings(), {}
+    if isinstance(data, CorrectnessData) and None in (dim, epochs, weight_decay):
+        choice = choose_mf(q.numpy(), data.labels, data.costs,
+                           dims=MF_DIMS if dim is None else (dim,),
+                           weight_decays=MF_WEIGHT_DECAYS if weight_decay is None else (weight_decay,),
+                           epochs=MF_EPOCHS if epochs is None else (epochs,), seed=seed)
+        settings = choice.settings
+        metrics = {"cv_score": choice.score, "cv": "aiq" if data.costs is not None else "-mse"}
+    settings = MfSettings(dim or settings.dim, epochs or settings.epochs,
+                          settings.weight_decay if weight_decay is None else weight_decay, lr)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     if isinstance(data, CorrectnessData):
         target = torch.from_numpy(data.labels)
-        objective = lambda: loss_fn(scores(), target)  # noqa: E731
+        objective = lambda s: loss_fn(s, target)  # noqa: E731
     else:
         rows = torch.arange(len(data.pairs))
         a = torch.tensor([x.a for x in data.pairs])
         b = torch.tensor([x.b for x in data.pairs])
         won = torch.tensor([x.outcome for x in data.pairs], dtype=torch.float32)
-        objective = lambda: loss_fn(scores()[rows, a] - scores()[rows, b], won)  # noqa: E731
-    for _ in range(epochs):
-        optimiser.zero_grad()
-        loss = objective()
-        loss.backward()
-        optimiser.step()
+        objective = lambda s: loss_fn(s[rows, a] - s[rows, b], won)  # noqa: E731
+    (p, w_proj, w_cls, bias), loss, _ = _mf_run(q, len(data.models), objective, settings, seed)
     index = NeighbourIndex(q.numpy().astype(np.float32))
     costs = data.costs if isinstance(data, CorrectnessData) else None
-    header = _header(index, data.models, costs, quantile, static, final_loss=float(loss.detach()), epochs=epochs,
+    header = _header(index, data.models, costs, quantile, static, final_loss=loss, epochs=settings.epochs,
+                     dim=settings.dim, weight_decay=settings.weight_decay, **metrics,
                      objective="correctness" if isinstance(data, CorrectnessData) else "preference")
     return MfModel(header, index, p.detach().numpy(), w_proj.detach().numpy(),
                    w_cls.detach().numpy(), bias.detach().numpy(), static=static)
