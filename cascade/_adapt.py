@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 
 from cascade._ensemble import Called
+from cascade._prices import tier_price
 from cascade._tier import Member, Routing, Tier
 from cascade.errors import ProviderConfigError, ProviderError, RouterArtifactError
 from cascade.policy import (
@@ -162,13 +163,15 @@ def build_tiers(policy: Policy, factory: ProviderFactory, base_dir: Path) -> lis
                                       f"{provider.deployment} records one answer per query")
         tiers.append(Tier(
             name=spec.name, model=spec.display_model, provider=provider,
-            estimator=estimator, threshold=spec.accept_at, price=spec.price,
+            estimator=estimator, threshold=spec.accept_at, price=tier_price(spec, d).price,
             max_tokens=spec.max_tokens or d.max_tokens, timeout_s=spec.timeout_s or d.timeout_s,
             temperature=d.temperature if spec.temperature is None else spec.temperature,
             context_window=_context_window(spec, policy), system_prompt=spec.system_prompt,
             stop=spec.stop, logprobs=spec.logprobs, top_logprobs=spec.top_logprobs, n=spec.n,
             rater=_rater(spec), members=members,
             consensus=estimator if members and isinstance(estimator, AgreementEstimator) else None,
+            accept_truncated=spec.accept_truncated, degeneracy_checks=spec.degeneracy_checks,
+            fallback_estimator=build_estimator(spec.fallback_estimator, base_dir),
         ))
     return tiers
 

@@ -10,8 +10,9 @@ from cascade.policy import Price, RoutingMode
 from cascade.providers import Provider, estimate_message_tokens
 from cascade.providers._base import with_system_prompt
 from cascade.routing._types import Router
+from cascade.errors import LogprobsUnavailableError
 from cascade.types import Completion, Message, ModelCall, Request
-from verifiers import Estimator
+from verifiers import Estimate, EstimateContext, Estimator
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,28 @@ class Member:
         if completion.recorded_cost is not None:
             return completion.recorded_cost
         return self.price.cost(completion.input_tokens, completion.output_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class LogprobFallback:
+    """A tier's ``fallback_estimator``, used for an answer that came without token logprobs;
+    its estimates say so in ``details``."""
+
+    inner: Estimator
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def requires(self) -> frozenset[str]:
+        return self.inner.requires  # type: ignore[return-value]
+
+    async def estimate(self, ctx: EstimateContext) -> Estimate:
+        estimate = await self.inner.estimate(ctx)
+        details = {**estimate.details, "fallback": f"{self.inner.name}: the upstream sent no "
+                   "token logprobs"}
+        return Estimate(estimate.confidence, estimate.usage, details)
 
 
 class Consensus(Protocol):
@@ -60,6 +83,9 @@ class Tier:
     rater: str | None = None  # the tier whose model answers ``ask`` (self-rating)
     members: tuple[Member, ...] = ()
     consensus: Consensus | None = None
+    accept_truncated: bool = False  # accept answers cut by max_tokens (finish_reason length)
+    degeneracy_checks: bool = True  # echo / loop / empty / unclosed code: confidence 0
+    fallback_estimator: Estimator | None = None  # when the upstream returns no token logprobs
 
     def __post_init__(self) -> None:
         if self.members and (len(self.members) < 2 or self.consensus is None):
@@ -83,8 +109,21 @@ class Tier:
         wants_logprobs = self.logprobs or (
             self.estimator is not None and "logprobs" in self.estimator.requires)
         return ModelCall(self.model, with_system_prompt(request.messages, self.system_prompt),
-                         self.max_tokens, self.temperature, self.stop, wants_logprobs,
+                         request.max_tokens or self.max_tokens,
+                         self.temperature if request.temperature is None else request.temperature,
+                         self.stop if request.stop is None else request.stop, wants_logprobs,
                          self.top_logprobs, self.n, None, request)
+
+    def estimator_for(self, completion: Completion) -> Estimator:
+        """The estimator for this answer: the tier's, or its ``fallback_estimator`` when the
+        upstream sent no token logprobs (without a fallback: ``LogprobsUnavailableError``)."""
+        assert self.estimator is not None
+        if "logprobs" not in self.estimator.requires or any(
+                c.token_logprobs is not None for c in completion.choices):
+            return self.estimator
+        if self.fallback_estimator is None:
+            raise LogprobsUnavailableError(self.name, self.deployment, self.estimator.name)
+        return LogprobFallback(self.fallback_estimator)
 
     def cost_of(self, completion: Completion) -> float:
         """Recorded cost (replay) or tokens × this tier's prices."""
@@ -92,11 +131,11 @@ class Tier:
             return completion.recorded_cost
         return self.price.cost(completion.input_tokens, completion.output_tokens)
 
-    def fits(self, messages: tuple[Message, ...]) -> bool:
+    def fits(self, messages: tuple[Message, ...], max_tokens: int | None = None) -> bool:
         if self.context_window is None:
             return True
         needed = estimate_message_tokens(with_system_prompt(messages, self.system_prompt))
-        return needed + self.max_tokens <= self.context_window
+        return needed + (max_tokens or self.max_tokens) <= self.context_window
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 Role = Literal["system", "user", "assistant"]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+TRUNCATED = frozenset({"length", "max_tokens"})  # finish reasons that mean "cut by max_tokens"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,10 @@ class Request:
     messages: tuple[Message, ...]
     feature: str = "default"
     metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    # per-request overrides of every tier's settings (None: the tier's own)
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stop: tuple[str, ...] | None = None
 
     @property
     def text(self) -> str:
@@ -54,6 +59,11 @@ class Choice:
     top_logprobs: tuple[Mapping[str, float], ...] | None = None
     finish_reason: str | None = None
     label: bool | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """Cut by the token limit (OpenAI-style ``length``, Anthropic ``max_tokens``)."""
+        return self.finish_reason in TRUNCATED
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +166,7 @@ class Attempt:
     details: Mapping[str, object] = field(default_factory=lambda: _EMPTY)
     label: bool | None = None  # the answer's recorded correctness (replay data only)
     members: tuple[MemberAnswer, ...] = ()  # an ensemble tier's models (empty otherwise)
+    finish_reason: str | None = None  # the provider's: stop, length (truncated), ...; None: unknown
 
 
 class RouteReason(enum.Enum):
@@ -217,6 +228,7 @@ class Result:
     trace_id: str
     feature: str
     route: RouteDecision | None = None  # None when the policy does not route
+    finish_reason: str | None = None  # of the answer returned (``length``: cut by max_tokens)
 
     @property
     def label(self) -> bool | None:
@@ -241,6 +253,7 @@ class Result:
             "feature": self.feature,
             "attempts": [attempt_to_dict(a) for a in self.attempts],
             "route": None if self.route is None else self.route.to_dict(),
+            "finish_reason": self.finish_reason,
         }
 
 
@@ -264,4 +277,5 @@ def attempt_to_dict(attempt: Attempt) -> dict[str, object]:
         "details": dict(attempt.details),
         "label": attempt.label,
         "members": [m.to_dict() for m in attempt.members],
+        "finish_reason": attempt.finish_reason,
     }
