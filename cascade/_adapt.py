@@ -117,7 +117,7 @@ def _text_encoder() -> Embed:
 
 def _rater(spec: TierSpec) -> str | None:
     """The tier that rates this tier's answers (self-rating), by name; None: the tier itself."""
-    for kind in estimator_kinds(spec.estimator):
+    for kind in [*estimator_kinds(spec.estimator), *estimator_kinds(spec.fallback_estimator)]:
         if isinstance(kind, SelfRatingSpec):
             return kind.rater or spec.name
     return None

@@ -39,6 +39,7 @@ _FILLER = frozenset("""a an the is are was were be been am of to in on at for by
     well ok okay yes no not just about as from into than if also very""".split())
 _YES_NO = frozenset("""is are was were do does did can could will would should shall has have
     had may might must am""".split())
+_ECHO_COVERAGE = 0.6  # share of the question's own words an echo repeats
 _LOOP_MIN_WORDS = 15
 _LOOP_DISTINCT = 0.5  # below this share of distinct word trigrams: a loop
 
@@ -48,15 +49,17 @@ def _tokens(text: str) -> list[str]:
 
 
 def _is_echo(question: str, answer: str) -> bool:
-    """Every token of the answer that is not filler occurs in the question, and there is at
-    least one (so 'Paris' to 'What is the capital of France?' is not an echo, but 'The answer
-    is 17+25.' to 'What is 17 + 25?' is). Yes/no questions are exempt: restating them is an
-    answer."""
+    """Every token of the answer that is not filler occurs in the question, and they cover most
+    of the question's (so 'Paris' to 'What is the capital of France?' is not an echo, nor
+    'Paris' picked from options listed in the question, but 'The answer is 17+25.' to 'What is
+    17 + 25?' is). Yes/no questions are exempt: restating them is an answer."""
     asked = _tokens(question)
     if not asked or asked[0] in _YES_NO:
         return False
-    content = [t for t in _tokens(answer) if t not in _FILLER]
-    return bool(content) and set(content) <= set(asked)
+    content = set(_tokens(answer)) - _FILLER
+    asked_content = set(asked) - _FILLER
+    return (bool(content) and content <= asked_content
+            and len(content) >= _ECHO_COVERAGE * len(asked_content))
 
 
 def _is_loop(answer: str) -> bool:

@@ -25,7 +25,7 @@ from cascade.errors import CascadeError, ConfigError, ProviderError, RequestErro
 from cascade.policy import policy_json_schema
 from cascade.types import TRUNCATED, Attempt, Decision, Result, attempt_to_dict
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Answer each LLM request with as little model as it can get away with.")
 out = Console()
 err = Console(stderr=True)
@@ -45,13 +45,16 @@ def _money(value: float) -> str:
 
 def _attempts_table(attempts: Sequence[Attempt], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("tier", "model", "conf/thr", "decision", "finish", "tokens", "cost", "latency"):
+    finish = any(a.finish_reason is not None for a in attempts)  # no answer, no column
+    columns = ("tier", "model", "conf/thr", "decision", *(("finish",) if finish else ()),
+               "tokens", "cost", "latency")
+    for column in columns:
         table.add_column(column, justify="right" if column in ("cost", "latency") else "left",
                          overflow="fold")
     for a in attempts:
         table.add_row(f"{a.tier} {a.tier_name}", a.model, _confidence(a), _decision(a),
-                      a.finish_reason or "-", f"{a.input_tokens}/{a.output_tokens}",
-                      _money(a.cost), f"{a.latency_s:.2f}s")
+                      *((a.finish_reason or "-",) if finish else ()),
+                      f"{a.input_tokens}/{a.output_tokens}", _money(a.cost), f"{a.latency_s:.2f}s")
     return table
 
 
