@@ -36,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-ALPHA, DELTA = 0.10, 0.20
+ALPHA, DELTA = 0.05, 0.20
 BEFORE = {"smollm2": ("mean", 0.75), "gemma3": ("mean", 0.6)}  # policies/default.yaml until now
 STATISTICS = ("mean", "min", "quantile")
 
@@ -120,8 +120,9 @@ def correct(item: Item, answer: str) -> bool:
     text = answer.lower()
     for expected in item.answers:
         if expected.lstrip("-").isdigit():
-            numbers = {n.replace(",", "") for n in _NUMBER.findall(text)}
-            if expected in numbers:
+            numbers = {float(n.replace(",", "")) for n in _NUMBER.findall(text)
+                       if n.replace(",", "").strip("-.")}
+            if float(expected) in numbers:  # "100.0" is 100
                 return True
         elif re.search(rf"\b{re.escape(expected)}\b", text.replace("í", "i")):
             return True
@@ -183,7 +184,7 @@ def truncated(record: dict[str, object]) -> bool:
 
 
 def calibrate(items: Sequence[Item], rows: Sequence[dict[str, dict[str, object]]],
-              tiers: Sequence[str]) -> dict[str, tuple[str, float]]:
+              tiers: Sequence[str], alpha: float = ALPHA) -> dict[str, tuple[str, float]]:
     """Per tier: the statistic with the best AUROC (checks applied), then the certified
     risk threshold (``math.inf``: none certified)."""
     from verifiers import CalibrationError, auroc, risk_threshold
@@ -204,7 +205,9 @@ def calibrate(items: Sequence[Item], rows: Sequence[dict[str, dict[str, object]]
         statistic = best[1]
         conf = [0.0 if truncated(r[tier]) else guarded(i, r[tier], statistic)
                 for i, r in zip(items, rows)]
-        chosen[tier] = (statistic, risk_threshold(conf, ok, ALPHA, DELTA))
+        threshold = risk_threshold(conf, ok, alpha, DELTA)
+        # as written into the policy: 4 decimals, rounded up (never looser than chosen)
+        chosen[tier] = (statistic, threshold if math.isinf(threshold) else math.ceil(threshold * 1e4) / 1e4)
     return chosen
 
 
@@ -248,7 +251,7 @@ def simulate(items: Sequence[Item], rows: Sequence[dict[str, dict[str, object]]]
 
 
 def _threshold(value: float) -> str:
-    return "never" if math.isinf(value) else f"{value:.3f}"
+    return "never" if math.isinf(value) else f"{value:.4f}"
 
 
 def report(before: dict[str, object], after: dict[str, object],
@@ -269,6 +272,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--from-json", action="store_true",
                         help="re-score the answers saved by the last run (no model calls)")
+    parser.add_argument("--alpha", type=float, default=ALPHA,
+                        help="certified bound on wrong accepted answers per request")
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     items = make_prompts()
@@ -281,7 +286,7 @@ def main() -> None:
 
         rows = anyio.run(ask_all, items)
     tiers = list(rows[0])
-    rule = calibrate(calibration, rows[:60], tiers)
+    rule = calibrate(calibration, rows[:60], tiers, args.alpha)
     before = simulate(held_out, rows[60:], {t: BEFORE[t] for t in tiers}, checks=False)
     after = simulate(held_out, rows[60:], rule, checks=True)
     command = "OMP_WAIT_POLICY=PASSIVE nice .venv/bin/python benchmarks/default_calibration.py"
@@ -289,7 +294,7 @@ def main() -> None:
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps({
-        "alpha": ALPHA, "delta": DELTA, "before_rule": BEFORE,
+        "alpha": args.alpha, "delta": DELTA, "before_rule": BEFORE,
         "after_rule": {t: [s, None if math.isinf(v) else v] for t, (s, v) in rule.items()},
         "before": before, "after": after,
         "prompts": [asdict(i) for i in items], "answers": rows}, indent=1))
