@@ -3,6 +3,7 @@ answers, and count the wrong answers it accepts before and after.
 
     OMP_WAIT_POLICY=PASSIVE nice .venv/bin/python benchmarks/default_calibration.py
     .venv/bin/python benchmarks/default_calibration.py --from-json   # re-score, no model calls
+    (--alpha A: another risk target; --out DIR: write elsewhere than benchmarks/results)
 
 1. Generates 110 prompts with code (arithmetic, capitals, simple facts), so every answer can be
    checked: 60 for calibration, 50 held out for the before/after table (a fixed seed; the two
@@ -272,6 +273,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--from-json", action="store_true",
                         help="re-score the answers saved by the last run (no model calls)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the results")
     parser.add_argument("--alpha", type=float, default=ALPHA,
                         help="certified bound on wrong accepted answers per request")
     args = parser.parse_args()
@@ -292,13 +294,13 @@ def main() -> None:
     command = "OMP_WAIT_POLICY=PASSIVE nice .venv/bin/python benchmarks/default_calibration.py"
     table = report(before, after, rule, command)
     print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps({
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "default_calibration.json").write_text(json.dumps({
         "alpha": args.alpha, "delta": DELTA, "before_rule": BEFORE,
         "after_rule": {t: [s, None if math.isinf(v) else v] for t, (s, v) in rule.items()},
         "before": before, "after": after,
         "prompts": [asdict(i) for i in items], "answers": rows}, indent=1))
-    (RESULTS / "default_calibration.md").write_text(table + "\n")
+    (args.out / "default_calibration.md").write_text(table + "\n")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ Conventions in the Markdown (HTML comments, invisible on the rendered page):
   loopback) says ``<!-- docs-test: openai-server -->``; OTLP export is tested against a real
   OTLP/HTTP receiver on loopback with ``<!-- docs-test: otlp-receiver -->``.
 
-Only the two install commands are not run here (they build llama.cpp for ten minutes; CI runs
-them first: .ci/run).
+Not run here: the two install commands (they build llama.cpp for ten minutes; CI runs them
+first: .ci/run) and the default's calibration, whose published table is instead reproduced
+from its saved answers below.
 """
 
 from __future__ import annotations
@@ -39,7 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["README.md", "docs/quickstart.md", "docs/tutorial.md", "docs/howto-remote-tier.md",
          "docs/howto-recorded-data.md", "docs/tracing.md", "docs/policy.md",
          "docs/default-policy.md"]
-NOT_RUN = re.compile(r"^\./scripts/install\.sh")  # the set-up commands: CI runs them
+# the set-up commands (CI runs them) and the default's calibration (minutes of model calls;
+# test_the_published_calibration_table_is_reproduced re-scores its saved answers)
+NOT_RUN = re.compile(r"^(\./scripts/install\.sh|OMP_WAIT_POLICY=PASSIVE nice \.venv/bin/python "
+                     r"benchmarks/default_calibration\.py$|\.venv/bin/python "
+                     r"benchmarks/default_calibration\.py --from-json)")
 _FENCE = re.compile(r"(?:<!-- file: (?P<file>[^ ]+) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)```",
                     re.DOTALL)
 _EXIT = re.compile(r"\s+# exit (\d+)\s*$")
@@ -248,3 +253,27 @@ def test_the_docs_runner_fails_on_a_broken_snippet(tmp_path: Path,
     page.write_text("```console\n$ cascade validate missing.yaml\n```\n")
     with pytest.raises(AssertionError, match="exited 2"):
         _Page("broken.md", tmp_path / "v", monkeypatch).run() if (tmp_path / "v").mkdir() is None else None
+
+
+def test_the_published_calibration_table_is_reproduced(tmp_path: Path) -> None:
+    """docs/default-policy.md's before/after table is what the benchmark computes from the
+    answers it saved, and the thresholds it chose are the ones in policies/default.yaml."""
+    import subprocess
+
+    from cascade import load_policy
+
+    script = ROOT / "benchmarks" / "default_calibration.py"
+    done = subprocess.run([sys.executable, str(script), "--from-json", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    table = [line for line in (tmp_path / "default_calibration.md").read_text().splitlines()
+             if line.startswith("| ")]
+    page = (ROOT / "docs" / "default-policy.md").read_text()
+    assert "\n".join(table) in page
+    chosen = re.search(r"smollm2: logprob (\w+), threshold (\d\.\d+), gemma3: logprob (\w+), "
+                       r"threshold (\d\.\d+)", (tmp_path / "default_calibration.md").read_text())
+    assert chosen is not None
+    tiers = load_policy(ROOT / "policies" / "default.yaml").tiers
+    assert [(t.estimator.statistic.value, t.threshold) for t in tiers] == [  # type: ignore[union-attr]
+        (chosen[1], float(chosen[2])), (chosen[3], float(chosen[4]))]

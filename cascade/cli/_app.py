@@ -60,9 +60,9 @@ def _attempts_table(attempts: Sequence[Attempt], title: str) -> Table:
 
 def _confidence(a: Attempt) -> str:
     if a.estimator is None and a.confidence is None:
-        return "-" if a.threshold is None else f"- / {a.threshold:.2f}"
+        return "-" if a.threshold is None else f"- / {a.threshold:.4g}"
     shown = "failed" if a.confidence is None else f"{a.confidence:.3f}"
-    return f"{shown}/{a.threshold:.2f}" if a.threshold is not None else shown
+    return f"{shown}/{a.threshold:.4g}" if a.threshold is not None else shown
 
 
 def _decision(a: Attempt) -> str:
