@@ -10,9 +10,8 @@ from cascade.policy import Price, RoutingMode
 from cascade.providers import Provider, estimate_message_tokens
 from cascade.providers._base import with_system_prompt
 from cascade.routing._types import Router
-from cascade.errors import LogprobsUnavailableError
 from cascade.types import Completion, Message, ModelCall, Request
-from verifiers import Estimate, EstimateContext, Estimator
+from verifiers import Estimator
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,28 +26,6 @@ class Member:
         if completion.recorded_cost is not None:
             return completion.recorded_cost
         return self.price.cost(completion.input_tokens, completion.output_tokens)
-
-
-@dataclass(frozen=True, slots=True)
-class LogprobFallback:
-    """A tier's ``fallback_estimator``, used for an answer that came without token logprobs;
-    its estimates say so in ``details``."""
-
-    inner: Estimator
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def requires(self) -> frozenset[str]:
-        return self.inner.requires  # type: ignore[return-value]
-
-    async def estimate(self, ctx: EstimateContext) -> Estimate:
-        estimate = await self.inner.estimate(ctx)
-        details = {**estimate.details, "fallback": f"{self.inner.name}: the upstream sent no "
-                   "token logprobs"}
-        return Estimate(estimate.confidence, estimate.usage, details)
 
 
 class Consensus(Protocol):
@@ -113,17 +90,6 @@ class Tier:
                          self.temperature if request.temperature is None else request.temperature,
                          self.stop if request.stop is None else request.stop, wants_logprobs,
                          self.top_logprobs, self.n, None, request)
-
-    def estimator_for(self, completion: Completion) -> Estimator:
-        """The estimator for this answer: the tier's, or its ``fallback_estimator`` when the
-        upstream sent no token logprobs (without a fallback: ``LogprobsUnavailableError``)."""
-        assert self.estimator is not None
-        if "logprobs" not in self.estimator.requires or any(
-                c.token_logprobs is not None for c in completion.choices):
-            return self.estimator
-        if self.fallback_estimator is None:
-            raise LogprobsUnavailableError(self.name, self.deployment, self.estimator.name)
-        return LogprobFallback(self.fallback_estimator)
 
     def cost_of(self, completion: Completion) -> float:
         """Recorded cost (replay) or tokens × this tier's prices."""

@@ -20,6 +20,7 @@ from opentelemetry.trace import Tracer
 from cascade import telemetry
 from cascade._adapt import asker, build_routing, build_tiers, estimate_context, sampler
 from cascade._ensemble import Called, call_tier, paid, with_answer_chosen
+from cascade._fallback import estimator_for
 from cascade._tier import Routing, Tier
 from cascade._request import PromptLike, make_request
 from cascade.errors import (
@@ -234,7 +235,7 @@ class Cascade:
         rater = self._by_name.get(tier.rater) if tier.rater is not None else None
         ask = asker(rater, request) if rater is not None else None
         ctx = estimate_context(tier, request, called, sampler(tier, request), ask, peers)
-        estimator = tier.estimator_for(called.completion)  # LogprobsUnavailableError / fallback
+        estimator = estimator_for(tier, tier.estimator, called.completion)  # or its fallback
         try:
             with anyio.fail_after(tier.timeout_s):
                 estimate = await estimator.estimate(ctx)

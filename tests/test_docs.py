@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import cascade
 from cascade.cli import app
 from cascade.policy import parse_policy
 
@@ -245,14 +246,18 @@ def otlp_receiver() -> Iterator[Receiver]:
 
 def test_the_docs_runner_fails_on_a_broken_snippet(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    page = tmp_path / "broken.md"
-    page.write_text("```python\nraise RuntimeError('broken')\n```\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
-    with pytest.raises(RuntimeError, match="broken"):
-        _Page("broken.md", tmp_path / "w", monkeypatch).run() if (tmp_path / "w").mkdir() is None else None
-    page.write_text("```console\n$ cascade validate missing.yaml\n```\n")
-    with pytest.raises(AssertionError, match="exited 2"):
-        _Page("broken.md", tmp_path / "v", monkeypatch).run() if (tmp_path / "v").mkdir() is None else None
+    for name, text, error, message in [
+            ("python.md", "```python\nraise RuntimeError('broken')\n```\n", RuntimeError, "broken"),
+            ("console.md", "```console\n$ cascade validate missing.yaml\n```\n", AssertionError,
+             "exited 2"),
+            ("yaml.md", "```yaml\ntiers:\n  - {name: a}\n```\n", cascade.PolicyError,
+             "required key is missing")]:
+        (tmp_path / name).write_text(text)
+        workdir = tmp_path / name.removesuffix(".md")
+        workdir.mkdir()
+        with pytest.raises(error, match=message):
+            _Page(name, workdir, monkeypatch).run()
 
 
 def test_the_published_calibration_table_is_reproduced(tmp_path: Path) -> None:
