@@ -258,8 +258,8 @@ def _threshold(value: float) -> str:
 def report(before: dict[str, object], after: dict[str, object],
            rule: dict[str, tuple[str, float]], command: str) -> str:
     rows = [("accepted", "accepted"), ("wrong answers accepted", "wrong_accepted"),
-            ("right answers accepted", "right_accepted"), ("not accepted (best answer returned, "
-                                                           "marked)", "not_accepted"),
+            ("right answers accepted", "right_accepted"),
+            ("not accepted (best answer returned, marked)", "not_accepted"),
             ("right answer returned (accepted or not)", "right_answer_returned"),
             ("escalations", "escalations")]
     lines = ["| 50 held-out everyday prompts | before | after |", "| --- | ---: | ---: |"]

@@ -221,7 +221,7 @@ def otlp_receiver() -> Iterator[Receiver]:
     received: list[bytes] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
             if self.path == "/v1/traces":
                 received.append(body)
@@ -269,7 +269,7 @@ def test_the_published_calibration_table_is_reproduced(tmp_path: Path) -> None:
 
     script = ROOT / "benchmarks" / "default_calibration.py"
     done = subprocess.run([sys.executable, str(script), "--from-json", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120,
+                          capture_output=True, text=True, timeout=120, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     table = [line for line in (tmp_path / "default_calibration.md").read_text().splitlines()

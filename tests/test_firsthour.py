@@ -319,7 +319,7 @@ def test_a_fallback_must_serve_what_logprobs_cannot() -> None:
 class _NoLogprobs(BaseHTTPRequestHandler):
     """An OpenAI-compatible server that never returns logprobs (as some do)."""
 
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_POST(self) -> None:
         length = int(self.headers.get("content-length", 0))
         body = json.loads(self.rfile.read(length))
         payload = json.dumps(_chat("Paris", False) | {"model": body["model"]}).encode()
@@ -329,7 +329,7 @@ class _NoLogprobs(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("content-length", "2")
         self.end_headers()

@@ -32,13 +32,20 @@ _TOKEN = re.compile(r"\w+|[+\-*/=^%]")
 _WORD = re.compile(r"\w+")
 _FENCE = re.compile(r"^\s*(```|~~~)", re.MULTILINE)
 # words that restating a question may add without answering it
-_FILLER = frozenset("""a an the is are was were be been am of to in on at for by with and or
-    it its this that these those what which who whom whose when where why how answer answers
-    question result equals equal so then here there i we you he she they me my your our their
-    do does did can could will would should shall may might must please let lets let's sure
-    well ok okay yes no not just about as from into than if also very""".split())
-_YES_NO = frozenset("""is are was were do does did can could will would should shall has have
-    had may might must am""".split())
+_FILLER = frozenset((
+    'a', 'an', 'the', 'is', 'are', 'was', 'were', 'be', 'been', 'am', 'of', 'to', 'in', 'on',
+    'at', 'for', 'by', 'with', 'and', 'or', 'it', 'its', 'this', 'that', 'these', 'those',
+    'what', 'which', 'who', 'whom', 'whose', 'when', 'where', 'why', 'how', 'answer',
+    'answers', 'question', 'result', 'equals', 'equal', 'so', 'then', 'here', 'there', 'i',
+    'we', 'you', 'he', 'she', 'they', 'me', 'my', 'your', 'our', 'their', 'do', 'does', 'did',
+    'can', 'could', 'will', 'would', 'should', 'shall', 'may', 'might', 'must', 'please',
+    'let', 'lets', "let's", 'sure', 'well', 'ok', 'okay', 'yes', 'no', 'not', 'just', 'about',
+    'as', 'from', 'into', 'than', 'if', 'also', 'very',
+))
+_YES_NO = frozenset((
+    'is', 'are', 'was', 'were', 'do', 'does', 'did', 'can', 'could', 'will', 'would', 'should',
+    'shall', 'has', 'have', 'had', 'may', 'might', 'must', 'am',
+))
 _ECHO_COVERAGE = 0.6  # share of the question's own words an echo repeats
 _LOOP_MIN_WORDS = 15
 _LOOP_DISTINCT = 0.5  # below this share of distinct word trigrams: a loop
