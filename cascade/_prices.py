@@ -65,8 +65,9 @@ def listed_price(model: str, provider: OpenAIProvider | AnthropicProvider) -> tu
 def tier_price(spec: TierSpec, defaults: Defaults) -> TierPrice:
     """The prices a tier is billed at, and where they come from (pure but for the list
     lookup). An explicit ``price:`` always wins."""
-    if "price" in spec.model_fields_set:
-        return TierPrice(spec.price, PriceSource.POLICY)
+    if "price" in spec.model_fields_set or (
+            spec.members and all(m.price is not None for m in spec.members)):
+        return TierPrice(spec.price, PriceSource.POLICY)  # an ensemble's members: their own
     match spec.provider:
         case LlamaCppProvider():
             return TierPrice(Price(), PriceSource.LOCAL)

@@ -360,3 +360,12 @@ async def test_a_real_server_without_logprobs_fails_loudly_on_the_first_call(
         await engine.check()  # reachable
         with anyio.fail_after(10), pytest.raises(LogprobsUnavailableError):
             await engine.run("What is the capital of France?")
+
+
+def test_an_ensemble_priced_per_member_is_priced() -> None:
+    policy = parse_policy("tiers:\n  - name: pair\n    models:\n"
+                          "      - {model: a, price: {input_per_1m: 1}}\n"
+                          "      - {model: b, price: {input_per_1m: 2}}\n"
+                          "    provider: {kind: openai, base_url: 'http://127.0.0.1:9/v1'}\n"
+                          "    estimator: {kind: agreement}\n    threshold: 0.5\n")
+    assert tier_price(policy.tiers[0], policy.defaults).source is PriceSource.POLICY

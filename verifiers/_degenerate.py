@@ -4,7 +4,7 @@ Small models fail in a few recognisable ways that token logprobs (and often a ju
 *high*: they repeat the question back, loop on a phrase, answer nothing, or stop inside a code
 block. Each check is a pure function of the question and the answer (microseconds, no model).
 
-The rule (documented in docs/estimators.md and docs/policy.md): when any check fires, the
+The rule (documented in docs/default-policy.md and docs/policy.md): when any check fires, the
 estimator's confidence is set to 0 — the answer is never accepted by a threshold — and the
 original confidence and the checks that fired are kept in ``Estimate.details``.
 """
