@@ -124,7 +124,8 @@ def run(
     policies: Annotated[Path | None, typer.Option(help="policies directory "
                                                    "(default $CASCADE_POLICIES_DIR, else bundled)")] = None,
     system: Annotated[str | None, typer.Option(help="a system message (replaces the tiers' "
-                                               "system_prompt)")] = None,
+                                               "system_prompt; base models with a completion "
+                                               "template have no system role)")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="answer length limit for every tier "
                                                    "(default: the policy's)")] = None,
     temperature: Annotated[float | None, typer.Option(help="sampling temperature for every "
