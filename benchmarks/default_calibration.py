@@ -3,7 +3,8 @@ answers, and count the wrong answers it accepts before and after.
 
     OMP_WAIT_POLICY=PASSIVE nice .venv/bin/python benchmarks/default_calibration.py
     .venv/bin/python benchmarks/default_calibration.py --from-json   # re-score, no model calls
-    (--alpha A: another risk target; --out DIR: write elsewhere than benchmarks/results)
+    (--alpha A: another risk target; --out DIR: write elsewhere than benchmarks/results;
+    --engine: also run the 50 held-out prompts through the real engine and the shipped policy)
 
 1. Generates 110 prompts with code (arithmetic, capitals, simple facts), so every answer can be
    checked: 60 for calibration, 50 held out for the before/after table (a fixed seed; the two
@@ -158,6 +159,27 @@ async def ask_all(items: Sequence[Item]) -> list[dict[str, dict[str, object]]]:
     return rows
 
 
+async def engine_check(items: Sequence[Item]) -> dict[str, int]:
+    """The held-out prompts through the real engine and the shipped policies/default.yaml:
+    the same counts as the simulation's "after" column, or the simulation is wrong."""
+    from cascade import Cascade
+
+    counts = {"accepted": 0, "wrong_accepted": 0, "right_accepted": 0, "not_accepted": 0,
+              "right_answer_returned": 0, "escalations": 0}
+    async with Cascade.from_yaml(ROOT / "policies" / "default.yaml") as engine:
+        for item in items:
+            result = await engine.run(item.prompt)
+            right = correct(item, result.answer)
+            counts["escalations"] += result.escalations
+            counts["right_answer_returned"] += right
+            if result.accepted:
+                counts["accepted"] += 1
+                counts["right_accepted" if right else "wrong_accepted"] += 1
+            else:
+                counts["not_accepted"] += 1
+    return counts
+
+
 # --- scoring ------------------------------------------------------------------------------------
 
 
@@ -274,6 +296,9 @@ def main() -> None:
     parser.add_argument("--from-json", action="store_true",
                         help="re-score the answers saved by the last run (no model calls)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the results")
+    parser.add_argument("--engine", action="store_true",
+                        help="also run the held-out prompts through the real engine and the "
+                        "shipped default policy, and print its counts beside the simulation's")
     parser.add_argument("--alpha", type=float, default=ALPHA,
                         help="certified bound on wrong accepted answers per request")
     args = parser.parse_args()
@@ -294,6 +319,12 @@ def main() -> None:
     command = "OMP_WAIT_POLICY=PASSIVE nice .venv/bin/python benchmarks/default_calibration.py"
     table = report(before, after, rule, command)
     print(table)
+    if args.engine:
+        import anyio
+
+        real = anyio.run(engine_check, held_out)
+        print("engine, policies/default.yaml, held-out prompts:", real)
+        print("simulation 'after':", {k: after[k] for k in real})
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "default_calibration.json").write_text(json.dumps({
         "alpha": args.alpha, "delta": DELTA, "before_rule": BEFORE,

@@ -43,9 +43,8 @@ PAGES = ["README.md", "docs/quickstart.md", "docs/tutorial.md", "docs/howto-remo
          "docs/default-policy.md"]
 # the set-up commands (CI runs them) and the default's calibration (minutes of model calls;
 # test_the_published_calibration_table_is_reproduced re-scores its saved answers)
-NOT_RUN = re.compile(r"^(\./scripts/install\.sh|OMP_WAIT_POLICY=PASSIVE nice \.venv/bin/python "
-                     r"benchmarks/default_calibration\.py$|\.venv/bin/python "
-                     r"benchmarks/default_calibration\.py --from-json)")
+NOT_RUN = re.compile(r"^(\./scripts/install\.sh|(OMP_WAIT_POLICY=PASSIVE nice )?\.venv/bin/python "
+                     r"benchmarks/default_calibration\.py)")
 _FENCE = re.compile(r"(?:<!-- file: (?P<file>[^ ]+) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)```",
                     re.DOTALL)
 _EXIT = re.compile(r"\s+# exit (\d+)\s*$")
