@@ -369,3 +369,35 @@ def test_an_ensemble_priced_per_member_is_priced() -> None:
                           "    provider: {kind: openai, base_url: 'http://127.0.0.1:9/v1'}\n"
                           "    estimator: {kind: agreement}\n    threshold: 0.5\n")
     assert tier_price(policy.tiers[0], policy.defaults).source is PriceSource.POLICY
+
+
+def test_cascade_check_names_the_estimator_a_real_server_cannot_serve(
+        tmp_path: Path, no_logprobs_server: str) -> None:
+    from typer.testing import CliRunner
+
+    from cascade.cli import app
+
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(LOGPROB_TIER.format(url=no_logprobs_server, extra=""))
+    result = CliRunner().invoke(app, ["check", "--policy", str(bare)], terminal_width=200)
+    assert result.exit_code == 2, result.output
+    assert "none" in result.output and "cannot serve its estimator" in result.output
+    fallback = tmp_path / "fallback.yaml"
+    fallback.write_text(LOGPROB_TIER.format(url=no_logprobs_server,
+                                            extra="    fallback_estimator: {kind: self_rating}\n"))
+    result = CliRunner().invoke(app, ["check", "--policy", str(fallback)], terminal_width=200)
+    assert result.exit_code == 0 and "served by fallback self-rating" in result.output
+
+
+@pytest.mark.models
+def test_cascade_check_passes_a_real_server_that_returns_logprobs(
+        tmp_path: Path, llama_server: str) -> None:
+    from typer.testing import CliRunner
+
+    from cascade.cli import app
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text(LOGPROB_TIER.format(url=llama_server, extra=""))
+    result = CliRunner().invoke(app, ["check", "--policy", str(policy)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "returned" in result.output and "ok" in result.output

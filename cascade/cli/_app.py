@@ -1,4 +1,4 @@
-"""``cascade run | validate | schema`` and ``--version``. Configuration errors exit with code 2 before any
+"""``cascade run | check | validate | schema`` and ``--version``. Configuration errors exit with code 2 before any
 model is called; a run that produced no answer exits with 1."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from rich.table import Table
 
 from cascade import __version__
 from cascade._api import policy_path
+from cascade._fallback import Served, probe_logprobs
 from cascade._lint import Severity, lint_policy
 from cascade._request import PromptLike
 from cascade.engine import Cascade
@@ -161,6 +162,52 @@ def run(
         print(json.dumps(result.to_dict(), indent=2))
     else:
         _print(result)
+
+
+async def _check(path: Path) -> list[Served]:
+    async with Cascade.from_yaml(path) as engine:
+        await engine.check()
+        return await probe_logprobs(engine.tiers)
+
+
+@app.command()
+def check(
+    policy: Annotated[Path | None, typer.Option(help="a policy YAML file")] = None,
+    feature: Annotated[str | None, typer.Option(help="a feature name: <policies>/<name>.yaml")] = None,
+    policies: Annotated[Path | None, typer.Option(help="policies directory "
+                                                   "(default $CASCADE_POLICIES_DIR, else bundled)")] = None,
+) -> None:
+    """Reach every provider, and ask each tier whose estimator needs token logprobs for a
+    one-token answer: say which estimators an upstream cannot serve (exit 2 if one cannot and
+    the tier has no fallback_estimator). Makes one tiny billed call per such tier."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if policy is not None and feature is not None:
+        raise _fail("give --policy or --feature, not both", EXIT_BAD_INPUT)
+    try:
+        path = policy if policy is not None else policy_path(feature or "default", policies)
+        served = anyio.run(_check, path)
+    except (ConfigError, ProviderError) as exc:
+        raise _fail(str(exc), EXIT_BAD_INPUT) from None
+    table = Table(title=f"{path}", title_justify="left")
+    for column in ("tier", "deployment", "estimator", "token logprobs", "verdict"):
+        table.add_column(column, overflow="fold")
+    for s in served:
+        logprobs = "not needed" if s.has_logprobs is None else ("returned" if s.has_logprobs
+                                                                else "[red]none[/]")
+        verdict = ("[green]ok[/]" if s.has_logprobs is not False else
+                   f"[yellow]fallback {s.fallback}[/]" if s.ok else "[red]cannot serve it[/]")
+        table.add_row(s.tier, s.deployment, s.estimator or "-", logprobs, verdict)
+    out.print(table)
+    for s in served:
+        if s.has_logprobs is False:
+            line = (f"served by fallback {s.fallback}" if s.ok else "cannot serve its estimator: "
+                    "the first answer raises LogprobsUnavailableError; set fallback_estimator "
+                    "on the tier or choose an estimator that needs no logprobs")
+            (out if s.ok else err).print(f"tier {s.tier!r}: {s.deployment} returns no token "
+                                         f"logprobs, which {s.estimator} needs: {line}",
+                                         highlight=False, soft_wrap=True)
+    if not all(s.ok for s in served):
+        raise typer.Exit(EXIT_BAD_INPUT)
 
 
 @app.command()
