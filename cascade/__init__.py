@@ -1,6 +1,6 @@
 """cascade: answer each LLM request with as little model as it can get away with."""
 
-from cascade._api import bundled_policies_dir, policies_dir, policy_path, run
+from cascade._api import bundled_policies_dir, policies_dir, policy_path, run, run_sync
 from cascade._tier import Routing, Tier
 from cascade.engine import Cascade
 from cascade.errors import (
@@ -17,6 +17,7 @@ from cascade.errors import (
     EmptyPromptError,
     InvalidFeatureError,
     InvalidRequestError,
+    LogprobsUnavailableError,
     MissingSecretError,
     NoAnswerError,
     OverloadedError,
@@ -80,6 +81,7 @@ __all__ = [
     "EmptyPromptError",
     "InvalidFeatureError",
     "InvalidRequestError",
+    "LogprobsUnavailableError",
     "Message",
     "MissingSecretError",
     "ModelCall",
@@ -122,4 +124,5 @@ __all__ = [
     "policy_json_schema",
     "policy_path",
     "run",
+    "run_sync",
 ]

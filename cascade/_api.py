@@ -1,11 +1,17 @@
-"""``cascade.run``: one call, one policy, resources closed before it returns."""
+"""``cascade.run`` and ``cascade.run_sync``: one call, one policy, resources closed before it
+returns."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import anyio
 
 from cascade._request import PromptLike
 from cascade.engine import Cascade
@@ -43,9 +49,31 @@ def policy_path(feature: str, directory: str | os.PathLike[str] | None = None) -
 async def run(prompt: PromptLike, *, feature: str = "default",
               policies: str | os.PathLike[str] | None = None,
               metadata: Mapping[str, str] | None = None,
-              deadline_s: float | None = None) -> Result:
+              deadline_s: float | None = None, max_tokens: int | None = None,
+              temperature: float | None = None, stop: Sequence[str] | None = None) -> Result:
     """Run ``prompt`` (a string or a list of ``{role, content}`` messages) through the
     feature's policy. Loads the policy and its models for this call and closes them after;
-    for many calls keep a ``Cascade`` open instead."""
+    for many calls keep a ``Cascade`` open instead. ``max_tokens``, ``temperature`` and
+    ``stop`` override every tier's own settings for this request."""
     async with Cascade.from_yaml(policy_path(feature, policies)) as engine:
-        return await engine.run(prompt, metadata=metadata, deadline_s=deadline_s)
+        return await engine.run(prompt, metadata=metadata, deadline_s=deadline_s,
+                                max_tokens=max_tokens, temperature=temperature, stop=stop)
+
+
+def run_sync(prompt: PromptLike, *, feature: str = "default",
+             policies: str | os.PathLike[str] | None = None,
+             metadata: Mapping[str, str] | None = None,
+             deadline_s: float | None = None, max_tokens: int | None = None,
+             temperature: float | None = None, stop: Sequence[str] | None = None) -> Result:
+    """``run`` for code without an event loop (scripts) and for code inside one that cannot
+    ``await`` (a notebook cell that does not): there it runs on a worker thread with an event
+    loop of its own, and this call blocks until the result is ready."""
+    call = functools.partial(run, prompt, feature=feature, policies=policies, metadata=metadata,
+                             deadline_s=deadline_s, max_tokens=max_tokens,
+                             temperature=temperature, stop=stop)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop in this thread: run one here
+        return anyio.run(call)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cascade-run-sync") as pool:
+        return pool.submit(anyio.run, call).result()

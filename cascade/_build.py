@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from cascade._prices import tier_price
 from cascade._tier import Member, Routing, Tier
 from cascade.errors import (
     ConfigError,
@@ -120,7 +121,7 @@ def _text_encoder() -> Embed:
 
 def _rater(spec: TierSpec) -> str | None:
     """The tier that rates this tier's answers (self-rating), by name; None: the tier itself."""
-    for kind in estimator_kinds(spec.estimator):
+    for kind in [*estimator_kinds(spec.estimator), *estimator_kinds(spec.fallback_estimator)]:
         if isinstance(kind, SelfRatingSpec):
             return kind.rater or spec.name
     return None
@@ -173,7 +174,7 @@ def build_tiers(policy: Policy, factory: ProviderFactory, base_dir: Path) -> lis
                                       f"{provider.deployment} records one answer per query")
         tiers.append(Tier(
             name=spec.name, model=spec.display_model, provider=provider,
-            estimator=estimator, threshold=spec.accept_at, price=spec.price,
+            estimator=estimator, threshold=spec.accept_at, price=tier_price(spec, d).price,
             max_tokens=spec.max_tokens or d.max_tokens, timeout_s=spec.timeout_s or d.timeout_s,
             temperature=d.temperature if spec.temperature is None else spec.temperature,
             context_window=_context_window(spec, policy), system_prompt=spec.system_prompt,
@@ -183,6 +184,8 @@ def build_tiers(policy: Policy, factory: ProviderFactory, base_dir: Path) -> lis
             deployments=deployments if spec.deployments else (),
             load_balancing=spec.load_balancing, on_unavailable=spec.on_unavailable,
             on_content_filter=spec.on_content_filter, hedge=spec.hedge,
+            accept_truncated=spec.accept_truncated, degeneracy_checks=spec.degeneracy_checks,
+            fallback_estimator=build_estimator(spec.fallback_estimator, base_dir),
         ))
     return tiers
 

@@ -50,8 +50,28 @@ def _message(item: Message | Mapping[str, str], index: int) -> Message:
     return item if isinstance(item, Message) else Message(role, content)  # type: ignore[arg-type]
 
 
+def _overrides(max_tokens: object, temperature: object,
+               stop: object) -> tuple[int | None, float | None, tuple[str, ...] | None]:
+    """Per-request overrides, checked like the policy's own keys."""
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
+                                   or max_tokens < 1):
+        raise InvalidRequestError(f"max_tokens must be an integer >= 1, not {max_tokens!r}")
+    if temperature is not None and (isinstance(temperature, bool)
+                                    or not isinstance(temperature, (int, float))
+                                    or not 0.0 <= temperature <= 2.0):
+        raise InvalidRequestError(f"temperature must be a number in [0, 2], not {temperature!r}")
+    temp = None if temperature is None else float(temperature)  # type: ignore[arg-type]
+    if stop is None:
+        return max_tokens, temp, None  # type: ignore[return-value]
+    if isinstance(stop, str) or not isinstance(stop, Sequence) \
+            or not all(isinstance(s, str) and s for s in stop) or len(stop) > 4:
+        raise InvalidRequestError(f"stop must be a list of at most 4 non-empty strings, not {stop!r}")
+    return max_tokens, temp, tuple(stop)  # type: ignore[return-value]
+
+
 def make_request(prompt: PromptLike, feature: str,
-                 metadata: Mapping[str, str] | None = None) -> Request:
+                 metadata: Mapping[str, str] | None = None, *, max_tokens: int | None = None,
+                 temperature: float | None = None, stop: Sequence[str] | None = None) -> Request:
     _binary(prompt, "the prompt")
     if isinstance(prompt, str):
         messages: tuple[Message, ...] = (Message("user", _text(prompt, "the prompt")),)
@@ -71,7 +91,8 @@ def make_request(prompt: PromptLike, feature: str,
     for key, value in meta.items():
         _text(key, "a metadata key")
         _text(value, f"metadata {key!r}")
-    return Request(messages, feature, MappingProxyType(meta))
+    tokens, temp, stops = _overrides(max_tokens, temperature, stop)
+    return Request(messages, feature, MappingProxyType(meta), tokens, temp, stops)
 
 
 def check_deadline(deadline_s: object) -> float | None:

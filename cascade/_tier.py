@@ -84,6 +84,9 @@ class Tier:
     on_content_filter: OnContentFilter = OnContentFilter.ESCALATE
     hedge: HedgeSpec | None = None
     _target: Target | None = field(default=None, init=False, repr=False, compare=False)
+    accept_truncated: bool = False  # accept answers cut by max_tokens (finish_reason length)
+    degeneracy_checks: bool = True  # echo / loop / empty / unclosed code: confidence 0
+    fallback_estimator: Estimator | None = None  # when the upstream returns no token logprobs
 
     def __post_init__(self) -> None:
         if self.members and (len(self.members) < 2 or self.consensus is None):
@@ -127,7 +130,9 @@ class Tier:
         wants_logprobs = self.logprobs or (
             self.estimator is not None and "logprobs" in self.estimator.requires)
         return ModelCall(self.model, with_system_prompt(request.messages, self.system_prompt),
-                         self.max_tokens, self.temperature, self.stop, wants_logprobs,
+                         request.max_tokens or self.max_tokens,
+                         self.temperature if request.temperature is None else request.temperature,
+                         self.stop if request.stop is None else request.stop, wants_logprobs,
                          self.top_logprobs, self.n, None, request)
 
     def cost_of(self, completion: Completion) -> float:
@@ -136,11 +141,11 @@ class Tier:
             return completion.recorded_cost
         return self.price.cost(completion.input_tokens, completion.output_tokens)
 
-    def fits(self, messages: tuple[Message, ...]) -> bool:
+    def fits(self, messages: tuple[Message, ...], max_tokens: int | None = None) -> bool:
         if self.context_window is None:
             return True
         needed = estimate_message_tokens(with_system_prompt(messages, self.system_prompt))
-        return needed + self.max_tokens <= self.context_window
+        return needed + (max_tokens or self.max_tokens) <= self.context_window
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from cascade import telemetry
 from cascade._build import build_routing, build_tiers
 from cascade._calls import asker, estimate_context, sampler
 from cascade._ensemble import Called, call_tier, paid, with_answer_chosen
+from cascade._fallback import estimator_for
 from cascade._tier import Routing, Tier
 from cascade._request import PromptLike, check_deadline, make_request
 from cascade.errors import (
@@ -58,7 +59,7 @@ from cascade.types import (
     RouteReason,
     StopReason,
 )
-from verifiers import Estimate, Peer, conversation_text
+from verifiers import Estimate, Peer, conversation_text, guard_estimate
 
 log = logging.getLogger("cascade")
 Clock = Callable[[], float]
@@ -192,10 +193,14 @@ class Cascade:
     # --- the request path -------------------------------------------------------------------
 
     async def run(self, prompt: PromptLike, *, metadata: Mapping[str, str] | None = None,
-                  deadline_s: float | None = None) -> Result:
+                  deadline_s: float | None = None, max_tokens: int | None = None,
+                  temperature: float | None = None, stop: Sequence[str] | None = None) -> Result:
+        """Answer ``prompt``; ``max_tokens``, ``temperature`` and ``stop`` override every
+        tier's own for this request (``InvalidRequestError`` when out of range)."""
         deadline = check_deadline(self.deadline_s if deadline_s is None else deadline_s)
-        request = make_request(prompt, self.feature, metadata)
-        runnable = [tier.fits(request.messages) for tier in self.tiers]
+        request = make_request(prompt, self.feature, metadata, max_tokens=max_tokens,
+                               temperature=temperature, stop=stop)
+        runnable = [tier.fits(request.messages, request.max_tokens) for tier in self.tiers]
         if not any(runnable):
             self._too_long(request)
         r = self.resilience
@@ -323,9 +328,11 @@ class Cascade:
         rater = self._by_name.get(tier.rater) if tier.rater is not None else None
         ask = asker(rater, request, scope) if rater is not None else None
         ctx = estimate_context(tier, request, called, sampler(tier, request, scope), ask, peers)
+        estimator = estimator_for(tier, tier.estimator, called.completion)  # or its fallback
         try:
             with anyio.fail_after(tier.timeout_s):
-                return await tier.estimator.estimate(ctx), None
+                estimate = await estimator.estimate(ctx)
+                return (guard_estimate(estimate, ctx) if tier.degeneracy_checks else estimate), None
         except TimeoutError:
             return None, f"EstimatorTimeout: no confidence within {tier.timeout_s:g} s"
         except Exception as exc:  # noqa: BLE001 - an estimator never crashes a run: recorded
@@ -340,14 +347,16 @@ class Cascade:
         check = state.check
         calls = _calls_since(state, flight)
         confidence = None if estimate is None else estimate.confidence
-        if not check or tier.estimator is None or _accepts_anything(tier):
+        completion = called.completion
+        if completion.choices[0].truncated and not tier.accept_truncated:
+            decision = Decision.REJECT if last else Decision.ESCALATE  # cut by max_tokens
+        elif not check or tier.estimator is None or _accepts_anything(tier):
             decision = Decision.ACCEPT
         elif confidence is not None and confidence >= (tier.threshold or 0.0):
             decision = Decision.ACCEPT
         else:  # below threshold, or the estimator failed (counts as low confidence)
             decision = Decision.REJECT if last else Decision.ESCALATE
         usage = estimate.usage if estimate is not None else None
-        completion = called.completion
         return Attempt(
             index, tier.name, called.source if tier.members else tier.model,
             _answered_by(tier, calls), decision, confidence, tier.threshold,
@@ -359,6 +368,7 @@ class Cascade:
             estimator_error=failure, answer=completion.text,
             details=dict(estimate.details) if estimate is not None else {},
             label=completion.choices[0].label, members=called.members, calls=calls,
+            finish_reason=completion.choices[0].finish_reason,
         )
 
     def _failed(self, index: int, tier: Tier, flight: _InFlight, error: ProviderError,
@@ -424,4 +434,5 @@ class Cascade:
             attempts=attempts,
             cost=math.fsum([a.cost for a in attempts] + ([state.route.cost] if state.route else [])),
             latency_s=self._clock() - started, escalations=max(0, len(tried) - 1),
-            trace_id=trace_id, feature=self.feature, route=state.route)
+            trace_id=trace_id, feature=self.feature, route=state.route,
+            finish_reason=chosen.finish_reason)

@@ -78,6 +78,21 @@ class ProviderConfigError(ConfigError):
     """A provider cannot be built from its settings (missing model file, package...)."""
 
 
+class LogprobsUnavailableError(ProviderConfigError):
+    """A tier's estimator needs token logprobs and its upstream returned none (some
+    OpenAI-compatible servers never do). Raised at the first such answer instead of escalating
+    every request; give the tier a ``fallback_estimator`` (or another estimator) to serve it."""
+
+    def __init__(self, tier: str, deployment: str, estimator: str) -> None:
+        self.tier = tier
+        self.deployment = deployment
+        self.estimator = estimator
+        super().__init__(
+            f"tier {tier!r}: estimator {estimator} needs token logprobs and {deployment} "
+            "returned none; set `fallback_estimator:` on the tier (e.g. {kind: self_rating}), "
+            "use another estimator, or set `supports_logprobs: false` on the provider")
+
+
 class ReplayDataError(ConfigError):
     """Recorded data cannot be read: names the file, the row and the column."""
 
@@ -328,6 +343,7 @@ class BudgetExceededError(RunError):
 
 __all__ = [
     "BudgetDeniedError",
+    "LogprobsUnavailableError",
     "AuthenticationError",
     "BadRequestError",
     "BreakerOpenError",

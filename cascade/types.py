@@ -14,6 +14,7 @@ from typing import Any, Literal
 Role = Literal["system", "user", "assistant"]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+TRUNCATED = frozenset({"length", "max_tokens"})  # finish reasons that mean "cut by max_tokens"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,10 @@ class Request:
     messages: tuple[Message, ...]
     feature: str = "default"
     metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    # per-request overrides of every tier's settings (None: the tier's own)
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stop: tuple[str, ...] | None = None
 
     @property
     def text(self) -> str:
@@ -54,6 +59,11 @@ class Choice:
     top_logprobs: tuple[Mapping[str, float], ...] | None = None
     finish_reason: str | None = None
     label: float | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """Cut by the token limit (OpenAI-style ``length``, Anthropic ``max_tokens``)."""
+        return self.finish_reason in TRUNCATED
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +222,7 @@ class Attempt:
     def retries(self) -> int:
         """Tries beyond the first, over every call of this attempt."""
         return sum(1 for c in self.calls if c.retry > 0)
+    finish_reason: str | None = None  # the provider's: stop, length (truncated), ...; None: unknown
 
 
 class RouteReason(enum.Enum):
@@ -273,6 +284,7 @@ class Result:
     trace_id: str
     feature: str
     route: RouteDecision | None = None  # None when the policy does not route
+    finish_reason: str | None = None  # of the answer returned (``length``: cut by max_tokens)
 
     @property
     def label(self) -> float | None:
@@ -297,6 +309,7 @@ class Result:
             "feature": self.feature,
             "attempts": [attempt_to_dict(a) for a in self.attempts],
             "route": None if self.route is None else self.route.to_dict(),
+            "finish_reason": self.finish_reason,
         }
 
 
@@ -322,4 +335,5 @@ def attempt_to_dict(attempt: Attempt) -> dict[str, object]:
         "members": [m.to_dict() for m in attempt.members],
         "retries": attempt.retries,
         "calls": [c.to_dict() for c in attempt.calls],
+        "finish_reason": attempt.finish_reason,
     }

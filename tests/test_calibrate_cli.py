@@ -55,7 +55,7 @@ def test_calibrate_writes_thresholds_and_keeps_comments(tmp_path: Path, target: 
     write_mot(data)
     policy = tmp_path / "dates.yaml"
     policy.write_text(POLICY.format(data=data))
-    result = runner.invoke(app, ["calibrate", "--policy", str(policy), "--data", str(data), "--target", target])
+    result = runner.invoke(app, ["calibrate", "--policy", str(policy), "--data", str(data), "--target", target, "--in-place"])
     assert result.exit_code == 0, result.output
     assert "AUROC" in result.output and "thresholds cheap:" in result.output
     text = policy.read_text()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import cascade
 from cascade.cli import app
 
 runner = CliRunner()
@@ -114,3 +115,100 @@ def test_run_with_no_answer_exits_1_and_shows_attempts(tmp_path: Path) -> None:
     assert as_json.exit_code == 1
     payload = json.loads(as_json.stdout.splitlines()[0])
     assert payload["attempts"][0]["decision"] == "error"
+
+
+# --- the first hour: stdin, --system, overrides, --version, flags, validate warnings, --out ---
+
+REPLAY = f"tiers:\n  - {{name: cheap, model: cheap-model, provider: {{kind: replay, data: '{FIXTURE}'}}}}\n"
+
+
+def test_run_dash_reads_the_prompt_from_stdin(tmp_path: Path) -> None:
+    policy = write(tmp_path, "p.yaml", REPLAY)
+    result = runner.invoke(app, ["run", "-", "--policy", str(policy), "--json"],
+                           input="Question: What is 2+2?\nAnswer:")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["answer"] == "4" and data["finish_reason"] == "stop"
+    assert data["attempts"][0]["finish_reason"] == "stop"
+    empty = runner.invoke(app, ["run", "-", "--policy", str(policy)], input="")
+    assert empty.exit_code == 2 and "the prompt is empty" in empty.output
+
+
+def test_run_system_and_overrides(tmp_path: Path) -> None:
+    policy = write(tmp_path, "p.yaml", REPLAY)
+    ok = runner.invoke(app, ["run", "Question: What is 2+2?\nAnswer:", "--policy", str(policy),
+                             "--system", "Be brief.", "--max-tokens", "20", "--temperature", "0.2",
+                             "--deadline", "30"])
+    assert ok.exit_code == 0, ok.output
+    assert "finish" in ok.output and "stop" in ok.output  # the table's finish column
+    for args, message in [(["--max-tokens", "0"], "max_tokens must be an integer >= 1"),
+                          (["--temperature", "5"], "temperature must be a number in [0, 2]"),
+                          (["--deadline", "0"], "--deadline must be a positive number")]:
+        bad = runner.invoke(app, ["run", "hi", "--policy", str(policy), *args])
+        assert bad.exit_code == 2 and message in bad.output, bad.output
+
+
+def test_version_and_clean_boolean_flags() -> None:
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.strip() == f"cascade {cascade.__version__}"
+    help_text = runner.invoke(app, ["run", "--help"], terminal_width=200).output
+    assert "--check" in help_text and "--no-check" in help_text and "<bool>" not in help_text
+    for command in ("validate", "calibrate", "calibrate-router"):
+        assert "<bool>" not in runner.invoke(app, [command, "--help"], terminal_width=200).output
+
+
+SUPPORT_CHAT = Path(__file__).resolve().parents[1] / "policies" / "support-chat.yaml"
+
+
+def test_validate_reports_unset_secrets_as_warnings_unless_strict(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    lenient = runner.invoke(app, ["validate", str(SUPPORT_CHAT)])
+    assert lenient.exit_code == 0, lenient.output
+    assert "warning:" in lenient.output and "OPENAI_API_KEY is not set" in lenient.output
+    strict = runner.invoke(app, ["validate", "--strict", str(SUPPORT_CHAT)])
+    assert strict.exit_code == 2 and "OPENAI_API_KEY is not set" in strict.output
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert runner.invoke(app, ["validate", "--strict", str(SUPPORT_CHAT)]).exit_code == 0
+
+
+def test_validate_warns_about_a_remote_tier_without_any_price(tmp_path: Path) -> None:
+    unpriced = write(tmp_path, "u.yaml", "tiers:\n  - {name: own, model: my-model, provider: "
+                     "{kind: openai, base_url: 'http://127.0.0.1:9/v1'}}\n")
+    listed = write(tmp_path, "l.yaml", "tiers:\n  - {name: mini, model: gpt-4o-mini, provider: "
+                   "{kind: openai, base_url: 'https://api.openai.com/v1'}}\n")
+    lenient = runner.invoke(app, ["validate", str(unpriced), str(listed)], terminal_width=200)
+    assert lenient.exit_code == 0, lenient.output
+    assert "has no `price:`" in lenient.output and "cost $0" in lenient.output
+    assert "genai-prices" in lenient.output  # the listed one says where its price comes from
+    strict = runner.invoke(app, ["validate", "--strict", str(unpriced)])
+    assert strict.exit_code == 2
+    assert runner.invoke(app, ["validate", "--strict", str(listed)]).exit_code == 0
+
+
+def test_validate_names_estimators_an_upstream_may_not_serve(tmp_path: Path) -> None:
+    policy = write(tmp_path, "p.yaml", "tiers:\n  - {name: r, model: gpt-4o-mini, provider: "
+                   "{kind: openai, base_url: 'https://api.openai.com/v1'}, estimator: "
+                   "{kind: logprob}, threshold: 0.5}\n")
+    result = runner.invoke(app, ["validate", str(policy)], terminal_width=200)
+    assert result.exit_code == 0 and "needs token logprobs" in result.output
+    assert "LogprobsUnavailableError" in result.output
+
+
+def test_calibrate_writes_only_where_told(tmp_path: Path) -> None:
+    from test_calibrate_cli import POLICY, write_mot
+
+    data = tmp_path / "dates.json"
+    write_mot(data)
+    policy = write(tmp_path, "dates.yaml", POLICY.format(data=data))
+    original = policy.read_text()
+    base = ["calibrate", "--policy", str(policy), "--data", str(data), "--target", "quality=0.95"]
+    printed = runner.invoke(app, base)
+    assert printed.exit_code == 0, printed.output
+    assert "nothing written" in printed.output and policy.read_text() == original
+    copy = tmp_path / "calibrated.yaml"
+    written = runner.invoke(app, [*base, "--out", str(copy)])
+    assert written.exit_code == 0 and policy.read_text() == original
+    assert "# calibrated by the test" in copy.read_text() and copy.read_text() != original
+    both = runner.invoke(app, [*base, "--out", str(copy), "--in-place"])
+    assert both.exit_code == 2 and "not both" in both.output

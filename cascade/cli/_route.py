@@ -14,10 +14,10 @@ import typer
 from rich.table import Table
 
 from cascade._route_calibrate import RouteCalibration, RouteTarget, calibrate_router
-from cascade.cli._app import EXIT_BAD_INPUT, EXIT_RUN_FAILED, _fail, app, out
+from cascade.cli._app import EXIT_BAD_INPUT, EXIT_RUN_FAILED, _fail, app, out, output_file, written
 from cascade.errors import CascadeError
 from cascade.policy import load_policy
-from cascade.policy._writeback import write_router_thresholds
+from cascade.policy._writeback import with_router_thresholds
 from cascade.routing import (
     RouteCalibrationError,
     RouterModel,
@@ -155,11 +155,14 @@ def calibrate_router_command(
     policy: Annotated[Path, typer.Option(help="the policy YAML whose router to calibrate")],
     data: Annotated[Path, typer.Option(help="recorded queries (labelled, for quality / cost)")],
     target: Annotated[str, typer.Option(help="shares=0.5,0.3,0.2 | quality=0.95 | cost=0.3")],
-    write: Annotated[bool, typer.Option(help="write routing.router.threshold into the policy")] = True,
+    out_file: Annotated[Path | None, typer.Option("--out", help="write the calibrated policy "
+                                                  "to this file")] = None,
+    in_place: Annotated[bool, typer.Option("--in-place", help="overwrite the policy file")] = False,
 ) -> None:
     """Choose the router's thresholds: a share of requests per tier (no labels needed), or a
     quality / cost target on labelled data."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    destination = output_file(policy, out_file, in_place)
     try:
         parsed = RouteTarget.parse(target)
         loaded = load_policy(policy)
@@ -169,6 +172,9 @@ def calibrate_router_command(
     except CascadeError as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
     _report(result, [t.name for t in loaded.tiers])
-    if write:
-        write_router_thresholds(policy, tuple(float(np.float64(t)) for t in result.thresholds))
-        out.print(f"wrote routing.router.threshold into {policy}", highlight=False)
+    if destination is not None:
+        text = with_router_thresholds(policy.read_text(encoding="utf-8"),
+                                      tuple(float(np.float64(t)) for t in result.thresholds),
+                                      source=str(policy))
+        destination.write_text(text, encoding="utf-8")
+    written(policy, destination, "routing.router.threshold")

@@ -12,11 +12,13 @@ import typer
 from rich.table import Table
 
 from cascade._calibrate import Calibration, Target, calibrate
-from cascade.cli._app import EXIT_BAD_INPUT, EXIT_RUN_FAILED, _fail, app, err, out
+from cascade.cli._app import (
+    EXIT_BAD_INPUT, EXIT_RUN_FAILED, _fail, app, err, out, output_file, written,
+)
 from verifiers._calibrate import GOOD
 from cascade.errors import CascadeError
 from cascade.policy import load_policy
-from cascade.policy._writeback import write_thresholds
+from cascade.policy._writeback import with_thresholds
 from cascade.providers import ReplayTable, load_table
 from verifiers import CalibrationError, EstimatorError, Example
 
@@ -48,10 +50,13 @@ def calibrate_command(
     data: Annotated[Path, typer.Option(help="labelled recorded answers for the policy's models "
                                        "(RouterBench CSV, RouteLLM CSV or MoT JSON)")],
     target: Annotated[str, typer.Option(help="quality=0.99 | escalation=0.3 | risk=0.05[,delta=0.1]")],
-    write: Annotated[bool, typer.Option(help="write the thresholds into the policy file")] = True,
+    out_file: Annotated[Path | None, typer.Option("--out", help="write the calibrated policy "
+                                                  "to this file")] = None,
+    in_place: Annotated[bool, typer.Option("--in-place", help="overwrite the policy file")] = False,
 ) -> None:
     """Choose per-tier thresholds on held-out labelled data; print AUROC, ECE, accuracy–coverage."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    destination = output_file(policy, out_file, in_place)
     try:
         parsed = Target.parse(target)
         loaded = load_policy(policy)
@@ -61,9 +66,11 @@ def calibrate_command(
     except (CascadeError, EstimatorError) as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
     _report(result)
-    if write:
-        write_thresholds(policy, result.thresholds)
-        out.print(f"wrote the thresholds into {policy}", highlight=False)
+    if destination is not None:
+        text = with_thresholds(policy.read_text(encoding="utf-8"), result.thresholds,
+                               source=str(policy))
+        destination.write_text(text, encoding="utf-8")
+    written(policy, destination, "the thresholds")
 
 
 class VerifierChoice(str, enum.Enum):

@@ -437,11 +437,20 @@ def router_tier_names(spec: RouterSpec) -> list[tuple[str, str]]:
 # --- tiers and the policy ---------------------------------------------------------------------
 
 
+class PriceList(str, enum.Enum):
+    """Where a remote tier without ``price:`` gets its prices."""
+
+    GENAI_PRICES = "genai-prices"  # the genai-prices package's bundled list (offline)
+    NONE = "none"  # nowhere: such a tier costs $0 (``cascade validate`` warns)
+
+
 class Defaults(_Spec):
     max_tokens: int = Field(256, ge=1)
     timeout_s: float = Field(60.0, gt=0)
     temperature: float = Field(0.0, ge=0, le=2)
     context_window: int = Field(128_000, ge=64, description="for remote tiers that give none")
+    price_list: PriceList = Field(PriceList.GENAI_PRICES, description="prices of remote "
+                                  "tiers that give no `price:`")
 
 
 class MemberSpec(_Spec):
@@ -509,6 +518,13 @@ class TierSpec(_Spec):
     threshold: Annotated[float, Field(ge=0, le=1)] | Literal["never"] | None = Field(
         None, description="accept when the estimator's confidence reaches this; `never`: the "
         "tier's answers only serve as evidence (agreement) for later tiers")
+    accept_truncated: bool = Field(False, description="accept answers cut by max_tokens "
+                                   "(finish_reason length); by default they escalate")
+    degeneracy_checks: bool = Field(True, description="confidence 0 for an empty answer, one "
+                                    "that repeats the question, loops, or leaves a code block open")
+    fallback_estimator: EstimatorSpec | None = Field(
+        None, description="used when the upstream returns no token logprobs for an answer "
+        "(without it such an answer raises LogprobsUnavailableError)")
 
     @model_validator(mode="before")
     @classmethod
@@ -548,6 +564,17 @@ class TierSpec(_Spec):
             return _PROBABILITY.validate_python(value)
         except ValidationError as error:
             raise ValueError(error.errors()[0]["msg"]) from None
+
+    @model_validator(mode="after")
+    def _fallback(self) -> TierSpec:
+        if self.fallback_estimator is None:
+            return self
+        if not any(isinstance(k, LogprobSpec) for k in estimator_kinds(self.estimator)):
+            raise ValueError("fallback_estimator serves answers without token logprobs: the "
+                             "tier's estimator must use logprobs")
+        if any(isinstance(k, LogprobSpec) for k in estimator_kinds(self.fallback_estimator)):
+            raise ValueError("fallback_estimator must not need token logprobs itself")
+        return self
 
     @property
     def accept_at(self) -> float | None:

@@ -61,6 +61,8 @@ def end_attempt(span: Span, attempt: Attempt) -> None:
         span.set_attribute("cascade.threshold", attempt.threshold)
     if attempt.estimator is not None:
         span.set_attribute("cascade.estimator", attempt.estimator)
+    if attempt.finish_reason is not None:
+        span.set_attribute("gen_ai.response.finish_reasons", [attempt.finish_reason])
     if attempt.decision in (Decision.ERROR, Decision.TIMEOUT):
         span.set_attribute("error.type", attempt.error.split(":", 1)[0] if attempt.error else "error")
         span.set_status(Status(StatusCode.ERROR))
@@ -77,6 +79,8 @@ def end_run(span: Span, result: Result) -> None:
         "cascade.escalations": result.escalations,
         "cascade.cost_usd": result.cost,
     })
+    if result.finish_reason is not None:
+        span.set_attribute("gen_ai.response.finish_reasons", [result.finish_reason])
     route = result.route
     if route is not None:  # never the grader's reply or the matched text: names and numbers only
         span.set_attributes({
