@@ -43,7 +43,7 @@ def test_help_lists_every_method_and_router_kind() -> None:
     assert _bench.METHODS == tuple(REGISTRY)
     assert _bench.ROUTERS == bench_cli.ROUTERS
     result = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "200"})
-    text = " ".join(result.output.split())
+    text = " ".join(result.output.split()).replace("- ", "-")  # click wraps at hyphens
     for name in (*REGISTRY, *bench_cli.ROUTERS):
         assert name in text, name
 

@@ -32,7 +32,7 @@ def test_validate_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
 
 
 def test_validate_ok_exits_0(tmp_path: Path) -> None:
-    good = write(tmp_path, "good.yaml", f"tiers:\n  - {{name: a, model: m, provider: {{kind: replay, data: x}}}}\n")
+    good = write(tmp_path, "good.yaml", "tiers:\n  - {name: a, model: m, provider: {kind: replay, data: x}}\n")
     assert runner.invoke(app, ["validate", str(good)]).exit_code == 0
 
 
