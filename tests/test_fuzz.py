@@ -17,7 +17,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from cascade import CascadeError, Policy, Request
+from cascade import ReplayDataError, CascadeError, Policy, Request
 from cascade._request import check_deadline, make_request
 from cascade.policy import parse_policy
 from cascade.providers._replay_data import ReplayTable, load_table
@@ -182,17 +182,11 @@ def test_replay_mot(tmp_path: Path, records: list[object]) -> None:
 
 
 @pytest.mark.parametrize("data", [b"[" * 100_000, b'[{"question": ' + b"9" * 5000 + b"}]"])
-@pytest.mark.xfail(strict=True, raises=(RecursionError, ValueError),
-                   reason="replay reader bug (cascade/providers/_replay_data.py, not this branch's "
-                   "file): json.load's RecursionError and the >4300-digit int ValueError escape "
-                   "untyped; reported to the lead")
-def test_replay_json_known_escapes(tmp_path: Path, data: bytes) -> None:
+def test_replay_json_that_escaped_once_is_a_typed_error(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "x.json"
     path.write_bytes(data)
-    try:
+    with pytest.raises(ReplayDataError, match="not usable JSON"):
         load_table(path)
-    except CascadeError:
-        pass
 
 
 # --- the answer normalisers ---------------------------------------------------------------------

@@ -255,6 +255,12 @@ def _load_mot(file: str) -> ReplayTable:
             data = json.load(handle)
         except json.JSONDecodeError as exc:
             raise ReplayDataError(file, f"not valid JSON: {exc.msg} (line {exc.lineno})") from None
+        except RecursionError:
+            raise ReplayDataError(file, "not usable JSON: nested too deeply") from None
+        except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+            raise ReplayDataError(file, f"not usable JSON: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ReplayDataError(file, f"not UTF-8 text: {exc.reason}") from None
     if not isinstance(data, list) or not data:
         raise ReplayDataError(file, "expected a non-empty JSON list of records")
     rows = tuple(_mot_row(record, number, file) for number, record in enumerate(data, 1))
