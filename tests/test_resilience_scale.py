@@ -151,3 +151,28 @@ async def test_runs_keep_answering_while_redis_is_down(redis_process) -> None:  
         for i in range(5):
             assert (await engine.run(f"after {i}")).answer == "answer"
         assert not engine.resilience.store.degraded  # type: ignore[attr-defined]
+
+
+async def test_the_sharded_transport_spreads_requests_and_gives_every_slot_back(
+        upstream: RemoteUpstream) -> None:
+    import httpx
+
+    from cascade.providers._http import ShardedTransport
+
+    upstream.reset()
+    transport = ShardedTransport(32)
+    assert len(transport._shards) == 4  # pools of 8
+    peak: list[int] = []
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient(base_url=upstream.base_url, transport=transport) as client:
+        async def one(i: int) -> None:
+            headers = {"x-fault": "server_error"} if i % 5 == 0 else {}
+            async with client.stream("POST", "chat/completions", json=body, headers=headers) as r:
+                peak.append(max(transport._busy))
+                await r.aread()
+
+        async with anyio.create_task_group() as group:
+            for i in range(200):
+                group.start_soon(one, i)
+        assert transport._busy == [0, 0, 0, 0]  # every response gave its shard back
+    assert max(peak) <= 50 and upstream.stats()["requests"] == 200
