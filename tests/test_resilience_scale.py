@@ -176,3 +176,28 @@ async def test_the_sharded_transport_spreads_requests_and_gives_every_slot_back(
                 group.start_soon(one, i)
         assert transport._busy == [0, 0, 0, 0]  # every response gave its shard back
     assert max(peak) <= 50 and upstream.stats()["requests"] == 200
+
+
+async def test_cancelling_runs_leaves_no_request_or_connection_in_use(
+        upstream: RemoteUpstream) -> None:
+    upstream.reset()
+    upstream.set_mix({"hang": 1.0}, seed=3)  # every request hangs until the client goes away
+    policy = parse_policy(f"""
+tiers:
+  - name: only
+    model: m
+    provider: {{kind: openai, base_url: "{upstream.base_url}"}}
+""")
+    async with Cascade.from_policy(policy) as engine:
+        with anyio.move_on_after(0.5):
+            async with anyio.create_task_group() as group:
+                for i in range(40):
+                    group.start_soon(engine.run, f"q{i}")
+        assert upstream.stats()["requests"] == 40  # they were all under way
+        clients = list(engine._resources._pool._clients.values())  # type: ignore[union-attr]
+        transport = clients[0]._transport
+        assert transport._busy == [0] * len(transport._busy)
+        connections = [c for shard in transport._shards for c in shard._pool.connections]
+        assert all(c.is_idle() or c.is_closed() for c in connections)
+        assert not any(c.is_available() and not c.is_idle() for c in connections)
+        assert all(h.in_flight == 0 and h.waiting == 0 for h in engine.health())
