@@ -63,8 +63,9 @@ class Bulkhead:
         self.in_flight = 0
         self.waiting = 0
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def acquire(self) -> None:
+        """Take a slot: at once when one is free and nobody waits, else queue (FIFO); shed
+        with ``BulkheadFullError`` when the queue is full. Pair with ``release``."""
         if self._semaphore.value > 0 and not self.waiting:
             self._semaphore.acquire_nowait()  # a free slot and nobody queued: no checkpoint
         else:
@@ -77,11 +78,18 @@ class Bulkhead:
             finally:
                 self.waiting -= 1
         self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._semaphore.release()
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        await self.acquire()
         try:
             yield
         finally:
-            self.in_flight -= 1
-            self._semaphore.release()
+            self.release()
 
 
 class Latency:

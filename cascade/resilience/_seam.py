@@ -278,12 +278,15 @@ async def _try(c: _Call, index: int, permit: Permit | bool) -> Completion:
     reservation = await _reserve(c, index, permit)
     started = r.clock()
     try:
-        async with state.bulkhead.slot():
+        await state.bulkhead.acquire()
+        try:
             if r.retry.max_attempts > 1 and c.retry == 0:  # counted when sent: the budget's base
                 await r.retry_budget.on_request(state.key)
             started = r.clock()
             with anyio.fail_after(c.target.timeout_s):
                 completion = await deployment.provider.complete(c.call)
+        finally:
+            state.bulkhead.release()
     except TimeoutError:
         error: ProviderError = ProviderTimeoutError(
             state.key, f"no answer within {c.target.timeout_s:g} s", phase="total")
