@@ -1,6 +1,8 @@
 """The request path, top to bottom: validate, then climb the tiers cheapest-first until an
-estimator's confidence reaches its tier's threshold, the tiers run out, or the deadline
-expires. Each concern (providers, estimators, tracing) is called at one site here."""
+estimator's confidence reaches its tier's threshold, the tiers run out, a budget or an
+unavailable tier stops the climb, or the deadline expires. Each concern is called at one
+site here; every model call (tier, member, sample, rater, grader) passes one seam,
+``cascade.resilience.call_model``, where deployments, breakers, retries and budgets act."""
 
 from __future__ import annotations
 
@@ -203,10 +205,10 @@ class Cascade:
         runnable = [tier.fits(request.messages, request.max_tokens) for tier in self.tiers]
         if not any(runnable):
             self._too_long(request)
-        r = self.resilience
-        scope = RunScope(r, self.feature, request.metadata,
+        r = self.resilience  # every model call of the run goes through its seam, on this scope
+        calls = RunScope(r, self.feature, request.metadata,
                          None if deadline is None else r.clock() + deadline)
-        state = _RunState(request, scope)
+        state = _RunState(request, calls)
         started = self._clock()
         with telemetry.run_span(self._tracer, self.feature) as span:
             with anyio.move_on_after(math.inf if deadline is None else deadline) as scope:
