@@ -166,10 +166,7 @@ class _Wait(wait_base):
                     if i not in c.excluded), default=0.0) - now
 
     def __call__(self, retry_state: RetryCallState) -> float:
-        c, now = self.c, self.c.scope.resilience.clock()
-        after = min((c.not_before.get(i, 0.0) for i in range(len(c.states))
-                     if i not in c.excluded), default=0.0) - now
-        return max(float(self.jitter(retry_state)), after, 0.0)
+        return max(float(self.jitter(retry_state)), self._after(), 0.0)
 
 
 class _StopAtDeadline(stop_base):
