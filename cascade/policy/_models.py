@@ -35,6 +35,7 @@ from cascade.policy._resilience import (
     OnContentFilter,
     OnUnavailable,
     ResilienceSpec,
+    check_slug,
 )
 from cascade.types import ReplayFormat
 from verifiers import AnswerKind, CombineMethod, LogprobStatistic, RatingScale
@@ -581,12 +582,7 @@ class TierSpec(_Spec):
         """The threshold as a number (``never`` is infinity)."""
         return math.inf if self.threshold == "never" else self.threshold  # type: ignore[return-value]
 
-    @field_validator("name")
-    @classmethod
-    def _slug(cls, value: str) -> str:
-        if not _SLUG.match(value):
-            raise ValueError(f"{value!r} is not a slug (lower-case letters, digits, '-', '_')")
-        return value
+    _slug = field_validator("name")(check_slug)
 
     @property
     def members(self) -> tuple[MemberSpec, ...]:

@@ -12,6 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
+def check_slug(value: str) -> str:
+    """A name used in results, traces and keys: lower-case letters, digits, '-', '_'."""
+    if not _SLUG.match(value):
+        raise ValueError(f"{value!r} is not a slug (lower-case letters, digits, '-', '_')")
+    return value
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -152,12 +159,7 @@ class BudgetSpec(_Spec):
     usd: float | None = Field(None, ge=0, le=1e9)
     requests: int | None = Field(None, ge=1, description="model calls per period")
 
-    @field_validator("name")
-    @classmethod
-    def _slug(cls, value: str) -> str:
-        if not _SLUG.match(value):
-            raise ValueError(f"{value!r} is not a slug (lower-case letters, digits, '-', '_')")
-        return value
+    _slug = field_validator("name")(check_slug)
 
     @model_validator(mode="after")
     def _a_limit(self) -> BudgetSpec:
