@@ -92,6 +92,15 @@ class _RunState:
     budget_limit: str = ""  # the budget that could not afford the next call
 
 
+def _cut_at(deadline: float | None) -> float:
+    """When the run stops its work: a little before its deadline (10 %, at most 100 ms), so
+    that cancelling the calls under way — closing their connections costs about a millisecond
+    each on this kind of machine — is done by the deadline even when many runs end at once."""
+    if deadline is None:
+        return math.inf
+    return deadline - min(0.1, 0.1 * deadline)
+
+
 def _calls_since(state: _RunState, flight: _InFlight) -> tuple[CallEvent, ...]:
     return tuple(state.scope.events[flight.first_event:])
 
@@ -211,7 +220,7 @@ class Cascade:
         state = _RunState(request, calls)
         started = self._clock()
         with telemetry.run_span(self._tracer, self.feature) as span:
-            with anyio.move_on_after(math.inf if deadline is None else deadline) as scope:
+            with anyio.move_on_after(_cut_at(deadline)) as scope:
                 start = await self._start(state, runnable)
                 for index, tier in enumerate(self.tiers):
                     if index < start:
