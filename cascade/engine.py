@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import anyio
 import httpx
@@ -60,6 +61,9 @@ from cascade.types import (
     StopReason,
 )
 from verifiers import Estimate, Peer, conversation_text, guard_estimate
+
+if TYPE_CHECKING:
+    from cascade._stream import CascadeStream
 
 log = logging.getLogger("cascade")
 Clock = Callable[[], float]
@@ -231,6 +235,18 @@ class Cascade:
             result = self._finish(state, scope.cancelled_caught, started, telemetry.trace_id(span))
             telemetry.end_run(span, result)
             return result
+
+    def stream(self, prompt: PromptLike, *, metadata: Mapping[str, str] | None = None,
+               deadline_s: float | None = None, max_tokens: int | None = None,
+               temperature: float | None = None, stop: Sequence[str] | None = None,
+               live: bool = False) -> CascadeStream:
+        """``run`` as a stream: ``async with cascade.stream(p) as s: async for item in s``
+        gives ``Delta`` items then ``Done(result)``. ``live``: stream the last tier's tokens as
+        they come when no estimator judges it (docs/gateway.md has the trade-off)."""
+        from cascade._stream import CascadeStream, RunOptions  # noqa: PLC0415 - optional path
+
+        options = RunOptions(metadata, deadline_s, max_tokens, temperature, stop)
+        return CascadeStream(self, prompt, options, live=live)
 
     # --- routing ------------------------------------------------------------------------------
 

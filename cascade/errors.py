@@ -382,3 +382,19 @@ __all__ = [
     "ServerError",
     "VerifierArtifactError",
 ]
+
+
+class StreamInterruptedError(ProviderConnectionError):
+    """A streamed answer broke after its first bytes reached the caller: never retried and
+    never failed over (the caller already has part of an answer)."""
+
+    retryable = False
+    fallback = False
+
+
+class StreamStalledError(ProviderTimeoutError):
+    """A streamed answer stalled (no chunk within the tier's timeout) after its first bytes
+    reached the caller: never retried and never failed over."""
+
+    retryable = False
+    fallback = False

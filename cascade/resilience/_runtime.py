@@ -127,6 +127,12 @@ class Resilience:
         self._providers[id(provider)] = provider  # keeps the id valid
         return state
 
+    def share_state(self, view: Provider, provider: Provider) -> None:
+        """``view`` (another face of ``provider``, e.g. its streaming form) shares its breaker,
+        bulkhead and latency state."""
+        self._states[id(view)] = self.state(provider)
+        self._providers[id(view)] = view
+
     def warn_once(self, key: str, message: str, *args: object, every_s: float = 60.0) -> None:
         """A warning that would repeat on every call (a spent retry budget) is logged at most
         once per ``every_s`` per key."""
