@@ -4,6 +4,7 @@ streaming and gateway tests. Raw asyncio so it can cut or stall a stream mid-ans
 What it does is chosen by the last user message:
 - ``cut``: two chunks, then the connection closes (no ``[DONE]``);
 - ``stall``: one chunk, then silence for 30 s;
+- ``slow <s>``: waits s seconds (default 1), then answers;
 - ``fail``: HTTP 500 before any byte; ``limit``: HTTP 429 with Retry-After: 0;
 - anything else: the answer ``echo: <message> and a few more words`` in word chunks (``stream: true``) or whole,
   with usage when ``stream_options.include_usage`` (or not streaming).
@@ -72,6 +73,8 @@ class StreamUpstream:
         self.bodies.append(body)
         prompt = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
         self.requests[prompt] += 1
+        if prompt.startswith("slow"):
+            await asyncio.sleep(float(prompt.partition(" ")[2] or 1))
         if prompt == "fail":
             await _send(writer, 500, {"error": {"message": "boom", "type": "server_error"}})
             return
