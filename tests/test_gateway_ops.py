@@ -1,0 +1,96 @@
+"""The gateway as ``cascade serve`` processes: graceful shutdown with requests in flight, and
+two processes sharing a per-key budget through one real redis-server."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import httpx
+import openai
+import pytest
+from gateway_server import KEY, subprocess_gateway
+from openai import AsyncOpenAI
+from stream_upstream import StreamUpstream
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[StreamUpstream]:
+    async with StreamUpstream() as up:
+        yield up
+
+
+def one_tier(directory: Path, url: str, extra: str = "") -> Path:
+    directory.mkdir(exist_ok=True)
+    (directory / "chat.yaml").write_text(
+        extra + f"tiers:\n  - {{name: only, model: m, timeout_s: 10, provider: "
+        f"{{kind: openai, base_url: '{url}'}}}}\n")
+    return directory
+
+
+def ask(url: str, key: str = KEY) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=url, api_key=key, max_retries=0, timeout=30)
+
+
+async def test_sigterm_lets_requests_in_flight_finish(upstream: StreamUpstream,
+                                                      tmp_path: Path) -> None:
+    policies = one_tier(tmp_path / "p", upstream.base_url)
+    answers: list[str] = []
+    with subprocess_gateway(policies) as (url, process):
+        async with ask(url) as client:
+            async def one(i: int) -> None:
+                reply = await client.chat.completions.create(
+                    model="chat", messages=[{"role": "user", "content": "slow 1.5"}])
+                answers.append(reply.choices[0].message.content or "")
+
+            async with anyio.create_task_group() as group:
+                for i in range(4):
+                    group.start_soon(one, i)
+                while sum(upstream.requests.values()) < 4:  # all four are in flight
+                    await anyio.sleep(0.02)
+                process.send_signal(signal.SIGTERM)
+                await anyio.sleep(0.3)
+                with pytest.raises(openai.APIConnectionError):  # no new requests
+                    async with ask(url) as late:
+                        await late.models.list()
+            code = await anyio.to_thread.run_sync(lambda: process.wait(timeout=20))
+    assert answers == ["echo: slow 1.5 and a few more words"] * 4
+    assert code == 0
+
+
+async def test_two_processes_share_a_per_key_budget(upstream: StreamUpstream, tmp_path: Path,
+                                                    redis_server: str) -> None:
+    prefix = f"gw{time.monotonic_ns()}:"
+    policies = one_tier(tmp_path / "p", upstream.base_url, (
+        f"resilience: {{store: {{kind: redis, url: '{redis_server}', prefix: '{prefix}'}}}}\n"
+        "budgets:\n  - {name: per-key, scope: caller, period: hour, requests: 3}\n"))
+    with subprocess_gateway(policies) as (first, _), subprocess_gateway(policies) as (second, _):
+        statuses: list[int] = []
+        async with httpx.AsyncClient(timeout=30) as h:
+            for i in range(6):  # alternate between the two processes
+                url = (first, second)[i % 2]
+                r = await h.post(f"{url}/chat/completions",
+                                 headers={"authorization": f"Bearer {KEY}"},
+                                 json={"model": "chat", "messages": [{"role": "user",
+                                                                      "content": "hi"}]})
+                statuses.append(r.status_code)
+            ready = [await h.get(u.removesuffix("/v1") + "/readyz") for u in (first, second)]
+    assert statuses == [200, 200, 200, 429, 429, 429]
+    assert upstream.requests["hi"] == 3
+    assert all(r.status_code == 200 for r in ready)
+
+
+def test_serve_refuses_to_start_without_keys(tmp_path: Path) -> None:
+    policies = one_tier(tmp_path / "p", "http://127.0.0.1:9/v1")
+    result = subprocess.run(
+        [__import__("sys").executable, "-c", "from cascade.cli import main; main()", "serve",
+         "--policies", str(policies), "--port", "0"], capture_output=True, text=True,
+        env={**__import__("os").environ, "CASCADE_API_KEYS": "",
+             "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}, timeout=60)
+    assert result.returncode == 2 and "no API keys" in result.stderr
