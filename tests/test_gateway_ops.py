@@ -61,7 +61,7 @@ async def test_sigterm_lets_requests_in_flight_finish(upstream: StreamUpstream,
                         await late.models.list()
             code = await anyio.to_thread.run_sync(lambda: process.wait(timeout=20))
     assert answers == ["echo: slow 1.5 and a few more words"] * 4
-    assert code == 0
+    assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has finished
 
 
 async def test_two_processes_share_a_per_key_budget(upstream: StreamUpstream, tmp_path: Path,
