@@ -182,7 +182,7 @@ class CascadeStream:
         self._group: TaskGroup | None = None
         self._receive: MemoryObjectReceiveStream[StreamItem] | None = None
 
-    async def __aenter__(self) -> CascadeStream:
+    async def __aenter__(self) -> CascadeStream:  # noqa: PYI034 - final in practice
         send, self._receive = anyio.create_memory_object_stream[StreamItem](64)
         self._group = anyio.create_task_group()
         await self._group.__aenter__()
@@ -269,7 +269,7 @@ class CascadeStream:
     async def _below(self, request: Request, deadline: float | None
                      ) -> tuple[tuple[Attempt, ...], Result | None]:
         """Every tier but the last, as a cascade of its own (same resilience state)."""
-        from cascade.engine import Cascade  # noqa: PLC0415 - engine imports this module lazily
+        from cascade.engine import Cascade
 
         cascade, o = self._cascade, self._options
         below = [t for t in cascade.tiers[:-1] if t.fits(request.messages, request.max_tokens)]

@@ -56,7 +56,7 @@ def free_port() -> int:
 def subprocess_gateway(policies: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``cascade serve`` in a process of its own; (base URL, process)."""
     port = free_port()
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     env = {**os.environ, **KEYS_ENV, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
     process = subprocess.Popen(
         [sys.executable, "-c", "from cascade.cli import main; main()", "serve", "--policies",

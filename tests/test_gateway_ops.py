@@ -3,8 +3,10 @@ two processes sharing a per-key budget through one real redis-server."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -89,8 +91,8 @@ async def test_two_processes_share_a_per_key_budget(upstream: StreamUpstream, tm
 def test_serve_refuses_to_start_without_keys(tmp_path: Path) -> None:
     policies = one_tier(tmp_path / "p", "http://127.0.0.1:9/v1")
     result = subprocess.run(
-        [__import__("sys").executable, "-c", "from cascade.cli import main; main()", "serve",
+        [sys.executable, "-c", "from cascade.cli import main; main()", "serve",
          "--policies", str(policies), "--port", "0"], capture_output=True, text=True,
-        env={**__import__("os").environ, "CASCADE_API_KEYS": "",
-             "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}, timeout=60)
+        env={**os.environ, "CASCADE_API_KEYS": "",
+             "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}, timeout=60, check=False)
     assert result.returncode == 2 and "no API keys" in result.stderr

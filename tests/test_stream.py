@@ -54,9 +54,9 @@ def test_deltas_join_to_the_answer(text: str) -> None:
 
 
 async def test_after_acceptance_streams_the_accepted_answer(tmp_path: Path) -> None:
-    async with StreamUpstream() as up:
-        async with policy(tmp_path, up.base_url, two=False) as cascade:
-            deltas, done = await collect(cascade, "hello", max_tokens=20)
+    async with StreamUpstream() as up, \
+            policy(tmp_path, up.base_url, two=False) as cascade:
+        deltas, done = await collect(cascade, "hello", max_tokens=20)
     assert len(deltas) > 1 and "".join(deltas) == done.result.answer == \
         "echo: hello and a few more words"
     assert done.result.accepted and done.result.stop_reason is StopReason.ACCEPTED
@@ -64,13 +64,13 @@ async def test_after_acceptance_streams_the_accepted_answer(tmp_path: Path) -> N
 
 
 async def test_live_streams_the_last_tier_as_it_comes(tmp_path: Path) -> None:
-    async with StreamUpstream(chunk_delay_s=0.05) as up:
-        async with policy(tmp_path, up.base_url) as cascade:
-            times: list[float] = []
-            async with cascade.stream("hi", live=True) as stream:
-                async for item in stream:
-                    times.append(anyio.current_time())
-            result = stream.result
+    async with StreamUpstream(chunk_delay_s=0.05) as up, \
+            policy(tmp_path, up.base_url) as cascade:
+        times: list[float] = []
+        async with cascade.stream("hi", live=True) as stream:
+            async for item in stream:
+                times.append(anyio.current_time())
+        result = stream.result
     assert result.answer == "echo: hi and a few more words" and result.tier_name == "big"
     assert [a.decision for a in result.attempts] == [Decision.ESCALATE, Decision.ACCEPT]
     assert result.escalations == 1 and result.accepted
@@ -81,53 +81,53 @@ async def test_live_streams_the_last_tier_as_it_comes(tmp_path: Path) -> None:
 
 
 async def test_live_refused_when_an_estimator_judges_the_last_tier(tmp_path: Path) -> None:
-    async with StreamUpstream() as up:
-        async with policy(tmp_path, up.base_url, last_extra=ESCALATES) as cascade:
-            with pytest.raises(InvalidRequestError, match="estimator"):
-                await collect(cascade, "hi", live=True)
+    async with StreamUpstream() as up, \
+            policy(tmp_path, up.base_url, last_extra=ESCALATES) as cascade:
+        with pytest.raises(InvalidRequestError, match="estimator"):
+            await collect(cascade, "hi", live=True)
     assert sum(up.requests.values()) == 0
 
 
 async def test_a_stream_cut_after_bytes_is_not_retried(tmp_path: Path) -> None:
-    async with StreamUpstream() as up:
-        async with policy(tmp_path, up.base_url, two=False, retries=3) as cascade:
-            got: list[str] = []
-            with pytest.raises(StreamInterruptedError):
-                async with cascade.stream("cut", live=True) as stream:
-                    async for item in stream:
-                        assert isinstance(item, Delta)
-                        got.append(item.text)
+    async with StreamUpstream() as up, \
+            policy(tmp_path, up.base_url, two=False, retries=3) as cascade:
+        got: list[str] = []
+        with pytest.raises(StreamInterruptedError):
+            async with cascade.stream("cut", live=True) as stream:
+                async for item in stream:
+                    assert isinstance(item, Delta)
+                    got.append(item.text)
     assert "".join(got) == "echo: cut "
     assert up.requests["cut"] == 1  # never retried once a byte was sent
     assert StreamInterruptedError.retryable is False and StreamInterruptedError.fallback is False
 
 
 async def test_a_stalled_stream_after_bytes_is_a_timeout_not_retried(tmp_path: Path) -> None:
-    async with StreamUpstream(stall_s=5) as up:
-        async with policy(tmp_path, up.base_url, two=False, retries=3) as cascade:
-            with pytest.raises(StreamStalledError) as caught:
-                await collect(cascade, "stall", live=True)
+    async with StreamUpstream(stall_s=5) as up, \
+            policy(tmp_path, up.base_url, two=False, retries=3) as cascade:
+        with pytest.raises(StreamStalledError) as caught:
+            await collect(cascade, "stall", live=True)
     assert caught.value.phase == "read" and up.requests["stall"] == 1
 
 
 async def test_a_failure_before_any_byte_is_retried(tmp_path: Path) -> None:
-    async with StreamUpstream() as up:
-        async with policy(tmp_path, up.base_url, two=False, retries=3) as cascade:
-            with pytest.raises(NoAnswerError):
-                await collect(cascade, "fail", live=True)
-            with pytest.raises(NoAnswerError):
-                await collect(cascade, "fail")  # after acceptance: the same run error
+    async with StreamUpstream() as up, \
+            policy(tmp_path, up.base_url, two=False, retries=3) as cascade:
+        with pytest.raises(NoAnswerError):
+            await collect(cascade, "fail", live=True)
+        with pytest.raises(NoAnswerError):
+            await collect(cascade, "fail")  # after acceptance: the same run error
     assert up.requests["fail"] >= 4  # 3 tries live (nothing sent yet), then the plain run
 
 
 async def test_result_before_done_and_iteration_outside_with(tmp_path: Path) -> None:
-    async with StreamUpstream() as up:
-        async with policy(tmp_path, up.base_url, two=False) as cascade:
-            stream = cascade.stream("hi")
-            with pytest.raises(StreamStateError):
-                stream.__aiter__()
-            with pytest.raises(StreamStateError):
-                _ = stream.result
+    async with StreamUpstream() as up, \
+            policy(tmp_path, up.base_url, two=False) as cascade:
+        stream = cascade.stream("hi")
+        with pytest.raises(StreamStateError):
+            stream.__aiter__()
+        with pytest.raises(StreamStateError):
+            _ = stream.result
 
 
 def test_sse_usage_from_the_final_chunk_else_estimated() -> None:

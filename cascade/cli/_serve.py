@@ -29,7 +29,7 @@ def serve(
     """Serve every policy in POLICIES as an OpenAI-compatible API (/v1/chat/completions)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
-        from cascade import server  # noqa: PLC0415 - optional dependency
+        from cascade import server
     except ImportError as exc:
         raise _fail(f"cascade serve needs the server extra: pip install 'cascade[server]' "
                     f"({exc})", EXIT_BAD_INPUT) from None

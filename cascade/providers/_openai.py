@@ -79,7 +79,7 @@ class OpenAICompatibleProvider:
         """Stream one answer (``stream: true``): each text delta goes to ``sink`` as it
         arrives; the returned ``Completion`` has the whole text and the usage of the final
         chunk (``stream_options.include_usage``), else estimated. Errors as ``complete``'s."""
-        from cascade.providers._sse import stream_chat  # noqa: PLC0415 - streaming only
+        from cascade.providers._sse import stream_chat
 
         body = {**self.build_body(call), "stream": True,
                 "stream_options": {"include_usage": True}}

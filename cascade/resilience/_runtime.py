@@ -22,9 +22,9 @@ from cascade.policy._resilience import (
 )
 from cascade.providers import Provider
 from cascade.resilience._breaker import BreakerConfig, BreakerSnapshot, BreakerState, SlidingWindow
-from cascade.resilience._registry import BreakerRegistry
-from cascade.resilience._budget import Budgets, BudgetRule, BudgetScope, Period
+from cascade.resilience._budget import BudgetRule, Budgets, BudgetScope, Period
 from cascade.resilience._deployments import Bulkhead, DeploymentState
+from cascade.resilience._registry import BreakerRegistry
 from cascade.resilience._retry_budget import RetryBudget
 from cascade.state import FailoverStore, MemoryStore, RedisStore, Store
 
