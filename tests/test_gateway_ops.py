@@ -96,3 +96,42 @@ def test_serve_refuses_to_start_without_keys(tmp_path: Path) -> None:
         env={**os.environ, "CASCADE_API_KEYS": "",
              "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}, timeout=60, check=False)
     assert result.returncode == 2 and "no API keys" in result.stderr
+
+
+def test_hash_key_prints_the_sha256() -> None:
+    from typer.testing import CliRunner
+
+    from cascade.cli import app
+
+    out = CliRunner().invoke(app, ["serve", "--hash-key", "k"])
+    assert out.exit_code == 0
+    assert out.stdout.strip() == "8254c329a92850f6d539dd376f4816ee2764517da5e0235514af433164480d7a"
+    assert CliRunner().invoke(app, ["serve"]).exit_code == 2
+
+
+@pytest.mark.models
+async def test_gateway_over_a_real_llama_cpp_server(llama_server: str, tmp_path: Path) -> None:
+    """Plain and live-streamed answers from SmolLM2 behind llama.cpp's own server (which sends
+    no usage when streaming: estimated)."""
+    from gateway_server import running
+
+    from cascade.server import GatewayConfig, ModelRule
+
+    policies = tmp_path / "p"
+    policies.mkdir()
+    (policies / "smol.yaml").write_text(
+        "tiers:\n  - {name: smol, model: smol, max_tokens: 12, timeout_s: 60, system_prompt: "
+        f"'Answer in one short sentence.', provider: {{kind: openai, base_url: '{llama_server}'}}}}\n")
+    config = GatewayConfig(models={"smol": ModelRule(live=True)})
+    with running(policies, config) as url:
+        async with ask(url) as client:
+            reply = await client.chat.completions.create(
+                model="smol", messages=[{"role": "user", "content": "What is the capital of France?"}])
+            stream = await client.chat.completions.create(
+                model="smol", stream=True, stream_options={"include_usage": True},
+                messages=[{"role": "user", "content": "What is the capital of France?"}])
+            chunks = [chunk async for chunk in stream]
+    assert reply.choices[0].message.content and reply.usage is not None
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip() and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 2  # token by token

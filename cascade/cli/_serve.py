@@ -14,8 +14,8 @@ from cascade.errors import ConfigError
 
 @app.command()
 def serve(
-    policies: Annotated[Path, typer.Option(help="directory of policy files; each file is a "
-                                           "model named after its stem")],
+    policies: Annotated[Path | None, typer.Option(help="directory of policy files; each file "
+                                                  "is a model named after its stem")] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on", min=0, max=65535)] = 8000,
     config: Annotated[Path | None, typer.Option(help="gateway config YAML: keys, limits, "
@@ -36,6 +36,8 @@ def serve(
     if hash_key is not None:
         print(server.hash_key(hash_key))
         return
+    if policies is None:
+        raise _fail("--policies DIR is required", EXIT_BAD_INPUT)
     try:
         gateway_config = server.load_gateway_config(config)
         server.ApiKeys.build(gateway_config, os.environ)  # no keys: refuse to start
