@@ -135,3 +135,34 @@ async def test_gateway_over_a_real_llama_cpp_server(llama_server: str, tmp_path:
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip() and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 2  # token by token
+
+
+@pytest.mark.parametrize(("rules", "default", "match"), [
+    ({"nope": True}, None, "'nope' is not one of"),
+    ({"judged": True}, None, "judged.live: tier 'only' has an estimator"),
+    ({}, "absent", "default_model 'absent'"),
+])
+async def test_gateway_config_that_names_the_wrong_models_is_refused(
+        tmp_path: Path, rules: dict[str, bool], default: str | None, match: str) -> None:
+    from cascade.errors import ConfigError
+    from cascade.server import load_models
+
+    policies = one_tier(tmp_path / "p", "http://127.0.0.1:9/v1")
+    (policies / "judged.yaml").write_text(
+        "tiers:\n  - {name: only, model: m, provider: {kind: openai, base_url: "
+        "'http://127.0.0.1:9/v1'}, estimator: {kind: self_rating}, threshold: 0.5}\n")
+    with pytest.raises(ConfigError, match=match):
+        load_models(policies, default, rules)
+
+
+def test_serve_exits_2_on_a_broken_policy(tmp_path: Path) -> None:
+    policies = tmp_path / "p"
+    policies.mkdir()
+    (policies / "bad.yaml").write_text("tiers: []\n")
+    from typer.testing import CliRunner
+
+    from cascade.cli import app
+
+    out = CliRunner().invoke(app, ["serve", "--policies", str(policies)],
+                             env={"CASCADE_API_KEYS": "a=b"})
+    assert out.exit_code == 2 and "tiers" in out.output

@@ -287,7 +287,8 @@ def create_app(config: GatewayConfig, *, policies: Path | None = None,
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if gateway.served is None and policies is not None:
-            gateway.served = load_models(policies, config.default_model)
+            gateway.served = load_models(policies, config.default_model,
+                                         {n: r.live for n, r in config.models.items()})
         try:
             yield
         finally:

@@ -7,14 +7,16 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
 
+from cascade._stream import can_stream_live
 from cascade.engine import Cascade
 from cascade.errors import ConfigError
-from cascade.policy import Policy, load_policy
+from cascade.policy import Policy, RoutingMode, load_policy
 from cascade.policy._models import LearnedRouterSpec
 from cascade.server._schema import GatewayRequestError
 
@@ -105,24 +107,42 @@ def _policy_files(directory: Path) -> list[Path]:
     return files
 
 
-def check_policies(directory: Path, default: str | None) -> list[str]:
-    """Validate every policy file (no provider is built); the model names."""
+def check_policies(directory: Path, default: str | None,
+                   rules: Iterable[str] = ()) -> list[str]:
+    """Validate every policy file (no provider is built); the model names. ``default`` and
+    the models the gateway config has rules for must be among them."""
     names = [path.stem for path in _policy_files(directory) if load_policy(path)]
     if default is not None and default not in names:
         raise ConfigError(f"default_model {default!r} is not one of {names}")
+    for name in rules:
+        if name not in names:
+            raise ConfigError(f"gateway config models: {name!r} is not one of {names}")
     return names
 
 
-def load_models(directory: Path, default: str | None) -> Served:
+def _check_live(name: str, cascade: Cascade) -> None:
+    routing = cascade.routing
+    why = can_stream_live(cascade.tiers[-1])
+    if why is None and routing is not None and routing.mode is not RoutingMode.CASCADE:
+        why = "the policy routes (live streaming needs routing.mode cascade)"
+    if why is not None:
+        raise ConfigError(f"gateway config models.{name}.live: {why}")
+
+
+def load_models(directory: Path, default: str | None,
+                rules: Mapping[str, bool] | None = None) -> Served:
     """Every ``*.yaml`` / ``*.yml`` policy in ``directory`` (a ``ConfigError`` names the first
     bad one: the gateway does not start with a broken policy)."""
-    check_policies(directory, default)
+    rules = rules or {}
+    check_policies(directory, default, rules)
     policies: dict[str, tuple[Policy, Path]] = {}
     cascades: dict[str, Cascade] = {}
     for path in _policy_files(directory):
         policy = load_policy(path)
         policies[path.stem] = (policy, path.parent)
         cascades[path.stem] = Cascade.from_policy(policy, base_dir=path.parent)
+        if rules.get(path.stem, False):
+            _check_live(path.stem, cascades[path.stem])
     if default is None and len(policies) == 1:
         default = next(iter(policies))
     return Served(policies, cascades, default)
