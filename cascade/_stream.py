@@ -280,9 +280,7 @@ class CascadeStream:
         try:
             result = await sub.run(request.messages, metadata=o.metadata, max_tokens=o.max_tokens,
                                    temperature=o.temperature, stop=o.stop)
-        except (NoAnswerError, DeadlineExceededError) as exc:
-            if isinstance(exc, DeadlineExceededError):
-                raise
+        except NoAnswerError as exc:  # every lower tier failed: the last one may answer
             return tuple(_escalated(a) for a in exc.attempts), None
         except PromptTooLongError:
             return (), None
