@@ -28,6 +28,7 @@ class StreamUpstream:
         self.chunk_delay_s = chunk_delay_s
         self.stall_s = stall_s
         self.requests: Counter[str] = Counter()
+        self.completed: Counter[str] = Counter()  # streams written to the end
         self.bodies: list[dict[str, Any]] = []
         self._server: asyncio.Server | None = None
         self.port = 0
@@ -111,6 +112,7 @@ class StreamUpstream:
             await _event(writer, {**_chunk(body, {}, None), "choices": [], "usage": usage})
         writer.write(b"data: [DONE]\n\n")
         await writer.drain()
+        self.completed[prompt] += 1
 
 
 def _chunk(body: dict[str, Any], delta: dict[str, Any], finish: str | None) -> dict[str, Any]:

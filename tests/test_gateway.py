@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import openai
 import pytest
@@ -139,6 +140,21 @@ async def test_a_live_stream_cut_mid_answer_ends_with_an_error_event(gateway: st
     assert error["type"] == "upstream_error" and "before [DONE]" in error["message"]
     text = "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-2])
     assert text == "echo: cut "
+
+
+async def test_a_client_that_leaves_stops_the_live_upstream_stream(tmp_path: Path) -> None:
+    async with StreamUpstream(chunk_delay_s=0.3) as up:
+        config = GatewayConfig(models={"live": ModelRule(live=True)})
+        with running(write_policies(tmp_path / "p", up.base_url), config) as url:
+            async with client(url) as c:
+                stream = await c.chat.completions.create(
+                    model="live", stream=True, messages=[{"role": "user", "content": "hi"}])
+                async for chunk in stream:
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        break  # the first word: leave
+                await stream.close()
+            await anyio.sleep(3)  # the whole answer would take 2.4 s
+        assert up.requests["hi"] == 2 and up.completed["hi"] == 0  # small (whole), big (cut)
 
 
 async def test_models_list(gateway: str) -> None:
