@@ -73,6 +73,8 @@ class StreamUpstream:
     async def _chat(self, body: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         self.bodies.append(body)
         prompt = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+        if isinstance(prompt, list):  # content parts: their text
+            prompt = "".join(p.get("text", "") for p in prompt)
         self.requests[prompt] += 1
         if prompt.startswith("slow"):
             await asyncio.sleep(float(prompt.partition(" ")[2] or 1))

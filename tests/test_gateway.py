@@ -15,7 +15,7 @@ from gateway_server import KEY, OTHER_KEY, running
 from openai import AsyncOpenAI
 from stream_upstream import StreamUpstream
 
-from cascade.server import GatewayConfig, ModelRule, hash_key, parse_router_name
+from cascade.server import GatewayConfig, ModelRule, TierRule, hash_key, parse_router_name
 
 pytestmark = pytest.mark.anyio
 
@@ -38,6 +38,9 @@ def write_policies(directory: Path, url: str) -> Path:
     (directory / "metered.yaml").write_text(
         "budgets:\n  - {name: per-key, scope: caller, period: minute, requests: 2}\n"
         "tiers:\n" + _openai_tier("only", url) + "\n")
+    (directory / "tools.yaml").write_text(
+        "budgets:\n  - {name: per-key, scope: caller, period: minute, requests: 2}\n"
+        "tiers:\n" + _openai_tier("small", url, ESCALATES) + "\n" + _openai_tier("big", url) + "\n")
     (directory / "replay.yaml").write_text(
         "tiers:\n"
         f"  - {{name: cheap, model: cheap-model, provider: {{kind: replay, data: '{FIXTURE}'}}}}\n")
@@ -52,7 +55,8 @@ async def upstream() -> AsyncIterator[StreamUpstream]:
 
 @pytest.fixture
 def gateway(upstream: StreamUpstream, tmp_path: Path) -> Iterator[str]:
-    config = GatewayConfig(models={"live": ModelRule(live=True)}, max_body_bytes=4096,
+    config = GatewayConfig(models={"live": ModelRule(live=True), "tools": ModelRule(
+        on_unjudgeable=TierRule(action="tier", tier="big"))}, max_body_bytes=4096,
                            default_model="chat")
     with running(write_policies(tmp_path / "policies", upstream.base_url), config) as url:
         yield url
@@ -160,7 +164,7 @@ async def test_a_client_that_leaves_stops_the_live_upstream_stream(tmp_path: Pat
 async def test_models_list(gateway: str) -> None:
     async with client(gateway) as c:
         models = await c.models.list()
-    assert [m.id for m in models.data] == ["chat", "live", "metered", "replay"]
+    assert [m.id for m in models.data] == ["chat", "live", "metered", "replay", "tools"]
     assert all(m.object == "model" and m.owned_by == "cascade" for m in models.data)
 
 
@@ -219,6 +223,37 @@ async def test_unjudgeable_requests_are_refused_naming_the_field(gateway: str, e
         with pytest.raises(openai.BadRequestError) as caught:
             await c.chat.completions.create(model="chat", **body)
     assert caught.value.param == param and param in caught.value.message
+
+
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+
+
+async def test_unjudgeable_requests_go_unverified_to_the_named_tier(
+        gateway: str, upstream: StreamUpstream) -> None:
+    async with client(gateway) as a, client(gateway, OTHER_KEY) as b:
+        reply = await a.chat.completions.create(
+            model="tools", tools=TOOLS, tool_choice="auto",  # type: ignore[arg-type]
+            messages=[{"role": "user", "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}])
+        sent = upstream.bodies[-1]
+        assert sent["model"] == "big-m" and sent["tools"] == TOOLS  # as the client sent it
+        assert sent["messages"][0]["content"][1]["type"] == "image_url"
+        ext = (reply.model_extra or {})["cascade"]
+        assert reply.model == "tools" and reply.choices[0].message.content == \
+            "echo: look and a few more words"
+        assert ext["tier"] == "big" and ext["accepted"] is False and ext["verified"] is False
+        with pytest.raises(openai.BadRequestError) as streamed:
+            await a.chat.completions.create(model="tools", tools=TOOLS, stream=True,  # type: ignore[arg-type]
+                                            messages=[{"role": "user", "content": "x"}])
+        assert streamed.value.param == "stream"
+        await a.chat.completions.create(model="tools", tools=TOOLS,  # type: ignore[arg-type]
+                                        messages=[{"role": "user", "content": "x"}])
+        with pytest.raises(openai.RateLimitError):  # the key's budget counts these calls too
+            await a.chat.completions.create(model="tools", tools=TOOLS,  # type: ignore[arg-type]
+                                            messages=[{"role": "user", "content": "x"}])
+        await b.chat.completions.create(model="tools", tools=TOOLS,  # type: ignore[arg-type]
+                                        messages=[{"role": "user", "content": "x"}])
 
 
 async def test_per_key_budget(gateway: str) -> None:

@@ -138,21 +138,23 @@ async def test_gateway_over_a_real_llama_cpp_server(llama_server: str, tmp_path:
 
 
 @pytest.mark.parametrize(("rules", "default", "match"), [
-    ({"nope": True}, None, "'nope' is not one of"),
-    ({"judged": True}, None, "judged.live: tier 'only' has an estimator"),
+    ({"nope": {"live": True}}, None, "'nope' is not one of"),
+    ({"judged": {"live": True}}, None, "judged.live: tier 'only' has an estimator"),
+    ({"chat": {"on_unjudgeable": {"action": "tier", "tier": "absent"}}}, None,
+     "no tier 'absent'"),
     ({}, "absent", "default_model 'absent'"),
 ])
 async def test_gateway_config_that_names_the_wrong_models_is_refused(
-        tmp_path: Path, rules: dict[str, bool], default: str | None, match: str) -> None:
+        tmp_path: Path, rules: dict[str, dict], default: str | None, match: str) -> None:
     from cascade.errors import ConfigError
-    from cascade.server import load_models
+    from cascade.server import ModelRule, load_models
 
     policies = one_tier(tmp_path / "p", "http://127.0.0.1:9/v1")
     (policies / "judged.yaml").write_text(
         "tiers:\n  - {name: only, model: m, provider: {kind: openai, base_url: "
         "'http://127.0.0.1:9/v1'}, estimator: {kind: self_rating}, threshold: 0.5}\n")
     with pytest.raises(ConfigError, match=match):
-        load_models(policies, default, rules)
+        load_models(policies, default, {k: ModelRule.model_validate(v) for k, v in rules.items()})
 
 
 def test_serve_exits_2_on_a_broken_policy(tmp_path: Path) -> None:

@@ -88,6 +88,12 @@ class OpenAICompatibleProvider:
                                  sink, secrets=self._secrets, clock=self._clock,
                                  idle_timeout_s=idle_timeout_s)
 
+    async def forward(self, body: Mapping[str, Any]) -> Any:
+        """POST a client's chat-completions body as it is (the gateway's unverified path for
+        tools, response_format and images); the decoded answer. Errors as ``complete``'s."""
+        return await post_json(self._client, "chat/completions", body, self._headers,
+                               self.deployment, secrets=self._secrets, clock=self._clock)
+
     async def check(self) -> None:
         await probe(self._client, "models", self.deployment, secrets=self._secrets)
 

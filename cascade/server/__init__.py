@@ -9,6 +9,7 @@ from cascade.server._config import (
     KeySpec,
     ModelRule,
     RefuseRule,
+    TierRule,
     hash_key,
     load_gateway_config,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "ModelRule",
     "RefuseRule",
     "Served",
+    "TierRule",
     "check_policies",
     "create_app",
     "error_response",

@@ -26,6 +26,8 @@ from starlette.types import Receive, Scope, Send
 from cascade._stream import Delta, Done
 from cascade.engine import Cascade
 from cascade.errors import (
+    BadRequestError,
+    BudgetDeniedError,
     BudgetExceededError,
     CascadeError,
     ConfigError,
@@ -33,7 +35,8 @@ from cascade.errors import (
     PromptTooLongError,
     RequestError,
 )
-from cascade.server._config import ApiKeys, GatewayConfig, environment
+from cascade.server._config import ApiKeys, GatewayConfig, RefuseRule, TierRule, environment
+from cascade.server._forward import forward
 from cascade.server._models import Served, load_models
 from cascade.server._schema import (
     ChatRequest,
@@ -63,7 +66,9 @@ def error_response(exc: CascadeError) -> JSONResponse:
                 "context_length_exceeded"
         case RequestError():
             status, type_, param, code = 400, "invalid_request_error", None, None
-        case BudgetExceededError():
+        case BadRequestError():  # an upstream refused a request sent to it unverified
+            status, type_, param, code = 400, "invalid_request_error", None, "upstream_bad_request"
+        case BudgetExceededError() | BudgetDeniedError():
             status, type_, param, code = 429, "insufficient_quota", None, "budget_exceeded"
         case DeadlineExceededError():
             status, type_, param, code = 504, "timeout", None, "deadline_exceeded"
@@ -128,23 +133,47 @@ def _metadata(gateway: Gateway, chat: ChatRequest, caller: str | None) -> dict[s
     return meta
 
 
-def _refuse_unjudgeable(gateway: Gateway, chat: ChatRequest) -> None:
-    if chat.unjudgeable:  # the model's rule (RefuseRule: the only one so far)
-        first = chat.unjudgeable[0]
-        raise GatewayRequestError(
-            f"`{first}` cannot be judged by the cascade's estimators; the model "
-            f"{chat.model!r} refuses it (on_unjudgeable: refuse). Send such requests to the "
-            "provider directly.", param=first.split(" ")[0], code="unsupported_parameter")
+def _unjudgeable(gateway: Gateway, chat: ChatRequest) -> TierRule:
+    """The model's rule for a request the estimators cannot judge: refuse (400 naming the
+    field), or the tier to send it to unverified."""
+    first = chat.unjudgeable[0]
+    param = first.split(" ")[0]
+    match gateway.config.rule(chat.model).on_unjudgeable:
+        case TierRule() as rule:
+            if chat.stream:
+                raise GatewayRequestError(
+                    f"`{first}` is sent unverified to tier {rule.tier!r}, which is not "
+                    "available with stream: true", param="stream", code="unsupported_parameter")
+            return rule
+        case RefuseRule():
+            raise GatewayRequestError(
+                f"`{first}` cannot be judged by the cascade's estimators; the model "
+                f"{chat.model!r} refuses it (on_unjudgeable: refuse). Send such requests to "
+                "the provider directly.", param=param, code="unsupported_parameter")
+
+
+async def _forwarded(cascade: Cascade, rule: TierRule, chat: ChatRequest, body: dict[str, Any],
+                     meta: Mapping[str, str]) -> Response:
+    sent = await forward(cascade, rule.tier, body, chat.messages, meta, chat.max_tokens)
+    data = dict(sent.data)
+    data["model"] = chat.model
+    data["cascade"] = {"tier": sent.tier.name, "tier_index": cascade.tiers.index(sent.tier),
+                       "model": sent.tier.model, "accepted": False, "verified": False,
+                       "confidence": None, "stop_reason": "unjudgeable", "escalations": 0,
+                       "cost_usd": sent.cost, "latency_s": sent.latency_s, "trace_id": None}
+    return JSONResponse(data)
 
 
 async def chat_completions(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     try:
         caller = gateway.caller(request)
-        chat = parse_chat_request(await gateway.body(request))
+        body = await gateway.body(request)
+        chat = parse_chat_request(body)
         cascade = await gateway.models().get(chat.model)
-        _refuse_unjudgeable(gateway, chat)
         meta = _metadata(gateway, chat, caller)
+        if chat.unjudgeable:
+            return await _forwarded(cascade, _unjudgeable(gateway, chat), chat, body, meta)
         if chat.stream:
             return _EventStream(cascade, chat, meta, live=gateway.config.rule(chat.model).live)
         result = await cascade.run(list(chat.messages), metadata=meta, max_tokens=chat.max_tokens,
@@ -287,8 +316,7 @@ def create_app(config: GatewayConfig, *, policies: Path | None = None,
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if gateway.served is None and policies is not None:
-            gateway.served = load_models(policies, config.default_model,
-                                         {n: r.live for n, r in config.models.items()})
+            gateway.served = load_models(policies, config.default_model, config.models)
         try:
             yield
         finally:

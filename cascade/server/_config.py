@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cascade.errors import ConfigError
 
 __all__ = ["ApiKeys", "GatewayConfig", "GatewayConfigError", "KeySpec", "ModelRule",
-           "RefuseRule", "hash_key", "load_gateway_config"]
+           "RefuseRule", "TierRule", "hash_key", "load_gateway_config"]
 
 KEYS_ENV = "CASCADE_API_KEYS"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -42,17 +42,25 @@ class KeySpec(_Spec):
 
 
 class RefuseRule(_Spec):
-    """400 naming the first field the tiers cannot judge. (The only rule so far: the engine's
-    calls carry text messages only, so tools, response_format and images cannot be passed to
-    a tier unverified without being dropped; docs/gateway.md.)"""
+    """400 naming the first field the tiers cannot judge."""
 
     action: Literal["refuse"] = "refuse"
+
+
+class TierRule(_Spec):
+    """Send the request as it is (tools, response_format, images and all) to the named tier's
+    OpenAI-compatible deployments and return its answer unverified (``accepted: false``).
+    Not with ``stream: true`` (400)."""
+
+    action: Literal["tier"]
+    tier: str = Field(min_length=1)
 
 
 class ModelRule(_Spec):
     live: bool = Field(False, description="stream the last tier's tokens as they arrive when "
                        "no estimator judges it (docs/gateway.md: the latency trade-off)")
-    on_unjudgeable: RefuseRule = Field(default_factory=RefuseRule)
+    on_unjudgeable: Annotated[RefuseRule | TierRule, Field(discriminator="action")] = \
+        Field(default_factory=RefuseRule)
 
 
 class GatewayConfig(_Spec):

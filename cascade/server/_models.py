@@ -18,6 +18,8 @@ from cascade.engine import Cascade
 from cascade.errors import ConfigError
 from cascade.policy import Policy, RoutingMode, load_policy
 from cascade.policy._models import LearnedRouterSpec
+from cascade.server._config import ModelRule, RefuseRule, TierRule
+from cascade.server._forward import check_forwardable
 from cascade.server._schema import GatewayRequestError
 
 __all__ = ["Served", "check_policies", "load_models", "parse_router_name"]
@@ -120,6 +122,16 @@ def check_policies(directory: Path, default: str | None,
     return names
 
 
+def _check_rule(name: str, cascade: Cascade, rule: ModelRule) -> None:
+    match rule.on_unjudgeable:
+        case TierRule(tier=tier):
+            check_forwardable(name, cascade, tier)
+        case RefuseRule():
+            pass
+    if rule.live:
+        _check_live(name, cascade)
+
+
 def _check_live(name: str, cascade: Cascade) -> None:
     routing = cascade.routing
     why = can_stream_live(cascade.tiers[-1])
@@ -130,7 +142,7 @@ def _check_live(name: str, cascade: Cascade) -> None:
 
 
 def load_models(directory: Path, default: str | None,
-                rules: Mapping[str, bool] | None = None) -> Served:
+                rules: Mapping[str, ModelRule] | None = None) -> Served:
     """Every ``*.yaml`` / ``*.yml`` policy in ``directory`` (a ``ConfigError`` names the first
     bad one: the gateway does not start with a broken policy)."""
     rules = rules or {}
@@ -141,8 +153,8 @@ def load_models(directory: Path, default: str | None,
         policy = load_policy(path)
         policies[path.stem] = (policy, path.parent)
         cascades[path.stem] = Cascade.from_policy(policy, base_dir=path.parent)
-        if rules.get(path.stem, False):
-            _check_live(path.stem, cascades[path.stem])
+        if path.stem in rules:
+            _check_rule(path.stem, cascades[path.stem], rules[path.stem])
     if default is None and len(policies) == 1:
         default = next(iter(policies))
     return Served(policies, cascades, default)
