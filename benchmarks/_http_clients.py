@@ -1,7 +1,7 @@
 """One client of the HTTP overhead benchmark, run in its own process (and, for LiteLLM, its
 own venv). Prints one JSON line: per-request latencies (s) and throughput (req/s).
 
-    python _http_clients.py httpx|cascade|litellm PORT REQUESTS CONCURRENCY
+    python _http_clients.py httpx|cascade|gateway|litellm PORT REQUESTS CONCURRENCY
 """
 
 from __future__ import annotations
@@ -46,6 +46,22 @@ async def bare_httpx(port: int, requests: int, concurrency: int) -> dict:
         return await drive(call, requests, concurrency)
 
 
+async def gateway(port: int, requests: int, concurrency: int) -> dict:
+    """A bare httpx call to ``cascade serve`` (which calls the upstream through one tier)."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+    headers = {"authorization": "Bearer sk-bench"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/v1", limits=limits,
+                                 headers=headers) as client:
+        async def call() -> object:
+            response = await client.post("/chat/completions", json={"model": "m", "messages": MESSAGES})
+            response.raise_for_status()
+            return response.json()
+
+        return await drive(call, requests, concurrency)
+
+
 async def ours(port: int, requests: int, concurrency: int) -> dict:
     from cascade import Cascade, parse_policy
 
@@ -66,7 +82,7 @@ async def litellm_router(port: int, requests: int, concurrency: int) -> dict:
     return await drive(lambda: router.acompletion(model="m", messages=MESSAGES), requests, concurrency)
 
 
-CLIENTS = {"httpx": bare_httpx, "cascade": ours, "litellm": litellm_router}
+CLIENTS = {"httpx": bare_httpx, "cascade": ours, "gateway": gateway, "litellm": litellm_router}
 
 if __name__ == "__main__":
     name, port, requests, concurrency = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])

@@ -1,6 +1,7 @@
 """cascade: answer each LLM request with as little model as it can get away with."""
 
 from cascade._api import bundled_policies_dir, policies_dir, policy_path, run, run_sync
+from cascade._stream import CascadeStream, Delta, Done
 from cascade._tier import Routing, Tier
 from cascade.engine import Cascade
 from cascade.errors import (
@@ -41,6 +42,8 @@ from cascade.errors import (
     RoutingDataError,
     RunError,
     ServerError,
+    StreamInterruptedError,
+    StreamStalledError,
     VerifierArtifactError,
 )
 from cascade.policy import Policy, load_policy, parse_policy, policy_json_schema
@@ -62,7 +65,6 @@ from cascade.types import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__",
     "Attempt",
     "AuthenticationError",
     "BadRequestError",
@@ -71,6 +73,7 @@ __all__ = [
     "BulkheadFullError",
     "Cascade",
     "CascadeError",
+    "CascadeStream",
     "Choice",
     "Completion",
     "ConfigError",
@@ -78,6 +81,8 @@ __all__ = [
     "ContextLengthExceededError",
     "DeadlineExceededError",
     "Decision",
+    "Delta",
+    "Done",
     "EmptyPromptError",
     "InvalidFeatureError",
     "InvalidRequestError",
@@ -114,9 +119,12 @@ __all__ = [
     "RunError",
     "ServerError",
     "StopReason",
+    "StreamInterruptedError",
+    "StreamStalledError",
     "Tier",
     "TierScore",
     "VerifierArtifactError",
+    "__version__",
     "bundled_policies_dir",
     "load_policy",
     "parse_policy",

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import anyio
 import httpx
@@ -24,8 +25,8 @@ from cascade._build import build_routing, build_tiers
 from cascade._calls import asker, estimate_context, sampler
 from cascade._ensemble import Called, call_tier, paid, with_answer_chosen
 from cascade._fallback import estimator_for
-from cascade._tier import Routing, Tier
 from cascade._request import PromptLike, check_deadline, make_request
+from cascade._tier import Routing, Tier
 from cascade.errors import (
     BudgetDeniedError,
     BudgetExceededError,
@@ -62,6 +63,9 @@ from cascade.types import (
     StopReason,
 )
 from verifiers import Estimate, Peer, conversation_text, guard_estimate
+
+if TYPE_CHECKING:
+    from cascade._stream import CascadeStream
 
 log = logging.getLogger("cascade")
 Clock = Callable[[], float]
@@ -243,6 +247,18 @@ class Cascade:
             telemetry.end_run(span, result)
             return result
 
+    def stream(self, prompt: PromptLike, *, metadata: Mapping[str, str] | None = None,
+               deadline_s: float | None = None, max_tokens: int | None = None,
+               temperature: float | None = None, stop: Sequence[str] | None = None,
+               live: bool = False) -> CascadeStream:
+        """``run`` as a stream: ``async with cascade.stream(p) as s: async for item in s``
+        gives ``Delta`` items then ``Done(result)``. ``live``: stream the last tier's tokens as
+        they come when no estimator judges it (docs/gateway.md has the trade-off)."""
+        from cascade._stream import CascadeStream, RunOptions
+
+        options = RunOptions(metadata, deadline_s, max_tokens, temperature, stop)
+        return CascadeStream(self, prompt, options, live=live)
+
     # --- routing ------------------------------------------------------------------------------
 
     async def _start(self, state: _RunState, runnable: Sequence[bool]) -> int:
@@ -361,9 +377,7 @@ class Cascade:
         completion = called.completion
         if completion.choices[0].truncated and not tier.accept_truncated:
             decision = Decision.REJECT if last else Decision.ESCALATE  # cut by max_tokens
-        elif not check or tier.estimator is None or _accepts_anything(tier):
-            decision = Decision.ACCEPT
-        elif confidence is not None and confidence >= (tier.threshold or 0.0):
+        elif not check or tier.estimator is None or _accepts_anything(tier) or confidence is not None and confidence >= (tier.threshold or 0.0):
             decision = Decision.ACCEPT
         else:  # below threshold, or the estimator failed (counts as low confidence)
             decision = Decision.REJECT if last else Decision.ESCALATE

@@ -341,12 +341,27 @@ class BudgetExceededError(RunError):
         super().__init__(message, attempts)
 
 
+class StreamInterruptedError(ProviderConnectionError):
+    """A streamed answer broke after its first bytes reached the caller: never retried and
+    never failed over (the caller already has part of an answer)."""
+
+    retryable = False
+    fallback = False
+
+
+class StreamStalledError(ProviderTimeoutError):
+    """A streamed answer stalled (no chunk within the tier's timeout) after its first bytes
+    reached the caller: never retried and never failed over."""
+
+    retryable = False
+    fallback = False
+
+
 __all__ = [
-    "BudgetDeniedError",
-    "LogprobsUnavailableError",
     "AuthenticationError",
     "BadRequestError",
     "BreakerOpenError",
+    "BudgetDeniedError",
     "BudgetExceededError",
     "BulkheadFullError",
     "CascadeError",
@@ -357,6 +372,7 @@ __all__ = [
     "EmptyPromptError",
     "InvalidFeatureError",
     "InvalidRequestError",
+    "LogprobsUnavailableError",
     "MissingSecretError",
     "NoAnswerError",
     "OverloadedError",
@@ -380,5 +396,8 @@ __all__ = [
     "RoutingDataError",
     "RunError",
     "ServerError",
+    "StreamInterruptedError",
+    "StreamStalledError",
     "VerifierArtifactError",
 ]
+

@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 LLAMA_VERSION=0.3.36
 WHEELS=${CASCADE_WHEEL_DIR:-${HOME:-/tmp}/.cache/cascade/wheels-native-off}
-extras=local,ml,bench,redis
-if [ "${1:-}" = "--test" ]; then extras=local,ml,bench,redis,test; fi
+extras=local,ml,bench,redis,server
+if [ "${1:-}" = "--test" ]; then extras=local,ml,bench,redis,server,test; fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PIP=(.venv/bin/python -m pip --disable-pip-version-check)

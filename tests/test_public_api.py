@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 MODULES = ["cascade", "cascade.policy", "cascade.providers", "cascade.routing", "cascade.telemetry", "verifiers",
-           "cascade.errors", "cascade.resilience", "cascade.state"]
+           "cascade.errors", "cascade.resilience", "cascade.state", "cascade.server"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -21,6 +21,9 @@ from cascade.providers._http import (
     unregister_secrets,
 )
 from cascade.types import Choice, Completion, ModelCall
+
+if TYPE_CHECKING:
+    from cascade.providers._sse import DeltaSink
 
 MODEL_NAME_CAP = 200  # characters of the upstream's ``model`` kept
 
@@ -70,6 +73,26 @@ class OpenAICompatibleProvider:
                                self._headers, self.deployment, secrets=self._secrets,
                                clock=self._clock)
         return parse_chat_completion(data, call, self.deployment, secrets=self._secrets)
+
+    async def stream(self, call: ModelCall, sink: DeltaSink, *,
+                     idle_timeout_s: float | None = None) -> Completion:
+        """Stream one answer (``stream: true``): each text delta goes to ``sink`` as it
+        arrives; the returned ``Completion`` has the whole text and the usage of the final
+        chunk (``stream_options.include_usage``), else estimated. Errors as ``complete``'s."""
+        from cascade.providers._sse import stream_chat
+
+        body = {**self.build_body(call), "stream": True,
+                "stream_options": {"include_usage": True}}
+        body.pop("n", None)
+        return await stream_chat(self._client, body, self._headers, self.deployment, call,
+                                 sink, secrets=self._secrets, clock=self._clock,
+                                 idle_timeout_s=idle_timeout_s)
+
+    async def forward(self, body: Mapping[str, Any]) -> Any:
+        """POST a client's chat-completions body as it is (the gateway's unverified path for
+        tools, response_format and images); the decoded answer. Errors as ``complete``'s."""
+        return await post_json(self._client, "chat/completions", body, self._headers,
+                               self.deployment, secrets=self._secrets, clock=self._clock)
 
     async def check(self) -> None:
         await probe(self._client, "models", self.deployment, secrets=self._secrets)

@@ -22,9 +22,9 @@ from cascade.policy._resilience import (
 )
 from cascade.providers import Provider
 from cascade.resilience._breaker import BreakerConfig, BreakerSnapshot, BreakerState, SlidingWindow
-from cascade.resilience._registry import BreakerRegistry
-from cascade.resilience._budget import Budgets, BudgetRule, BudgetScope, Period
+from cascade.resilience._budget import BudgetRule, Budgets, BudgetScope, Period
 from cascade.resilience._deployments import Bulkhead, DeploymentState
+from cascade.resilience._registry import BreakerRegistry
 from cascade.resilience._retry_budget import RetryBudget
 from cascade.state import FailoverStore, MemoryStore, RedisStore, Store
 
@@ -126,6 +126,12 @@ class Resilience:
         self._states[id(provider)] = state
         self._providers[id(provider)] = provider  # keeps the id valid
         return state
+
+    def share_state(self, view: Provider, provider: Provider) -> None:
+        """``view`` (another face of ``provider``, e.g. its streaming form) shares its breaker,
+        bulkhead and latency state."""
+        self._states[id(view)] = self.state(provider)
+        self._providers[id(view)] = view
 
     def warn_once(self, key: str, message: str, *args: object, every_s: float = 60.0) -> None:
         """A warning that would repeat on every call (a spent retry budget) is logged at most

@@ -1,0 +1,41 @@
+"""Running the gateway on uvicorn: one process, or ``workers`` processes (uvicorn's own
+supervisor; each worker builds the app from the environment). SIGTERM stops accepting
+connections and lets requests in flight finish within the config's ``grace_s``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+
+from cascade.server._app import create_app
+from cascade.server._config import load_gateway_config
+
+__all__ = ["app_from_environment", "serve"]
+
+ENV_POLICIES = "CASCADE_GATEWAY_POLICIES"
+ENV_CONFIG = "CASCADE_GATEWAY_CONFIG"
+
+
+def app_from_environment() -> Starlette:
+    """uvicorn's factory for worker processes (``cascade.server._run:app_from_environment``)."""
+    config = os.environ.get(ENV_CONFIG) or None
+    return create_app(load_gateway_config(config), policies=Path(os.environ[ENV_POLICIES]))
+
+
+def serve(policies: Path, *, host: str = "127.0.0.1", port: int = 8000,
+          config_path: Path | None = None, workers: int = 1, log_level: str = "info") -> None:
+    config = load_gateway_config(config_path)
+    common = {"host": host, "port": port, "timeout_graceful_shutdown": config.grace_s,
+              "log_level": log_level, "lifespan": "on", "server_header": False}
+    if workers > 1:
+        os.environ[ENV_POLICIES] = str(policies.resolve())
+        if config_path is not None:
+            os.environ[ENV_CONFIG] = str(config_path.resolve())
+        uvicorn.run("cascade.server._run:app_from_environment", factory=True, workers=workers,
+                    **common)  # type: ignore[arg-type]
+        return
+    app = create_app(config, policies=policies)
+    uvicorn.run(app, **common)  # type: ignore[arg-type]
