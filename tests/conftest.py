@@ -15,6 +15,19 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("CASCADE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+# fixtures whose use requires a marker: `-m "not data"` / `-m "not models"` must deselect them
+# (a model load that no fixture shows is caught by scripts/check_markers.sh instead)
+MARKED_FIXTURES = {"shared_data": "data", "llama_server": "models"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = [f"{item.nodeid} uses {name} but is not marked `{marker}`"
+               for item in items for name, marker in MARKED_FIXTURES.items()
+               if name in getattr(item, "fixturenames", ()) and item.get_closest_marker(marker) is None]
+    if missing:
+        raise pytest.UsageError("tests missing a marker:\n  " + "\n  ".join(missing))
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

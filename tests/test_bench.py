@@ -96,6 +96,7 @@ def test_cascade_bench_bad_input_exits_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no suite 'nope'" in result.output
 
 
+@pytest.mark.data
 def test_cascade_bench_smoke_on_the_recorded_data_matches_the_baselines(
         shared_data: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bench", "arc", "gsm8k", "--data", str(shared_data),

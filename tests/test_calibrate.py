@@ -66,9 +66,19 @@ def test_quality_thresholds_find_the_known_cheapest_cascade() -> None:
 
 
 def test_clopper_pearson_matches_known_values() -> None:
-    assert clopper_pearson_upper(0, 100, 0.05) == pytest.approx(1 - 0.05 ** (1 / 100))
+    """Closed forms: k = 0 solves (1 − U)^n = δ; k = n − 1 solves 1 − U^n = δ; k = 1 solves
+    (1 − U)^n + n U (1 − U)^(n−1) = δ (checked by substitution); k = n is 1."""
+    assert clopper_pearson_upper(0, 100, 0.05) == pytest.approx(1 - 0.05 ** (1 / 100), rel=1e-9)
+    assert clopper_pearson_upper(9, 10, 0.05) == pytest.approx(0.95 ** (1 / 10), rel=1e-9)
+    assert clopper_pearson_upper(49, 50, 0.1) == pytest.approx(0.9 ** (1 / 50), rel=1e-9)
+    for n in (20, 100):
+        u = clopper_pearson_upper(1, n, 0.05)
+        assert (1 - u) ** n + n * u * (1 - u) ** (n - 1) == pytest.approx(0.05, rel=1e-7)
     assert clopper_pearson_upper(10, 10, 0.1) == 1.0
-    assert clopper_pearson_upper(5, 100, 0.05) > 0.05
+    from scipy.stats import binom
+
+    for k, n in ((5, 100), (12, 184), (3, 30)):  # the definition: P(Binomial(n, U) <= k) = δ
+        assert binom.cdf(k, n, clopper_pearson_upper(k, n, 0.05)) == pytest.approx(0.05, rel=1e-7)
 
 
 def _guarantee_share(conf: np.ndarray, correct: np.ndarray, alpha: float, delta: float,

@@ -16,6 +16,7 @@ from cascade import (
     Decision,
     Message,
     ModelCall,
+    NoAnswerError,
     ProviderHTTPError,
     ProviderResponseError,
     ProviderTimeoutError,
@@ -136,9 +137,9 @@ tiers:
     async with Cascade.from_policy(policy) as engine:
         with pytest.raises(ProviderUnreachableError, match=f"openai@127.0.0.1:{port}/v1"):
             await engine.check()
-        with pytest.raises(Exception) as info:
+        with pytest.raises(NoAnswerError) as info:
             await engine.run("hi")
-    [attempt] = info.value.attempts  # type: ignore[attr-defined]
+    [attempt] = info.value.attempts
     assert attempt.decision is Decision.ERROR and "ProviderUnreachableError" in attempt.error
 
 

@@ -392,6 +392,8 @@ def test_knn_artifact_of_the_wrong_kind_or_models_fails_at_load(tmp_path: Path) 
 # --- real data: calibration to target shares -----------------------------------------------------
 
 
+@pytest.mark.data
+@pytest.mark.models
 def test_share_calibration_hits_targets_on_real_data(shared_data: Path) -> None:
     from verifiers import shared_encoder
 

@@ -1,0 +1,272 @@
+"""Tests that fail when a decision rule is subtly broken (issue 24's mutants, one named test each;
+docs/testing.md maps every mutant to the test that kills it), and property tests of the rules.
+
+Expected values are derived by hand in the comments or from an independent brute-force
+reference (a different computation of the same definition), never from the code under test.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import httpx
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.optimize import brentq
+from scipy.stats import binom
+
+from benchmarks.metrics import hull
+from cascade import Cascade, parse_policy
+from cascade.routing import start_tier, starts
+from verifiers import (
+    AnswerKind,
+    Candidate,
+    EstimateContext,
+    Sampled,
+    SelfConsistencyEstimator,
+    Turn,
+    Usage,
+    decided,
+    majority_probability,
+    risk_threshold,
+)
+
+# ---------------------------------------------------------------- risk threshold (calibration)
+
+
+def _cp_upper_by_definition(k: int, n: int, delta: float) -> float:
+    """Clopper–Pearson upper bound by its definition, P(Binomial(n, U) <= k) = δ, solved with
+    a root finder on the binomial CDF (the code under test uses the beta quantile)."""
+    if k >= n:
+        return 1.0
+    return float(brentq(lambda p: binom.cdf(k, n, p) - delta, 1e-15, 1 - 1e-15, xtol=1e-14))
+
+
+def _batch_level_by_definition(alpha: float, delta: float, m: int) -> float:
+    """The α' with P(Binomial(m, α') > ⌊α m⌋) = δ (the tail grows with α')."""
+    limit = math.floor(alpha * m)
+    f = lambda p: binom.sf(limit, m, p) - delta  # noqa: E731
+    return float(brentq(f, 1e-15, alpha, xtol=1e-14)) if f(alpha) > 0 else alpha
+
+
+def _reference_threshold(conf: list[float], correct: list[bool], alpha: float, delta: float,
+                         batch: int | None = None) -> float:
+    """Brute force: every distinct confidence from the highest down, its false accepts
+    counted item by item (ties at the threshold are accepted, so they count), stop at the
+    first threshold not certified."""
+    level, budget = alpha, delta
+    if batch is not None:
+        level, budget = _batch_level_by_definition(alpha, delta / 2, batch), delta / 2
+    chosen = math.inf
+    for t in sorted(set(conf), reverse=True):
+        k = sum(1 for c, ok in zip(conf, correct) if c >= t and not ok)
+        if _cp_upper_by_definition(k, len(conf), budget) > level:
+            break
+        chosen = t
+    return chosen
+
+
+TIED_SCORES = st.lists(st.tuples(st.sampled_from([0.0, 0.2, 0.5, 0.5, 0.8, 1.0]), st.booleans()),
+                       min_size=1, max_size=80)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(items=TIED_SCORES, alpha=st.sampled_from([0.05, 0.1, 0.2, 0.3]),
+       delta=st.sampled_from([0.05, 0.1, 0.2]), batch=st.one_of(st.none(), st.integers(5, 200)))
+def test_risk_threshold_matches_a_brute_force_reference_with_ties(items, alpha, delta, batch) -> None:
+    conf = [c for c, _ in items]
+    correct = [ok for _, ok in items]
+    expected = _reference_threshold(conf, correct, alpha, delta, batch)
+    got = risk_threshold(conf, correct, alpha, delta, batch=batch)
+    assert got == expected
+
+
+def test_risk_threshold_accepts_everything_when_every_answer_is_right() -> None:
+    """Mutant: every accept counted as a false accept (then nothing is ever accepted).
+    30 right answers, no wrong one: 0 false accepts at every threshold, and the bound
+    1 − 0.1^(1/30) = 0.074 <= 0.1, so the loosest threshold (0.1) is chosen. With a batch of
+    1000 (δ/2 = 0.05, α' < 0.1) 30 items are too few (1 − 0.05^(1/30) = 0.095); 60 suffice
+    (1 − 0.05^(1/60) = 0.049)."""
+    conf = [round(0.1 + 0.01 * i, 2) for i in range(60)]
+    assert risk_threshold(conf[:30], [True] * 30, 0.1, 0.1) == 0.1
+    assert risk_threshold(conf[:30], [True] * 30, 0.1, 0.1, batch=1000) == math.inf
+    assert risk_threshold(conf, [True] * 60, 0.1, 0.1, batch=1000) == 0.1
+
+
+def test_risk_threshold_counts_wrong_answers_tied_at_the_threshold() -> None:
+    """Mutant: ``c >= t`` -> ``c > t`` when counting false accepts. 30 right answers at 0.9;
+    10 wrong and 10 right tied at 0.5. Threshold 0.5 accepts all 50, 10 of them wrong:
+    bound U(10, 50) = 0.29 > 0.25, so only 0.9 is certified (U(0, 50) = 0.045). Counting only ``c > 0.5`` would see 0
+    false accepts at 0.5 and accept the 10 wrong answers."""
+    conf = [0.9] * 30 + [0.5] * 20
+    correct = [True] * 30 + [False] * 10 + [True] * 10
+    assert _cp_upper_by_definition(10, 50, 0.1) > 0.25
+    assert risk_threshold(conf, correct, 0.1, 0.1) == 0.9
+    assert risk_threshold(conf, correct, 0.25, 0.1) == 0.9
+
+
+# ---------------------------------------------------------------- hull (metrics)
+
+
+def test_hull_keeps_the_best_of_equal_cost_points_in_any_order() -> None:
+    """Mutant: for equal costs the last point wins instead of the best."""
+    points = [(1.0, 0.7), (1.0, 0.5), (2.0, 0.8), (2.0, 0.9), (2.0, 0.85), (3.0, 0.6)]
+    expected = [(1.0, 0.7), (2.0, 0.9)]
+    for _ in range(20):
+        shuffled = random.Random(_).sample(points, len(points))
+        assert hull(shuffled) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(points=st.lists(st.tuples(st.integers(1, 5).map(float), st.integers(0, 10).map(lambda a: a / 10)),
+                       min_size=1, max_size=12), seed=st.integers(0, 1000))
+def test_hull_is_independent_of_input_order(points, seed) -> None:
+    shuffled = random.Random(seed).sample(points, len(points))
+    vertices = hull(points)
+    assert hull(shuffled) == vertices
+    best = {}
+    for cost, accuracy in points:
+        best[cost] = max(accuracy, best.get(cost, -1.0))
+    assert vertices[0] == (min(best), best[min(best)])  # the cheapest cost at its best accuracy
+    assert vertices[-1][1] == max(best.values())  # the hull climbs to the best accuracy
+    for cost, accuracy in vertices:
+        assert best[cost] == accuracy  # every vertex is the best point at its cost
+
+
+# ---------------------------------------------------------------- vote: the sequential rule
+
+
+def test_decided_stops_when_the_posterior_says_minority() -> None:
+    """Mutant: ``or p <= stop_error`` dropped. 0 of 5 votes agree, 10 to come: either side of
+    1/2 is still reachable (10 of 15 > 1/2), but P(p > 1/2 | Beta(1, 6)) = 2^-6 = 0.016 <= 0.05."""
+    assert majority_probability(0, 5) == pytest.approx(2 ** -6)
+    assert decided(0, 5, 10, stop_error=0.05)
+    assert not decided(0, 5, 10, stop_error=0.01)  # 0.016 > 0.01: not sure enough yet
+
+
+def test_decided_is_not_fixed_at_exactly_one_half() -> None:
+    """Mutant: ``2*agree > total`` -> ``>=``. 2 agree, 0 disagree, 2 to come: the candidate may
+    end at 2 of 4, exactly one half, which is not a majority, so the side is not fixed; and
+    P(p > 1/2 | Beta(3, 1)) = 1 − 1/8 = 0.875 is not sure enough."""
+    assert majority_probability(2, 0) == pytest.approx(0.875)
+    assert not decided(2, 0, 2)
+    assert decided(3, 0, 2)  # 3 of 5 at worst: a majority whatever comes
+
+
+class Script:
+    """sample(k) hands out the scripted answers in order."""
+
+    def __init__(self, answers: list[str]) -> None:
+        self.answers = list(answers)
+        self.drawn = 0
+
+    async def __call__(self, k: int) -> Sampled:
+        chunk = self.answers[self.drawn:self.drawn + k]
+        self.drawn += len(chunk)
+        return Sampled(tuple(Candidate(a) for a in chunk), Usage(1, 1, len(chunk), 0.0))
+
+
+def _ctx(candidate: str, script: Script) -> EstimateContext:
+    return EstimateContext((Turn("user", "q"),), Candidate(candidate), "t", script)
+
+
+@pytest.mark.anyio
+async def test_early_stop_waits_for_min_samples() -> None:
+    """Mutant: ``min_samples`` ignored. Unanimous votes, batch 1: without the floor the rule
+    would stop at 4 votes (P(majority | 4 of 4) = 1 − 2^-5 = 0.969 >= 0.95); with
+    min_samples = 6 it may not stop before 6."""
+    assert majority_probability(3, 0) < 0.95 <= majority_probability(4, 0)
+    estimator = SelfConsistencyEstimator(k=12, kind=AnswerKind.NUMBER, batch=1, min_samples=6)
+    estimate = await estimator.estimate(_ctx("4", Script(["4"] * 20)))
+    assert estimate.details["samples_used"] == 6 and estimate.details["stopped_early"]
+    free = SelfConsistencyEstimator(k=12, kind=AnswerKind.NUMBER, batch=1, min_samples=1)
+    assert (await free.estimate(_ctx("4", Script(["4"] * 20)))).details["samples_used"] == 4
+
+
+@pytest.mark.anyio
+async def test_early_stop_does_not_stop_at_exactly_one_half() -> None:
+    """k = 6, rounds of 2: after 3 unanimous votes the candidate could still end at 3 of 6
+    (one half, no majority) and P = 0.9375 < 0.95, so it draws on; at 5 of 5 it is decided."""
+    estimator = SelfConsistencyEstimator(k=6, kind=AnswerKind.NUMBER, batch=2, min_samples=2)
+    estimate = await estimator.estimate(_ctx("4", Script(["4"] * 10)))
+    assert estimate.details["samples_used"] == 5 and estimate.details["stopped_early"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(k=st.integers(2, 14), batch=st.integers(1, 5), data=st.data(),
+       stop_error=st.sampled_from([0.01, 0.05, 0.2]),
+       answers=st.lists(st.sampled_from("445"), min_size=20, max_size=20))
+def test_early_stopping_properties(k, batch, data, stop_error, answers) -> None:
+    """Whatever the votes: at least min(min_samples, k) votes, never more than k, and a stop
+    before k only where the rule says the outcome is decided."""
+    import anyio
+
+    min_samples = data.draw(st.integers(1, k))
+    estimator = SelfConsistencyEstimator(k=k, kind=AnswerKind.NUMBER, batch=batch,
+                                         min_samples=min_samples, stop_error=stop_error)
+    estimate = anyio.run(estimator.estimate, _ctx("4", Script(answers)))
+    used = estimate.details["samples_used"]
+    assert min(min_samples, k) <= used <= k
+    agree = estimate.details["agree"]
+    assert estimate.confidence == pytest.approx(agree / used)
+    if estimate.details["stopped_early"]:
+        assert used < k and decided(agree, used - agree, k - used, stop_error)
+    else:
+        assert used == k
+
+
+# ---------------------------------------------------------------- routing selection
+
+
+def test_start_tier_accepts_a_probability_equal_to_the_threshold() -> None:
+    """Mutant: ``p >= t`` -> ``p > t`` in ``start_tier``: "reaches its threshold" includes equality."""
+    assert start_tier(np.array([0.5, 0.9]), [0.5, 0.5]) == 0
+    assert start_tier(np.array([0.25, 0.75]), [0.5, 0.75]) == 1
+    assert start_tier(np.array([0.4999, 0.7499]), [0.5, 0.75]) is None
+    matrix = np.array([[0.5, 0.9], [0.25, 0.75], [0.4999, 0.7499]])
+    assert starts(matrix, [0.5, 0.75], default=1).tolist() == [0, 1, 1]
+
+
+# ---------------------------------------------------------------- Cascade.aclose
+
+
+class CountingTransport(httpx.AsyncBaseTransport):
+    """Answers nothing; records how often a client closed it."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500)
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+@pytest.mark.anyio
+async def test_aclose_closes_pooled_clients_and_providers() -> None:
+    """Mutant: ``Cascade.aclose`` does nothing. Two base URLs: two pooled clients, both closed
+    (and each closing its transport) after ``async with``, and every provider's ``aclose`` run."""
+    policy = parse_policy("""
+tiers:
+  - {name: a, model: m, provider: {kind: openai, base_url: "http://127.0.0.1:9/v1"}}
+  - {name: b, model: m, provider: {kind: openai, base_url: "http://127.0.0.2:9/v1"}}
+""")
+    transport = CountingTransport()
+    closed: list[str] = []
+    async with Cascade.from_policy(policy, transport=transport) as engine:
+        providers = [tier.provider for tier in engine.tiers]
+        clients = [p._client for p in providers]  # type: ignore[attr-defined]
+        assert len({id(c) for c in clients}) == 2 and not any(c.is_closed for c in clients)
+        for provider in providers:
+            async def record(name: str = provider.deployment) -> None:
+                closed.append(name)
+            provider.aclose = record  # type: ignore[method-assign]
+    assert all(c.is_closed for c in clients)
+    assert transport.closed == 2
+    assert sorted(closed) == ["openai@127.0.0.1:9/v1", "openai@127.0.0.2:9/v1"]
+    await engine.aclose()  # idempotent
+    assert transport.closed == 2 and len(closed) == 2
