@@ -19,6 +19,7 @@ from verifiers import (
     escalation_threshold,
     expected_calibration_error,
     quality_thresholds,
+    risk_calibration,
     risk_threshold,
     simulate_cascade,
     vote_confidence,
@@ -115,3 +116,89 @@ def test_risk_guarantee_on_recorded_vote_shares(shared_data: Path) -> None:
     assert auroc(conf_a, correct_a) > 0.7
     for alpha, delta in ((0.1, 0.1), (0.15, 0.05)):
         assert _guarantee_share(conf_a, correct_a, alpha, delta) >= 1 - delta
+    # ...but a guarantee over the next 185 requests is met only by accepting nothing, and the
+    # report says so: the unanimous-vote bucket (the strictest threshold) alone has more false
+    # accepts than any certified threshold may have on 184 items
+    half = conf_a.size // 2
+    report = risk_calibration(conf_a[:half], correct_a[:half], 0.1, 0.1, batch=conf_a.size - half)
+    unanimous = conf_a[:half] >= 1.0
+    assert report.threshold == math.inf and not report.feasible
+    assert int((unanimous & ~correct_a[:half]).sum()) > report.max_false_accepts >= 0
+    assert report.widening is not None and report.widening[0] == 1.0
+    assert report.widening[1] == pytest.approx(unanimous.mean())
+    assert "is met only by accepting 0.0% of 184" in (report.warning() or "")
+    # the population guarantee on all 369 (what `cascade calibrate` certifies) accepts a lot
+    full = risk_calibration(conf_a, correct_a, 0.1, 0.1)
+    assert full.feasible and full.accept_rate == pytest.approx((conf_a >= full.threshold).mean())
+    assert full.accept_rate > 0.3
+
+
+def _k_star(n: int, alpha: float, delta: float) -> int:
+    """The most false accepts certifiable on n items, by the duality U(k, n) <= α ⇔
+    P(Binomial(n, α) <= k) <= δ, scanning every k."""
+    from scipy.stats import binom
+
+    return max((k for k in range(n + 1) if binom.cdf(k, n, alpha) <= delta), default=-1)
+
+
+def test_risk_calibration_reports_coverage_and_what_more_data_would_buy() -> None:
+    """20 right answers at 0.9; at 0.5, 18 right and 2 wrong (n = 40, α = δ = 0.1). k*(40) = 1,
+    so 0.5 (2 false accepts) is not certified: the threshold is 0.9 and accepts 50 %. A
+    perfect ranking could accept (38 + 1) / 40. Asked for 90 %, the warning says how many
+    examples would certify the 0.5 threshold, whose false-accept rate is 2 / 40 = 0.05."""
+    from scipy.stats import binom
+
+    conf = [0.9] * 20 + [0.5] * 20
+    correct = [True] * 20 + [False] * 2 + [True] * 18
+    report = risk_calibration(conf, correct, 0.1, 0.1, floor=0.9)
+    assert _k_star(40, 0.1, 0.1) == 1 == report.max_false_accepts
+    assert report.threshold == 0.9 == risk_threshold(conf, correct, 0.1, 0.1)
+    assert (report.accepted, report.false_accepts, report.accept_rate) == (20, 0, 0.5)
+    assert report.best_accept_rate == pytest.approx(39 / 40)
+    assert report.risk_bound == pytest.approx(1 - 0.1 ** (1 / 40))
+    low, high = report.accept_interval  # two-sided 95 % Clopper–Pearson, by its definition
+    assert binom.sf(19, 40, low) == pytest.approx(0.025) and binom.cdf(20, 40, high) == pytest.approx(0.025)
+    assert report.min_examples == 22  # ln 0.1 / ln 0.9 = 21.85
+    needed = next(m for m in range(1, 10**5) if binom.cdf(math.ceil(0.05 * m - 1e-12), m, 0.1) <= 0.1)
+    assert report.needed_examples == needed and not report.feasible
+    assert report.widening == (0.5, 1.0, 0.05)
+    assert f"about {needed} labelled examples would be needed to accept 90%" in (report.warning() or "")
+    assert risk_calibration(conf, correct, 0.1, 0.1, floor=0.5).warning() is None
+
+
+def test_risk_calibration_names_each_reason_for_accepting_nothing() -> None:
+    # too few examples for any certificate: 15 < 22
+    small = risk_calibration([0.9] * 15, [True] * 15, 0.1, 0.1)
+    assert small.threshold == math.inf and small.max_false_accepts == -1 and small.best_accept_rate == 0
+    assert "at least 22 are needed" in (small.warning() or "")
+    # a perfect estimator could not reach the floor: 30 right of 300, (30 + k*) / 300 < 20 %
+    scarce = risk_calibration(np.linspace(0, 1, 300), np.arange(300) >= 270, 0.05, 0.1, floor=0.2)
+    assert scarce.best_accept_rate == pytest.approx((30 + _k_star(300, 0.05, 0.1)) / 300)
+    assert scarce.best_accept_rate < 0.2 and "even a perfect estimator" in (scarce.warning() or "")
+    # the estimator cannot separate: every confidence tied, a third wrong: no data helps
+    tied = risk_calibration([0.5] * 300, [i % 3 > 0 for i in range(300)], 0.1, 0.1)
+    assert tied.threshold == math.inf and tied.needed_examples is None
+    assert "more data will not help" in (tied.warning() or "")
+    with pytest.raises(CalibrationError):
+        risk_calibration([0.5], [True], 0.1, 0.1, floor=1.5)
+    with pytest.raises(CalibrationError):
+        risk_calibration([0.5], [True], 0.1, 0.1, batch=0)
+
+
+def test_risk_guarantee_without_batch_on_a_known_population() -> None:
+    """The non-batch variant (what `cascade calibrate` uses): confidence ~ U(0, 1) and correct
+    with probability = confidence, so the population false-accept rate of threshold t is
+    ∫_t^1 (1 − c) dc = (1 − t)² / 2, exactly. Over 200 calibration draws of 400 items the
+    chosen threshold's true rate is ≤ α in ≥ 1 − δ of them — and it accepts a useful share
+    (the most any threshold can while ≤ α is 1 − t* = √(2α) = 44.7 %)."""
+    rng = np.random.default_rng(11)
+    alpha, delta = 0.1, 0.1
+    held, accepted = 0, []
+    for _ in range(200):
+        conf = rng.random(400)
+        correct = rng.random(400) < conf
+        t = risk_threshold(conf, correct, alpha, delta)
+        held += (1 - min(t, 1.0)) ** 2 / 2 <= alpha
+        accepted.append(1 - min(t, 1.0))
+    assert held / 200 >= 1 - delta
+    assert np.mean(accepted) > 0.3  # not vacuous: most of the 44.7 % a perfect choice would get

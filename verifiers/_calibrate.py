@@ -22,6 +22,7 @@ and how many labelled examples this estimator would need to accept a useful shar
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -110,14 +111,20 @@ def _levels(alpha: float, delta: float, batch: int | None) -> tuple[float, float
 def _scan(c: np.ndarray, y: np.ndarray, level: float, budget: float) -> float:
     """Fixed-sequence scan over the distinct finite confidences, strictest first; stops at
     the first threshold whose Clopper–Pearson bound exceeds ``level``. Items at −∞ (never
-    reaching this tier) are never accepted and so never candidates."""
-    chosen = math.inf
-    for t in np.unique(c[np.isfinite(c)])[::-1]:
-        false_accepts = int((~y & (c >= t)).sum())
-        if clopper_pearson_upper(false_accepts, c.size, budget) > level:
-            break
-        chosen = float(t)
-    return chosen
+    reaching this tier) are never accepted and so never candidates. (Vectorised: every
+    threshold's false accepts — wrong items with confidence ≥ it — and bound at once.)"""
+    from scipy.stats import beta
+
+    finite = np.isfinite(c)
+    values = np.unique(c[finite])[::-1]
+    wrong = np.sort(c[finite & ~y])
+    false_accepts = wrong.size - np.searchsorted(wrong, values, side="left")
+    n = c.size
+    bounds = np.where(false_accepts >= n, 1.0,
+                      beta.ppf(1 - budget, false_accepts + 1, np.maximum(n - false_accepts, 1)))
+    failed = np.flatnonzero(bounds > level)
+    stop = int(failed[0]) if failed.size else values.size
+    return float(values[stop - 1]) if stop > 0 else math.inf
 
 
 def risk_threshold(confidence: Sequence[float] | np.ndarray, correct: Sequence[bool] | np.ndarray,
@@ -212,6 +219,8 @@ class RiskCalibration:
     min_examples: int
     needed_examples: int | None  # items for this estimator to certify accepting ≥ floor
     floor: float
+    # the strictest threshold accepting ≥ floor: (threshold, accept rate, false-accept rate)
+    widening: tuple[float, float, float] | None = None
 
     @property
     def accept_rate(self) -> float:
@@ -235,12 +244,16 @@ class RiskCalibration:
                     f"alpha and delta; at least {self.min_examples} are needed")
         if self.best_accept_rate < self.floor:
             return f"{head}: even a perfect estimator would accept at most {self.best_accept_rate:.1%}"
+        if self.widening is None:  # only when floor > every accept rate: best_accept_rate < floor
+            return f"{head}: no threshold accepts {self.floor:.0%}"
+        t, rate, wrong = self.widening
+        where = (f"the strictest threshold accepting at least {self.floor:.0%} ({t:.4g}, accepts "
+                 f"{rate:.1%}) has a false-accept rate of {wrong:.3g}")
         if self.needed_examples is None:
-            return (f"{head}: this estimator's false-accept rate at a {self.floor:.0%} accept "
-                    f"rate is not below {self.level:.3g}; more data will not help, a sharper "
-                    f"estimator (or a looser target) is needed")
-        return (f"{head}: about {self.needed_examples} labelled examples would be needed to accept "
-                f"{self.floor:.0%} with this estimator (a perfect one would accept "
+            return (f"{head}: {where}, not below the {self.level:.3g} tested; more data will not "
+                    f"help, a sharper estimator (or a looser target) is needed")
+        return (f"{head}: {where}; about {self.needed_examples} labelled examples would be needed "
+                f"to accept {self.floor:.0%} with this estimator (a perfect one would accept "
                 f"{self.best_accept_rate:.1%} now)")
 
 
@@ -263,18 +276,19 @@ def risk_calibration(confidence: Sequence[float] | np.ndarray, correct: Sequence
     accepted_mask = c >= threshold
     accepted, false_accepts = int(accepted_mask.sum()), int((accepted_mask & ~y).sum())
     bound = clopper_pearson_upper(false_accepts, n, budget) if accepted else 0.0
-    needed = None
+    needed, widening = None, None
     if accepted / n < floor:
-        finite = np.sort(np.unique(c[eligible]))[::-1]
-        wide = [t for t in finite if (c >= t).mean() >= floor]  # strictest such: fewest false accepts
-        if wide:
+        wide = [t for t in np.unique(c[eligible])[::-1] if (c >= t).mean() >= floor]
+        if wide:  # the strictest such threshold has the fewest false accepts
             rate = float((~y & (c >= wide[0])).mean())
+            widening = (float(wide[0]), float((c >= wide[0]).mean()), rate)
             needed = examples_needed(rate, level, budget)
     return RiskCalibration(threshold, alpha, delta, level, budget, n, right, accepted, false_accepts,
                            _clopper_pearson_interval(accepted, n), bound, k_star, best,
-                           min_examples(level, budget), needed, floor)
+                           min_examples(level, budget), needed, floor, widening)
 
 
+@functools.lru_cache(maxsize=256)
 def batch_level(alpha: float, delta: float, batch: int) -> float:
     """The largest rate α' for which a Binomial(batch, α') count exceeds α · batch with
     probability ≤ δ (bisection on the Binomial tail)."""
@@ -302,7 +316,15 @@ def escalation_threshold(confidence: Sequence[float] | np.ndarray, rate: float) 
         return math.inf
     if k == 0:
         return float(ordered[0])
-    return float((ordered[k - 1] + ordered[k]) / 2) if ordered[k] > ordered[k - 1] else float(ordered[k])
+    if ordered[k] > ordered[k - 1]:
+        return float((ordered[k - 1] + ordered[k]) / 2)
+    # k falls inside a block of tied confidences: all of it escalates or none of it does,
+    # whichever count is nearer k (ties: fewer escalations)
+    low = int(np.searchsorted(ordered, ordered[k], side="left"))
+    high = int(np.searchsorted(ordered, ordered[k], side="right"))
+    if k - low <= high - k:
+        return float(ordered[k])
+    return math.inf if high >= c.size else float((ordered[high - 1] + ordered[high]) / 2)
 
 
 def simulate_cascade(thresholds: Sequence[float], confidence: Sequence[np.ndarray],
