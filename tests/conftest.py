@@ -6,10 +6,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
+
+# property tests: 150 examples each; scripts/mutation.sh selects the lighter profile
+settings.register_profile("default", max_examples=150, deadline=None)
+settings.register_profile("mutation", max_examples=30, deadline=None)
+settings.load_profile(os.environ.get("CASCADE_HYPOTHESIS_PROFILE", "default"))
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("CASCADE_SHARED_DATA", ROOT.parent / "shared" / "data"))

@@ -73,7 +73,7 @@ TIED_SCORES = st.lists(st.tuples(st.sampled_from([0.0, 0.2, 0.5, 0.5, 0.8, 1.0])
                        min_size=1, max_size=80)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(items=TIED_SCORES, alpha=st.sampled_from([0.05, 0.1, 0.2, 0.3]),
        delta=st.sampled_from([0.05, 0.1, 0.2]), batch=st.one_of(st.none(), st.integers(5, 200)))
 def test_risk_threshold_matches_a_brute_force_reference_with_ties(items, alpha, delta, batch) -> None:
@@ -120,7 +120,6 @@ def test_hull_keeps_the_best_of_equal_cost_points_in_any_order() -> None:
         assert hull(shuffled) == expected
 
 
-@settings(max_examples=100, deadline=None)
 @given(points=st.lists(st.tuples(st.integers(1, 5).map(float), st.integers(0, 10).map(lambda a: a / 10)),
                        min_size=1, max_size=12), seed=st.integers(0, 1000))
 def test_hull_is_independent_of_input_order(points, seed) -> None:
@@ -195,7 +194,6 @@ async def test_early_stop_does_not_stop_at_exactly_one_half() -> None:
     assert estimate.details["samples_used"] == 5 and estimate.details["stopped_early"]
 
 
-@settings(max_examples=200, deadline=None)
 @given(k=st.integers(2, 14), batch=st.integers(1, 5), data=st.data(),
        stop_error=st.sampled_from([0.01, 0.05, 0.2]),
        answers=st.lists(st.sampled_from("445"), min_size=20, max_size=20))
