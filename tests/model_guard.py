@@ -1,9 +1,10 @@
 """A pytest plugin that makes loading a local model an error, to prove that a selection such as
 ``-m "not models"`` is model-free. Not loaded by default (conftest does not import it): use
 
-    PYTHONPATH=tests python -m pytest -p model_guard -m "not models"
+    PYTHONPATH=tests python -m pytest -p model_guard --assert=plain -m "not models"
 
-(``scripts/check_markers.sh`` does). Guarded: llama.cpp models in process (``llama_cpp.Llama``),
+(``scripts/check_markers.sh`` does; ``--assert=plain`` because rewriting asserts of modules
+imported after transformers trips CPython 3.11's AST recursion-depth check). Guarded: llama.cpp models in process (``llama_cpp.Llama``),
 the llama.cpp server fixture (``llama_server``), and every transformers model or tokenizer
 (MiniLM, cross-encoders). Each load raises ``ModelLoadForbidden`` *and* is recorded, so a test
 that swallows the error still fails the session (exit status 3).
@@ -41,6 +42,7 @@ def _patch_llama() -> None:
         _forbid(f"llama_cpp.Llama({kwargs.get('model_path') or (args[0] if args else '')})")
 
     llama_cpp.Llama.__init__ = refuse  # type: ignore[method-assign]
+    llama_cpp.Llama.__del__ = lambda self: None  # type: ignore[method-assign]  # nothing was built
 
 
 def _patch_transformers() -> None:
@@ -55,9 +57,10 @@ def _patch_transformers() -> None:
         cls.from_pretrained = classmethod(refuse)  # type: ignore[assignment,method-assign]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    _patch_llama()
-    _patch_transformers()
+# patched on import (``-p model_guard`` imports this early, on a shallow stack: importing
+# transformers from inside a pytest hook can hit CPython 3.11's AST recursion-depth check)
+_patch_llama()
+_patch_transformers()
 
 
 @pytest.hookimpl(wrapper=True)

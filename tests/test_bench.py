@@ -75,6 +75,7 @@ async def test_bench_runs_the_engine_and_finds_the_hand_computed_cascade(tmp_pat
     assert report.metrics["oracle"]["points"][0][1] == 1.0
 
 
+@pytest.mark.models  # loads MiniLM or SmolLM2 (found by scripts/check_markers.sh)
 def test_cascade_bench_cli_writes_table_json_and_plot(tmp_path: Path) -> None:
     data = tmp_path / "toy.csv"
     write_fixture(data)
@@ -176,6 +177,7 @@ def test_causal_grade_maps_are_monotone_and_priced_on_train() -> None:
     assert (best.train_cost, best.train_accuracy) == (1.0 + 1.0 + 10 + 10 + 10, 1.0)
 
 
+@pytest.mark.models  # loads MiniLM or SmolLM2 (found by scripts/check_markers.sh)
 async def test_causal_router_on_the_bench_grades_once_and_replays(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The real SmolLM2 grader grades each toy query once (cached); every setting is then
@@ -196,6 +198,7 @@ async def test_causal_router_on_the_bench_grades_once_and_replays(tmp_path: Path
     assert len(levels) == causal.LEVELS and set(levels) <= {"m0", "m1", "m2"}
 
 
+@pytest.mark.models  # loads MiniLM or SmolLM2 (found by scripts/check_markers.sh)
 async def test_router_curves_on_the_bench_cover_routing_only_and_router_plus_cascade(
         tmp_path: Path) -> None:
     """kNN on MiniLM embeddings of the toy prompts: routing only over every tier, and router +
