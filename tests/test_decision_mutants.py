@@ -23,6 +23,7 @@ from cascade import Cascade, parse_policy
 from cascade.routing import start_tier, starts
 from verifiers import (
     AnswerKind,
+    CalibrationError,
     Candidate,
     EstimateContext,
     Sampled,
@@ -30,6 +31,7 @@ from verifiers import (
     Turn,
     Usage,
     decided,
+    escalation_threshold,
     majority_probability,
     risk_threshold,
 )
@@ -268,3 +270,32 @@ tiers:
     assert sorted(closed) == ["openai@127.0.0.1:9/v1", "openai@127.0.0.2:9/v1"]
     await engine.aclose()  # idempotent
     assert transport.closed == 2 and len(closed) == 2
+
+
+# ---------------------------------------------------------------- escalation threshold
+
+
+@given(conf=st.lists(st.sampled_from([0.1, 0.2, 0.2, 0.5, 0.9]), min_size=1, max_size=40),
+       rate=st.floats(0.0, 1.0))
+def test_escalation_threshold_escalates_the_nearest_achievable_count(conf, rate) -> None:
+    """Brute force: with ties only some counts can escalate (all of a tied block or none);
+    the threshold realises the achievable count nearest round(rate · n) (ties: fewer)."""
+    n, k = len(conf), round(rate * len(conf))
+    achievable = {sum(c < v for c in conf) for v in set(conf)} | {n}
+    expected = min(achievable, key=lambda a: (abs(a - k), a))
+    t = escalation_threshold(conf, rate)
+    assert sum(c < t for c in conf) == expected
+    if expected < n:  # a real threshold, no higher than the lowest confidence that stays
+        assert t <= min(c for c in conf if c >= t) and t != math.inf
+
+
+def test_escalation_threshold_by_hand_and_its_errors() -> None:
+    # 0.2 x1, 0.4 x3, 0.9 x1: 30 % of 5 = 1.5 -> 2 wanted; achievable 0, 1, 4, 5 -> 1 (below 0.4)
+    assert escalation_threshold([0.9, 0.4, 0.4, 0.4, 0.2], 0.3) == 0.4
+    # 70 %: 3.5 -> 4 wanted: all three 0.4s escalate, the midpoint to 0.9 is the threshold
+    assert escalation_threshold([0.9, 0.4, 0.4, 0.4, 0.2], 0.7) == pytest.approx(0.65)
+    assert escalation_threshold([0.4] * 5, 0.7) == math.inf  # 4 wanted; only 0 or 5 possible
+    assert escalation_threshold([0.3], 0.0) == 0.3  # one item is enough data
+    for rate, data in ((1.5, [0.5]), (-0.1, [0.5]), (0.5, [])):
+        with pytest.raises(CalibrationError, match=r"rate must be in \[0, 1\] and the data non-empty"):
+            escalation_threshold(data, rate)

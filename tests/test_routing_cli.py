@@ -6,7 +6,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from typer.testing import CliRunner
 
 from cascade.cli import app
