@@ -20,7 +20,7 @@ from scipy.stats import binom
 
 from benchmarks.metrics import hull
 from cascade import Cascade, parse_policy
-from cascade.routing import start_tier, starts
+from cascade.routing import RouteTargetKind, start_tier, starts
 from verifiers import (
     AnswerKind,
     CalibrationError,
@@ -299,3 +299,100 @@ def test_escalation_threshold_by_hand_and_its_errors() -> None:
     for rate, data in ((1.5, [0.5]), (-0.1, [0.5]), (0.5, [])):
         with pytest.raises(CalibrationError, match=r"rate must be in \[0, 1\] and the data non-empty"):
             escalation_threshold(data, rate)
+
+
+# ---------------------------------------------------------------- routing calibration
+
+
+def test_utility_starts_by_hand() -> None:
+    """P(ok) minus cost_weight × cost / dearest cost. Costs 0.001 and 0.01 (relative 0.1, 1),
+    weight 0.1: row 0 utilities 0.89 / 0.85 -> tier 0; row 1: 0.49 / 0.89 -> tier 1.
+    Equal utilities go to the cheaper (first) tier."""
+    from cascade.routing import utility_starts
+
+    p_ok = np.array([[0.9, 0.95], [0.5, 0.99], [0.8, 0.8]])
+    got = utility_starts(p_ok, [0.001, 0.01], 0.1)
+    assert got.shape == (3,) and got.tolist() == [0, 1, 0]
+    assert utility_starts(p_ok, [0.001, 0.01], 0.0).tolist() == [1, 1, 0]
+    assert utility_starts(p_ok, [0.0, 0.0], 1.0).tolist() == [1, 1, 0]  # free tiers: no division by 0
+
+
+@given(seed=st.integers(0, 10**6), tiers=st.integers(2, 4), data=st.data())
+def test_share_thresholds_realise_the_shares_exactly_without_ties(seed, tiers, data) -> None:
+    """Distinct predictions: routing with the calibrated thresholds starts exactly
+    round(cumulative share × n) − (those before) requests at each tier; the last tier's
+    threshold is 0."""
+    from cascade.routing import share_thresholds
+
+    n = 12
+    counts = data.draw(st.lists(st.integers(0, n), min_size=tiers - 1, max_size=tiers - 1)
+                       .filter(lambda c: sum(c) <= n))
+    counts = [*counts, n - sum(counts)]
+    p_ok = np.random.default_rng(seed).permutation(n * tiers).reshape(n, tiers) / (n * tiers)
+    thresholds = share_thresholds(p_ok, [c / n for c in counts])
+    assert len(thresholds) == tiers and thresholds[-1] == 0.0
+    assert np.bincount(starts(p_ok, thresholds, tiers - 1), minlength=tiers).tolist() == counts
+    for t, c in zip(thresholds[:-1], counts[:-1]):  # a tier taking nobody never passes
+        assert (t == math.inf) == (c == 0)
+
+
+def test_share_thresholds_edges() -> None:
+    from cascade.routing import RouteCalibrationError, routed, share_thresholds
+
+    one = np.array([[0.7, 0.2]])
+    assert share_thresholds(one, [1.0, 0.0]) == (0.7, 0.0)  # one request is enough data
+    with pytest.raises(RouteCalibrationError, match="no requests to calibrate on"):
+        share_thresholds(np.zeros((0, 2)), [0.5, 0.5])
+    outcome = routed(one, np.array([[1, 0]]), np.array([[0.1, 1.0]]), 0.5, default=1)
+    assert outcome.threshold == 0.5 and outcome.shares == (1.0, 0.0)  # every tier has a share
+    assert (outcome.cost, outcome.accuracy) == (0.1, 1.0)
+
+
+def _reference_target(p_ok, correct, cost, kind, value, default):
+    """Brute force: every candidate threshold (each prediction, 0, and above 1), each request
+    routed by hand to the first tier reaching it (else the default); then the rule."""
+    n, tiers = p_ok.shape
+    outcomes = []
+    for t in sorted({0.0, 1.0 + 1e-9, *p_ok.ravel().tolist()}):
+        begin = [next((j for j in range(tiers) if p_ok[i, j] >= t), default) for i in range(n)]
+        outcomes.append((t, sum(cost[i, b] for i, b in enumerate(begin)) / n,
+                         sum(correct[i, b] for i, b in enumerate(begin)) / n))
+    if kind is RouteTargetKind.QUALITY:
+        goal = value * correct.mean(axis=0).max()
+        meeting = [o for o in outcomes if o[2] >= goal - 1e-12]
+        return min(meeting, key=lambda o: (o[1], -o[2])) if meeting else None
+    limit = value * cost.mean(axis=0).max()
+    within = [o for o in outcomes if o[1] <= limit + 1e-12]
+    return max(within, key=lambda o: (o[2], -o[1])) if within else None
+
+
+@given(p=st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0]), min_size=12, max_size=12),
+       right=st.lists(st.booleans(), min_size=12, max_size=12),
+       kind=st.sampled_from([RouteTargetKind.QUALITY, RouteTargetKind.COST]),
+       value=st.sampled_from([0.3, 0.6, 0.9, 1.0]))
+def test_target_threshold_matches_a_brute_force_reference(p, right, kind, value) -> None:
+    """Six requests, two tiers (cheap 1, dear 10; the dear one always right), tied and extreme
+    predictions (0 and 1): the chosen outcome is the reference's, or both find none."""
+    from cascade.routing import RouteCalibrationError, target_threshold
+
+    p_ok = np.array(p, dtype=float).reshape(6, 2)
+    correct = np.array(right).reshape(6, 2)
+    correct[:, 1] = True
+    cost = np.tile([1.0, 10.0], (6, 1))
+    expected = _reference_target(p_ok, correct, cost, kind, value, default=1)
+    if expected is None:
+        with pytest.raises(RouteCalibrationError):
+            target_threshold(p_ok, correct, cost, kind, value, default=1)
+        return
+    got = target_threshold(p_ok, correct, cost, kind, value, default=1)
+    assert (got.cost, got.accuracy) == pytest.approx(expected[1:])
+    assert got.threshold == pytest.approx(expected[0], abs=1e-12)
+
+
+def test_target_threshold_checks_every_shape() -> None:
+    from cascade.routing import RouteCalibrationError, target_threshold
+
+    p_ok, cost = np.zeros((3, 2)), np.ones((3, 2))
+    for correct, price in ((np.ones((3, 3)), cost), (np.ones((3, 2)), np.ones((2, 2)))):
+        with pytest.raises(RouteCalibrationError, match="predictions, labels and costs differ in shape"):
+            target_threshold(p_ok, correct, price, RouteTargetKind.QUALITY, 0.9, default=1)
