@@ -17,7 +17,10 @@ from verifiers import (
     auroc,
     clopper_pearson_upper,
     escalation_threshold,
+    examples_needed,
     expected_calibration_error,
+    max_false_accepts,
+    min_examples,
     quality_thresholds,
     risk_calibration,
     risk_threshold,
@@ -202,3 +205,54 @@ def test_risk_guarantee_without_batch_on_a_known_population() -> None:
         accepted.append(1 - min(t, 1.0))
     assert held / 200 >= 1 - delta
     assert np.mean(accepted) > 0.3  # not vacuous: most of the 44.7 % a perfect choice would get
+
+
+def test_certificate_sizes_match_brute_force() -> None:
+    """k*, the fewest examples for any certificate, and the examples a given false-accept
+    rate needs, each against a scan of every n or k by the binomial duality."""
+    from scipy.stats import binom
+
+    for n, alpha, delta in ((10, 0.3, 0.1), (22, 0.1, 0.1), (21, 0.1, 0.1), (184, 0.0683, 0.05), (500, 0.2, 0.01)):
+        assert max_false_accepts(n, alpha, delta) == _k_star(n, alpha, delta), (n, alpha, delta)
+    for alpha, delta in ((0.1, 0.1), (0.05, 0.05), (0.5, 0.25), (0.02, 0.05)):
+        m = min_examples(alpha, delta)  # (0.5, 0.25): ln 0.25 / ln 0.5 = 2 exactly
+        assert binom.cdf(0, m, alpha) <= delta + 1e-15 < binom.cdf(0, m - 1, alpha)
+    ms = np.arange(1, 4000)
+    for rate in (0.0, 0.03, 0.05, 0.09):  # 0.09 needs 1577: beyond the first block scanned
+        first = ms[binom.cdf(np.ceil(rate * ms - 1e-12), ms, 0.1) <= 0.1][0]
+        assert examples_needed(rate, 0.1, 0.1) == first, rate
+    assert examples_needed(0.09, 0.1, 0.1, limit=1576) is None
+    assert examples_needed(0.09, 0.1, 0.1, limit=1577) == 1577
+    assert examples_needed(0.1, 0.1, 0.1) is None and examples_needed(0.2, 0.1, 0.1) is None
+
+
+def test_risk_calibration_edges() -> None:
+    from scipy.stats import binom
+
+    # everything accepted (all right): the interval reaches 1; nothing accepted: it starts at 0
+    everything = risk_calibration([0.5] * 30, [True] * 30, 0.1, 0.1)
+    assert everything.accepted == 30 and everything.accept_interval[1] == 1.0
+    assert everything.accept_interval[0] == pytest.approx(0.025 ** (1 / 30))
+    nothing = risk_calibration([0.5] * 30, [False] * 30, 0.1, 0.1)
+    assert nothing.accepted == 0 and nothing.accept_interval[0] == 0.0 and nothing.risk_bound == 0.0
+    assert nothing.accept_interval[1] == pytest.approx(1 - 0.025 ** (1 / 30))
+    # k* = 0 (n = 22 at α = δ = 0.1): a certificate is possible, a perfect estimator accepts
+    # exactly the right answers; here the wrong one is tied with the right ones
+    assert _k_star(22, 0.1, 0.1) == 0
+    tied = risk_calibration([0.9] * 10 + [0.5] * 12, [True] * 10 + [False] + [True] * 11, 0.1, 0.1, floor=0.6)
+    assert tied.threshold == 0.9 and tied.best_accept_rate == pytest.approx(21 / 22)
+    warning = tied.warning() or ""
+    assert "with probability >= 0.9) is met only by accepting 45.5% of 22" in warning
+    assert "the strictest threshold accepting at least 60% (0.5, accepts 100.0%)" in warning
+    assert "cannot certify" not in warning
+    # the widening threshold is the strictest of those accepting >= floor
+    wide = risk_calibration([0.9] * 5 + [0.6] * 10 + [0.3] * 10, [False] * 5 + [True] * 20, 0.1, 0.1, floor=0.5)
+    assert wide.threshold == math.inf and wide.widening == (0.6, 0.6, 0.2)
+    # accepting exactly the floor is enough
+    exact = risk_calibration([0.9] * 10 + [0.1] * 30, [True] * 10 + [False] * 30, 0.1, 0.1, floor=0.25)
+    assert exact.accept_rate == 0.25 and exact.feasible and exact.widening is None
+    assert risk_calibration([0.9] * 30, [True] * 30, 0.1, 0.1, floor=1.0).feasible
+    assert risk_calibration([0.9] * 30, [True] * 30, 0.1, 0.1, floor=0.0).feasible
+    with pytest.raises(CalibrationError, match=r"floor must be in \[0, 1\], not 1.5"):
+        risk_calibration([0.5], [True], 0.1, 0.1, floor=1.5)
+    assert binom.cdf(0, 22, 0.1) <= 0.1
