@@ -396,3 +396,40 @@ def test_target_threshold_checks_every_shape() -> None:
     for correct, price in ((np.ones((3, 3)), cost), (np.ones((3, 2)), np.ones((2, 2)))):
         with pytest.raises(RouteCalibrationError, match="predictions, labels and costs differ in shape"):
             target_threshold(p_ok, correct, price, RouteTargetKind.QUALITY, 0.9, default=1)
+
+
+# ---------------------------------------------------------------- agreement
+
+
+def test_agreement_matrix_similarity_boundary_and_unnormalised_vectors() -> None:
+    """Cosine >= similarity agrees (equality included); vectors are normalised whatever their
+    length, short ones too: (0.5, 0) and (0.3, 0.4) have cosine 0.6 exactly."""
+    from verifiers import agreement_matrix
+
+    vectors = {"a": [0.5, 0.0], "b": [0.3, 0.4], "c": [0.0, 0.25]}
+
+    def embed(texts):  # type: ignore[no-untyped-def]
+        return [vectors[t] for t in texts]
+
+    at = agreement_matrix(["a", "b", "c"], AnswerKind.TEXT, embed=embed, similarity=0.6)
+    assert at.tolist() == [[1, 1, 0], [1, 1, 1], [0, 1, 1]]  # b·c = 0.8
+    assert agreement_matrix(["a", "b"], AnswerKind.TEXT, embed=embed, similarity=0.61).tolist() == [[1, 0], [0, 1]]
+    near = {"a": [1.0, 0.0], "b": [0.9, 0.435889894354067]}  # cosine 0.9 >= the default 0.85
+    assert agreement_matrix(["a", "b"], AnswerKind.TEXT, embed=lambda t: [near[x] for x in t]).tolist() \
+        == [[1, 1], [1, 1]]
+
+
+def test_agreement_judge_reasons_and_zero_weights() -> None:
+    from verifiers import AgreementEstimator, Peer
+
+    estimator = AgreementEstimator(kind=AnswerKind.NUMBER, min_members=3)
+    confidence, details = estimator.judge("4", "m", [Peer("n", "4"), Peer("o", None)])
+    assert confidence == 0.0 and details == {"reason": "2 answer(s), fewer than min_members 3", "members": 2}
+    confidence, details = estimator.judge("no number", "m", [Peer("n", "4"), Peer("o", "4")])
+    assert confidence == 0.0
+    assert details == {"reason": "no answer could be extracted from the candidate", "members": 3}
+    # every counted weight zero: no evidence, confidence 0 (not a division by zero, not 1)
+    free = AgreementEstimator(kind=AnswerKind.NUMBER, min_members=1, weights={"m": 0.0, "n": 0.0})
+    assert free.judge("4", "m", [Peer("n", "4")])[0] == 0.0
+    weighted = AgreementEstimator(kind=AnswerKind.NUMBER, weights={"m": 1.0, "n": 3.0, "o": 1.0})
+    assert weighted.judge("4", "m", [Peer("n", "4"), Peer("o", "5")])[0] == pytest.approx(4 / 5)
