@@ -433,3 +433,57 @@ def test_agreement_judge_reasons_and_zero_weights() -> None:
     assert free.judge("4", "m", [Peer("n", "4")])[0] == 0.0
     weighted = AgreementEstimator(kind=AnswerKind.NUMBER, weights={"m": 1.0, "n": 3.0, "o": 1.0})
     assert weighted.judge("4", "m", [Peer("n", "4"), Peer("o", "5")])[0] == pytest.approx(4 / 5)
+
+
+# ---------------------------------------------------------------- the engine's decision
+
+
+def _tiers(cheap, dear, estimator, threshold, dear_estimator=None):  # type: ignore[no-untyped-def]
+    from cascade import Tier
+    from cascade.policy import Price
+
+    return [Tier("small", "small-model", cheap, estimator, threshold, Price(input_per_1m=1.0)),
+            Tier("large", "large-model", dear, dear_estimator, 0.5 if dear_estimator else None,
+                 Price(input_per_1m=10.0))]
+
+
+@pytest.mark.anyio
+async def test_engine_accepts_a_confidence_equal_to_the_threshold() -> None:
+    from scripted import Fixed, Scripted
+
+    from cascade import Decision, StopReason
+
+    result = await Cascade(_tiers(Scripted("cheap"), Scripted("dear"), Fixed(0.7), 0.7)).run("q")
+    assert result.accepted and result.tier == 0 and result.attempts[0].decision is Decision.ACCEPT
+    assert result.stop_reason is StopReason.ACCEPTED and result.escalations == 0
+    below = await Cascade(_tiers(Scripted("cheap"), Scripted("dear"), Fixed(0.6999), 0.7)).run("q")
+    assert below.tier == 1 and below.attempts[0].decision is Decision.ESCALATE and below.escalations == 1
+
+
+@pytest.mark.anyio
+async def test_engine_threshold_zero_accepts_without_running_the_estimator() -> None:
+    from scripted import Fixed, Scripted
+
+    skipped, tiny = Fixed(0.0), Fixed(0.0)
+    result = await Cascade(_tiers(Scripted("cheap"), Scripted("dear"), skipped, 0.0)).run("q")
+    assert result.accepted and result.tier == 0 and skipped.seen == [] and result.confidence is None
+    climbed = await Cascade(_tiers(Scripted("cheap"), Scripted("dear"), tiny, 1e-9)).run("q")
+    assert climbed.tier == 1 and len(tiny.seen) == 1  # any positive threshold runs it
+
+
+@pytest.mark.anyio
+async def test_engine_failing_estimators_escalate_then_reject_and_the_best_answer_returns() -> None:
+    """Every estimator fails: tier 0 escalates, the last tier rejects; the result is the last
+    tier's answer, not accepted, stop reason exhausted, one escalation, both costs summed."""
+    from scripted import Fixed, Scripted
+
+    from cascade import Decision, StopReason
+
+    cheap, dear = Scripted("cheap"), Scripted("dear")
+    tiers = _tiers(cheap, dear, Fixed(raises=RuntimeError("x")), 0.5, Fixed(raises=RuntimeError("y")))
+    result = await Cascade(tiers).run("q")
+    assert [a.decision for a in result.attempts] == [Decision.ESCALATE, Decision.REJECT]
+    assert not result.accepted and result.answer == "dear" and result.tier == 1
+    assert result.stop_reason is StopReason.EXHAUSTED and result.escalations == 1
+    assert result.cost == pytest.approx((10 * 1 + 10 * 10) / 1e6)  # 10 input tokens at each tier
+    assert result.model == "large-model" and result.tier_name == "large"
