@@ -487,3 +487,26 @@ async def test_engine_failing_estimators_escalate_then_reject_and_the_best_answe
     assert result.stop_reason is StopReason.EXHAUSTED and result.escalations == 1
     assert result.cost == pytest.approx((10 * 1 + 10 * 10) / 1e6)  # 10 input tokens at each tier
     assert result.model == "large-model" and result.tier_name == "large"
+
+
+@given(agree=st.integers(0, 12), disagree=st.integers(0, 12), remaining=st.integers(0, 12),
+       stop_error=st.sampled_from([0.01, 0.05, 2 ** -5, 0.2]))
+def test_decided_matches_its_definition(agree, disagree, remaining, stop_error) -> None:
+    """Reference: the side of 1/2 is fixed when every possible rest of the votes leaves the
+    candidate on the same side (a majority means more than half); else the posterior
+    P(p > 1/2 | Beta(1 + agree, 1 + disagree)), from scipy's beta, decides."""
+    from scipy.stats import beta
+
+    total = agree + disagree + remaining
+    sides = {2 * (agree + r) > total for r in range(remaining + 1)}
+    p = float(beta.sf(0.5, 1 + agree, 1 + disagree))
+    assert majority_probability(agree, disagree) == pytest.approx(p, abs=1e-12)
+    expected = len(sides) == 1 or p >= 1 - stop_error - 1e-12 or p <= stop_error + 1e-12
+    assert decided(agree, disagree, remaining, stop_error) == expected
+
+
+def test_decided_boundaries_by_hand() -> None:
+    assert decided(2, 2, 0)  # nothing left to draw: always decided, even at exactly one half
+    # P(majority | 4 of 4) = 1 - 2^-5 exactly: stop_error 2^-5 stops on both sides
+    assert decided(4, 0, 10, stop_error=2 ** -5) and decided(0, 4, 10, stop_error=2 ** -5)
+    assert not decided(4, 0, 10, stop_error=2 ** -6) and not decided(0, 4, 10, stop_error=2 ** -6)
