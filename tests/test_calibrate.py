@@ -253,6 +253,56 @@ def test_risk_calibration_edges() -> None:
     assert exact.accept_rate == 0.25 and exact.feasible and exact.widening is None
     assert risk_calibration([0.9] * 30, [True] * 30, 0.1, 0.1, floor=1.0).feasible
     assert risk_calibration([0.9] * 30, [True] * 30, 0.1, 0.1, floor=0.0).feasible
-    with pytest.raises(CalibrationError, match=r"floor must be in \[0, 1\], not 1.5"):
+    with pytest.raises(CalibrationError, match=r"^floor must be in \[0, 1\], not 1.5$"):
         risk_calibration([0.5], [True], 0.1, 0.1, floor=1.5)
     assert binom.cdf(0, 22, 0.1) <= 0.1
+    # the widening candidate may accept exactly the floor
+    edge = risk_calibration([0.9] * 10 + [0.1] * 30, [False] * 2 + [True] * 8 + [False] * 30, 0.1, 0.1, floor=0.25)
+    assert edge.threshold == math.inf and edge.widening == (0.9, 0.25, 0.05)
+    assert (edge.level, edge.budget, edge.correct, edge.n) == (0.1, 0.1, 8, 40)
+    assert max_false_accepts(2, 0.5, 0.25) == 0  # U(0, 2) = 0.5 exactly: certified (<=)
+    assert examples_needed(0.0, 0.1, 0.1, limit=22) == 22  # the limit itself is allowed
+
+
+def test_calibration_summaries_by_hand_and_against_brute_force() -> None:
+    # ECE, 10 equal bins: 0.90 and 0.95 share a bin (|0.5 − 0.925| = 0.425); 1.0 is in the last
+    assert expected_calibration_error([0.90, 0.95], [1, 0]) == pytest.approx(0.425)
+    assert expected_calibration_error([0.95, 0.85], [1, 0]) == pytest.approx(0.45)
+    assert expected_calibration_error([1.0, 1.0], [1, 0]) == pytest.approx(0.5)
+    # AUROC against every pair counted by hand (ties half), with many ties
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        c = rng.choice([0.1, 0.5, 0.5, 0.9], size=rng.integers(2, 15))
+        y = rng.random(c.size) < 0.5
+        if y.all() or not y.any():
+            continue
+        pairs = [(1.0 if p > q else 0.5 if p == q else 0.0) for p in c[y] for q in c[~y]]
+        assert auroc(c, y) == pytest.approx(sum(pairs) / len(pairs))
+    with pytest.raises(CalibrationError, match="^AUROC needs both correct and wrong answers$"):
+        auroc([0.1, 0.2], [0, 0])
+    for k, n, delta in ((-1, 5, 0.1), (6, 5, 0.1), (0, 0, 0.1), (0, 5, 0.0), (0, 5, 1.0)):
+        with pytest.raises(CalibrationError, match=f"^bad arguments k={k}, n={n}, delta={delta}$"):
+            clopper_pearson_upper(k, n, delta)
+    assert clopper_pearson_upper(0, 1, 0.1) == pytest.approx(0.9)  # one trial is enough data
+
+
+def test_quality_thresholds_beyond_three_tiers_by_coordinate_descent() -> None:
+    """Four tiers: tiers 0-2 right exactly when their confidence >= 0.5, the last always right;
+    share 1.0 needs each early tier to accept only its right answers. Coordinate descent
+    must find what the exhaustive search over the same grid finds."""
+    import itertools
+
+    rng = np.random.default_rng(8)
+    n = 400
+    conf = [rng.random(n) for _ in range(3)] + [np.ones(n)]
+    correct = [c >= 0.5 for c in conf[:3]] + [np.ones(n, dtype=bool)]
+    cost = [np.full(n, v) for v in (1.0, 2.0, 4.0, 50.0)]
+    choice = quality_thresholds(conf, correct, cost, share=1.0, grid=11)
+    assert len(choice.thresholds) == 3 and len(choice.escalation) == 3
+    grids = [sorted({float(v) for v in np.quantile(c, np.linspace(0, 1, 11))} | {math.inf}) for c in conf[:3]]
+    best = math.inf
+    for ts in itertools.product(*grids):
+        spent, right, _ = simulate_cascade(ts, conf, correct, cost)
+        if right.mean() >= 1.0 - 1e-12:
+            best = min(best, float(spent.mean()))
+    assert choice.accuracy == 1.0 and choice.cost == pytest.approx(best)

@@ -297,7 +297,7 @@ def test_escalation_threshold_by_hand_and_its_errors() -> None:
     assert escalation_threshold([0.4] * 5, 0.7) == math.inf  # 4 wanted; only 0 or 5 possible
     assert escalation_threshold([0.3], 0.0) == 0.3  # one item is enough data
     for rate, data in ((1.5, [0.5]), (-0.1, [0.5]), (0.5, [])):
-        with pytest.raises(CalibrationError, match=r"rate must be in \[0, 1\] and the data non-empty"):
+        with pytest.raises(CalibrationError, match=r"^rate must be in \[0, 1\] and the data non-empty$"):
             escalation_threshold(data, rate)
 
 
@@ -341,7 +341,7 @@ def test_share_thresholds_edges() -> None:
 
     one = np.array([[0.7, 0.2]])
     assert share_thresholds(one, [1.0, 0.0]) == (0.7, 0.0)  # one request is enough data
-    with pytest.raises(RouteCalibrationError, match="no requests to calibrate on"):
+    with pytest.raises(RouteCalibrationError, match="^no requests to calibrate on$"):
         share_thresholds(np.zeros((0, 2)), [0.5, 0.5])
     outcome = routed(one, np.array([[1, 0]]), np.array([[0.1, 1.0]]), 0.5, default=1)
     assert outcome.threshold == 0.5 and outcome.shares == (1.0, 0.0)  # every tier has a share
@@ -371,13 +371,13 @@ def _reference_target(p_ok, correct, cost, kind, value, default):
        kind=st.sampled_from([RouteTargetKind.QUALITY, RouteTargetKind.COST]),
        value=st.sampled_from([0.3, 0.6, 0.9, 1.0]))
 def test_target_threshold_matches_a_brute_force_reference(p, right, kind, value) -> None:
-    """Six requests, two tiers (cheap 1, dear 10; the dear one always right), tied and extreme
+    """Six requests, two tiers (cheap 1, dear 10; the dear one nearly always right), tied and extreme
     predictions (0 and 1): the chosen outcome is the reference's, or both find none."""
     from cascade.routing import RouteCalibrationError, target_threshold
 
     p_ok = np.array(p, dtype=float).reshape(6, 2)
     correct = np.array(right).reshape(6, 2)
-    correct[:, 1] = True
+    correct[1:, 1] = True  # the dear tier is right on 5 of 6: the best accuracy is below 1
     cost = np.tile([1.0, 10.0], (6, 1))
     expected = _reference_target(p_ok, correct, cost, kind, value, default=1)
     if expected is None:
@@ -394,7 +394,7 @@ def test_target_threshold_checks_every_shape() -> None:
 
     p_ok, cost = np.zeros((3, 2)), np.ones((3, 2))
     for correct, price in ((np.ones((3, 3)), cost), (np.ones((3, 2)), np.ones((2, 2)))):
-        with pytest.raises(RouteCalibrationError, match="predictions, labels and costs differ in shape"):
+        with pytest.raises(RouteCalibrationError, match="^predictions, labels and costs differ in shape$"):
             target_threshold(p_ok, correct, price, RouteTargetKind.QUALITY, 0.9, default=1)
 
 
@@ -510,3 +510,20 @@ def test_decided_boundaries_by_hand() -> None:
     # P(majority | 4 of 4) = 1 - 2^-5 exactly: stop_error 2^-5 stops on both sides
     assert decided(4, 0, 10, stop_error=2 ** -5) and decided(0, 4, 10, stop_error=2 ** -5)
     assert not decided(4, 0, 10, stop_error=2 ** -6) and not decided(0, 4, 10, stop_error=2 ** -6)
+
+
+def test_hull_drops_points_under_and_on_a_chord_and_stops_at_the_first_peak() -> None:
+    assert hull([(1.0, 0.5), (2.0, 0.6), (3.0, 0.9)]) == [(1.0, 0.5), (3.0, 0.9)]  # under the chord
+    assert hull([(1.0, 0.5), (2.0, 0.625), (3.0, 0.75)]) == [(1.0, 0.5), (3.0, 0.75)]  # on it
+    assert hull([(1.0, 0.5), (2.0, 0.9), (3.0, 0.9)]) == [(1.0, 0.5), (2.0, 0.9)]  # flat: cheapest peak
+    with pytest.raises(ValueError, match="^no points$"):
+        hull([])
+
+
+def test_risk_threshold_bound_edges() -> None:
+    """Every item wrong: the bound is 1 however large α (here 0.999); one right of two at
+    δ = 0.5: U(1, 2) = √0.5 = 0.707 > 0.6; zero false accepts of two at δ = 0.25:
+    U(0, 2) = 1 − √0.25 = 0.5, certified at α = 0.5 (≤, not <)."""
+    assert risk_threshold([0.5], [False], 0.999, 0.5) == math.inf
+    assert risk_threshold([0.9, 0.5], [False, True], 0.6, 0.5) == math.inf
+    assert risk_threshold([0.9, 0.9], [True, True], 0.5, 0.25) == 0.9

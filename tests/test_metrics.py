@@ -88,10 +88,10 @@ def test_metric_boundaries_are_exact() -> None:
     assert aiq([(0.2, 0.6)], 0.4) == pytest.approx(0.3)
     assert aiq(POINTS, 0.5) == 0.0
     for bad in (0.0, -1.0):
-        with pytest.raises(ValueError, match="c_max must be positive"):
+        with pytest.raises(ValueError, match="^c_max must be positive$"):
             aiq(POINTS, bad)
     for gap in (Gap(weak=(1.0, 0.5), strong=(1.0, 0.9)), Gap(weak=(1.0, 0.5), strong=(3.0, 0.5))):
-        with pytest.raises(ValueError, match="the strong model must cost more and score higher"):
+        with pytest.raises(ValueError, match="^the strong model must cost more and score higher than the weak one$"):
             apgr([(2.0, 0.7)], gap)
 
 
