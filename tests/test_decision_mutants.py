@@ -527,3 +527,91 @@ def test_risk_threshold_bound_edges() -> None:
     assert risk_threshold([0.5], [False], 0.999, 0.5) == math.inf
     assert risk_threshold([0.9, 0.5], [False, True], 0.6, 0.5) == math.inf
     assert risk_threshold([0.9, 0.9], [True, True], 0.5, 0.25) == 0.9
+
+
+def test_risk_levels_validated_and_the_batch_split_is_delta_halves() -> None:
+    """With a batch of m the scan runs at (α' = batch_level(α, δ/2, m), δ/2); on 2000 calibrated
+    items with distinct confidences any other split moves the threshold."""
+    from verifiers import batch_level
+
+    rng = np.random.default_rng(21)
+    conf = rng.random(2000)
+    correct = rng.random(2000) < conf
+    level = batch_level(0.1, 0.05, 500)
+    assert level == pytest.approx(_batch_level_by_definition(0.1, 0.05, 500), abs=1e-9)
+    chosen = risk_threshold(conf, correct, 0.1, 0.1, batch=500)
+    assert chosen == risk_threshold(conf, correct, level, 0.05)
+    assert chosen != risk_threshold(conf, correct, batch_level(0.1, 0.2, 500), 0.05)
+    assert chosen != risk_threshold(conf, correct, level, 0.1 / 3)
+    assert chosen != risk_threshold(conf, correct, batch_level(0.1, 0.1 / 3, 500), 0.05)
+    assert risk_threshold([0.5] * 60, [True] * 60, 0.1, 0.1, batch=1) == 0.5  # one request is a batch
+    for alpha, delta in ((0.0, 0.1), (1.0, 0.1), (0.1, 0.0), (0.1, 1.0)):
+        with pytest.raises(CalibrationError, match=r"^alpha and delta must be in \(0, 1\)$"):
+            risk_threshold([0.5], [True], alpha, delta)
+    with pytest.raises(CalibrationError, match="^batch must be a positive number of requests, not 0$"):
+        risk_threshold([0.5], [True], 0.1, 0.1, batch=0)
+
+
+def test_simulate_cascade_by_hand_with_three_tiers() -> None:
+    """Four items, three tiers (costs 1, 10, 100). Tier 0 accepts item 0; tier 1 accepts item 1;
+    items 2 and 3 reach the last tier. Escalation from tier 0: 3 of 4; from tier 1: 2 of 3."""
+    from verifiers import simulate_cascade
+
+    conf = [np.array([0.9, 0.1, 0.1, 0.1]), np.array([0.0, 0.9, 0.1, 0.1]), np.ones(4)]
+    correct = [np.array([1, 0, 0, 0], bool), np.array([0, 0, 1, 1], bool), np.array([0, 1, 1, 0], bool)]
+    cost = [np.full(4, 1.0), np.full(4, 10.0), np.full(4, 100.0)]
+    spent, right, escalation = simulate_cascade([0.5, 0.5], conf, correct, cost)
+    assert spent.tolist() == [1.0, 11.0, 111.0, 111.0]
+    assert right.tolist() == [True, False, True, False] and right.dtype == bool
+    assert escalation == [0.75, pytest.approx(2 / 3)]
+    # nothing reaches tier 1 when tier 0 accepts everything: its escalation is 0, not 1
+    _, _, none = simulate_cascade([0.0, 0.5], conf, correct, cost)
+    assert none == [0.0, 0.0]
+
+
+class CountingScript(Script):
+    def __init__(self, answers: list[str]) -> None:
+        super().__init__(answers)
+        self.asked: list[int] = []
+
+    async def __call__(self, k: int) -> Sampled:
+        self.asked.append(k)
+        return await super().__call__(k)
+
+
+@pytest.mark.anyio
+async def test_vote_estimate_details_the_loop_cannot_hide() -> None:
+    # never asks for zero samples, and says False (not None) when it did not stop early
+    script = CountingScript(["4"] * 10)
+    estimate = await SelfConsistencyEstimator(k=5, kind=AnswerKind.NUMBER, early_stop=False).estimate(_ctx("4", script))
+    assert script.asked == [2, 2] and estimate.details["stopped_early"] is False
+    # a sampler that runs dry: an estimate of what was drawn, not a crash or None
+    dry = await SelfConsistencyEstimator(k=8, kind=AnswerKind.NUMBER, early_stop=False).estimate(
+        _ctx("4", Script(["4", "5"])))
+    assert dry.details["samples_used"] == 3 and dry.confidence == pytest.approx(2 / 3)
+    # an unextractable candidate counts as agreeing with nobody: P(majority) = 2^-(d+1) stops at 5
+    lost = await SelfConsistencyEstimator(k=10, kind=AnswerKind.NUMBER, min_samples=2).estimate(
+        _ctx("no idea", Script(["4"] * 10)))
+    assert lost.details["samples_used"] == 5 and lost.details["stopped_early"] and lost.confidence == 0.0
+    # the estimator's stop_error reaches the rule: 0.2 stops unanimous votes at 2 (p = 0.875)
+    quick = await SelfConsistencyEstimator(k=20, kind=AnswerKind.NUMBER, batch=1, min_samples=1,
+                                           stop_error=0.2).estimate(_ctx("4", Script(["4"] * 20)))
+    assert quick.details["samples_used"] == 2
+    from verifiers import MissingInputError
+
+    with pytest.raises(MissingInputError, match="^self-consistency needs samples, and this tier cannot draw them$"):
+        await SelfConsistencyEstimator().estimate(EstimateContext((Turn("user", "q"),), Candidate("4"), "t", None))
+
+
+@pytest.mark.anyio
+async def test_vote_on_free_text_uses_the_estimators_similarity() -> None:
+    vectors = {"a": [1.0, 0.0], "b": [0.6, 0.8]}  # cosine 0.6
+
+    def embed(texts):  # type: ignore[no-untyped-def]
+        return [vectors[t] for t in texts]
+
+    loose = SelfConsistencyEstimator(k=2, kind=AnswerKind.TEXT, early_stop=False, min_samples=1, embed=embed,
+                                     similarity=0.5)
+    strict = SelfConsistencyEstimator(k=2, kind=AnswerKind.TEXT, early_stop=False, min_samples=1, embed=embed)
+    assert (await loose.estimate(_ctx("a", Script(["b"])))).confidence == 1.0
+    assert (await strict.estimate(_ctx("a", Script(["b"])))).confidence == 0.5
