@@ -615,3 +615,59 @@ async def test_vote_on_free_text_uses_the_estimators_similarity() -> None:
     strict = SelfConsistencyEstimator(k=2, kind=AnswerKind.TEXT, early_stop=False, min_samples=1, embed=embed)
     assert (await loose.estimate(_ctx("a", Script(["b"])))).confidence == 1.0
     assert (await strict.estimate(_ctx("a", Script(["b"])))).confidence == 0.5
+
+
+class Costly:
+    """An estimator that spends tokens of its own."""
+
+    name = "costly"
+    requires: frozenset = frozenset()
+
+    async def estimate(self, ctx: EstimateContext):  # type: ignore[no-untyped-def]
+        from verifiers import Estimate
+
+        return Estimate(0.9, Usage(1, 7, 3, 0.0))
+
+
+@pytest.mark.anyio
+async def test_engine_records_what_the_decision_cost_and_who_made_it() -> None:
+    """Tokens: the tier's call (10 in, 5 out) plus the estimator's own (7, 3), nothing added
+    without them; the attempt names the estimator; latency on the injected clock; the
+    result carries the feature; an accepted empty answer stays empty."""
+    from scripted import FakeClock, Fixed, Scripted
+
+    clock = FakeClock()
+    cheap = Scripted("cheap", clock=clock, elapse=0.25)
+    engine = Cascade(_tiers(cheap, Scripted("dear"), Costly(), 0.5), feature="billing", clock=clock)
+    result = await engine.run("q")
+    [attempt] = result.attempts
+    assert (attempt.input_tokens, attempt.output_tokens) == (17, 8) and attempt.estimator == "costly"
+    assert result.latency_s == pytest.approx(0.25) and result.feature == "billing"
+    plain = (await Cascade(_tiers(Scripted("cheap"), Scripted("dear"), Fixed(0.9), 0.5)).run("q")).attempts[0]
+    assert (plain.input_tokens, plain.output_tokens) == (10, 5) and plain.estimator == "fixed"
+    assert plain.model == "small-model"
+    empty = await Cascade(_tiers(Scripted(""), Scripted("dear"), Fixed(0.9), 0.5)).run("q")
+    assert empty.accepted and empty.answer == ""
+    # a tier with an estimator but no threshold accepts any confidence (still measured)
+    unset = await Cascade(_tiers(Scripted("cheap"), Scripted("dear"), Fixed(0.3), None)).run("q")
+    assert unset.tier == 0 and unset.accepted and unset.confidence == 0.3
+
+
+@pytest.mark.anyio
+async def test_engine_errors_say_why() -> None:
+    from scripted import Scripted
+
+    from cascade import DeadlineExceededError, NoAnswerError, ServerError
+
+    down = ServerError("d", 503, "down")
+    failing = [Tier_("a", Scripted(fail=down)), Tier_("b", Scripted(fail=down))]
+    with pytest.raises(NoAnswerError, match=r"^every tier failed; see \.attempts$"):
+        await Cascade(failing).run("q")
+    with pytest.raises(DeadlineExceededError, match="^the deadline expired before any tier answered$"):
+        await Cascade([Tier_("slow", Scripted(delay=5.0))], deadline_s=0.05).run("q")
+
+
+def Tier_(name: str, provider):  # type: ignore[no-untyped-def]
+    from cascade import Tier
+
+    return Tier(name, f"{name}-model", provider)
