@@ -671,3 +671,25 @@ def Tier_(name: str, provider):  # type: ignore[no-untyped-def]
     from cascade import Tier
 
     return Tier(name, f"{name}-model", provider)
+
+
+@pytest.mark.anyio
+async def test_vote_tallies_settings_and_the_fixed_side_stop() -> None:
+    from verifiers import vote_confidence
+
+    share, tally = vote_confidence("4", ["4", "5", "5"], AnswerKind.NUMBER)
+    assert share == 0.5 and tally == {"votes": 4, "agree": 2, "majority_share": 0.5,
+                                      "candidate_agrees_with_majority": True, "clusters": 2}
+    assert vote_confidence("none", ["4"], AnswerKind.NUMBER) == (
+        0.0, {"reason": "no answer could be extracted from the candidate", "votes": 2})
+    near = {"a": [1.0, 0.0], "b": [0.9, 0.435889894354067]}  # cosine 0.9 >= the default 0.85
+    assert vote_confidence("a", ["b"], AnswerKind.TEXT, embed=lambda t: [near[x] for x in t])[0] == 1.0
+    for bad in ({"k": 1}, {"batch": 0}, {"min_samples": 0}, {"min_samples": 6}):
+        with pytest.raises(ValueError, match="^need k >= 2, batch >= 1 and 1 <= min_samples <= k$"):
+            SelfConsistencyEstimator(**{"k": 5, **bad})
+    # 3 of 3 votes with 2 to come: a majority whatever comes (the side is fixed, though the
+    # posterior 0.9375 alone would not stop)
+    estimate = await SelfConsistencyEstimator(k=5, kind=AnswerKind.NUMBER, batch=1, min_samples=3).estimate(
+        _ctx("4", Script(["4"] * 4)))
+    assert estimate.details["samples_used"] == 3 and estimate.details["stopped_early"]
+    assert estimate.details["kind"] == "number"
