@@ -28,8 +28,9 @@ from verifiers import (
     auroc,
     escalation_threshold,
     expected_calibration_error,
+    RiskCalibration,
     quality_thresholds,
-    risk_threshold,
+    risk_calibration,
     simulate_cascade,
 )
 
@@ -51,12 +52,15 @@ class Target:
         """``quality=0.99``, ``escalation=0.3`` or ``risk=0.05`` / ``risk=0.05,delta=0.1``."""
         head, _, rest = text.partition(",")
         name, _, value = head.partition("=")
+        key, _, delta_text = rest.partition("=")
         try:
             kind = TargetKind(name.strip())
             number = float(value)
-            delta = float(rest.partition("=")[2]) if rest else 0.1
+            delta = float(delta_text) if rest else 0.1
         except ValueError:
             raise ConfigError(f"target {text!r}: expected quality=Q, escalation=R or risk=A[,delta=D]") from None
+        if rest and (kind is not TargetKind.RISK or key.strip() != "delta"):
+            raise ConfigError(f"target {text!r}: only a risk target takes a second setting, delta=D")
         if not 0 < number <= (1.5 if kind is TargetKind.QUALITY else 1) or not 0 < delta < 1:
             raise ConfigError(f"target {text!r}: value out of range")
         return cls(kind, number, delta)
@@ -144,6 +148,52 @@ class Calibration:
     escalation: tuple[float, ...]
     best_accuracy: float
     notes: tuple[str, ...] = ()
+    risk: tuple[RiskCalibration, ...] = ()  # risk target: one per tier that can accept early
+
+    @property
+    def feasible(self) -> bool:
+        """False when a risk target is met only by some tier accepting (almost) nothing."""
+        return all(r.feasible for r in self.risk)
+
+    def comments(self) -> dict[str, str]:
+        """Per tier name, the YAML comment written next to its threshold: the guarantee and
+        the accept rate it costs (risk targets only)."""
+        return {name: risk_comment(r) for name, r in zip(self.thresholds, self.risk)}
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "target": {"kind": self.target.kind.value, "value": self.target.value,
+                       "delta": self.target.delta},
+            "thresholds": {k: _number(v) for k, v in self.thresholds.items()},
+            "accuracy": self.accuracy, "best_accuracy": self.best_accuracy, "cost": self.cost,
+            "escalation": list(self.escalation), "notes": list(self.notes),
+            "feasible": self.feasible,
+            "risk": [dict(tier=name, **risk_dict(r)) for name, r in zip(self.thresholds, self.risk)],
+            "tiers": [{"name": t.name, "estimator": t.estimator, "auroc": t.auroc, "ece": t.ece,
+                       "accuracy": t.accuracy, "cost": t.cost} for t in self.tiers],
+        }
+
+
+def _number(value: float) -> float | str:
+    return "never" if math.isinf(value) else value
+
+
+def risk_comment(r: RiskCalibration) -> str:
+    low, high = r.accept_interval
+    text = (f"false accepts <= {r.alpha:g} w.p. >= {1 - r.delta:g}; accepts {r.accept_rate:.1%} "
+            f"[{low:.1%}, {high:.1%}] of {r.n} calibration queries (a perfect estimator: "
+            f"{r.best_accept_rate:.1%})")
+    return text if r.feasible else text + "; WARNING: accepts (almost) nothing"
+
+
+def risk_dict(r: RiskCalibration) -> dict[str, object]:
+    return {"threshold": _number(r.threshold), "alpha": r.alpha, "delta": r.delta,
+            "tested_at": r.level, "n": r.n, "accepted": r.accepted, "accept_rate": r.accept_rate,
+            "accept_interval": list(r.accept_interval), "false_accepts": r.false_accepts,
+            "risk_bound": r.risk_bound, "best_accept_rate": r.best_accept_rate,
+            "max_false_accepts": r.max_false_accepts, "min_examples": r.min_examples,
+            "needed_examples": r.needed_examples, "floor": r.floor, "feasible": r.feasible,
+            "warning": r.warning()}
 
 
 def _tier_report(spec: TierSpec, tier: Tier, rec: Recorded) -> TierReport:
@@ -160,31 +210,47 @@ def _tier_report(spec: TierSpec, tier: Tier, rec: Recorded) -> TierReport:
                       tuple(curve[::step]), float(rec.correct.mean()), float(rec.cost.mean()))
 
 
-def choose(target: Target, recorded: Sequence[Recorded]) -> tuple[list[float], list[str]]:
-    """Thresholds for every tier but the last (pure)."""
+@dataclass(frozen=True, slots=True)
+class Choice:
+    thresholds: list[float]  # one per tier but the last; math.inf: never accepts
+    notes: list[str]
+    risk: tuple[RiskCalibration, ...] = ()  # risk target only, one per threshold
+
+
+def choose(target: Target, recorded: Sequence[Recorded], floor: float = 0.05) -> Choice:
+    """Thresholds for every tier but the last (pure). A risk target splits α and δ evenly
+    over the tiers that can accept early (a union bound) and reports, per tier, what its
+    threshold accepts and whether that is (almost) nothing (< ``floor`` of all queries)."""
     conf = [r.confidence for r in recorded]
     correct = [r.correct for r in recorded]
     cost = [r.cost for r in recorded]
     if target.kind is TargetKind.QUALITY:
-        return list(quality_thresholds(conf, correct, cost, target.value).thresholds), []
+        return Choice(list(quality_thresholds(conf, correct, cost, target.value).thresholds), [])
     chosen: list[float] = []
     notes: list[str] = []
+    risks: list[RiskCalibration] = []
     reach = np.ones(len(correct[0]), dtype=bool)
     steps = len(recorded) - 1
     for t in range(steps):
-        if target.kind is TargetKind.ESCALATION:
-            threshold = escalation_threshold(conf[t][reach], target.value)
-        else:  # risk: alpha and delta split evenly over the tiers that can accept early
-            masked = np.where(reach, conf[t], -np.inf)
-            threshold = risk_threshold(masked, correct[t], target.value / steps, target.delta / steps)
-            if math.isinf(threshold):
-                notes.append(f"tier {t}: no threshold certifies the risk target; it never accepts")
+        match target.kind:
+            case TargetKind.ESCALATION:
+                threshold = escalation_threshold(conf[t][reach], target.value)
+            case _:  # RISK (QUALITY returned above)
+                masked = np.where(reach, conf[t], -np.inf)
+                risk = risk_calibration(masked, correct[t], target.value / steps,
+                                        target.delta / steps, floor=floor)
+                threshold = risk.threshold
+                risks.append(risk)
+                warning = risk.warning()
+                if warning is not None:
+                    notes.append(f"tier {t}: {warning}")
         chosen.append(threshold)
         reach &= conf[t] < threshold
-    return chosen, notes
+    return Choice(chosen, notes, tuple(risks))
 
 
-async def calibrate(policy: Policy, data: Path, target: Target, base_dir: Path) -> Calibration:
+async def calibrate(policy: Policy, data: Path, target: Target, base_dir: Path,
+                    floor: float = 0.05) -> Calibration:
     replay = replayed_policy(policy, data)
     missing = [t.name for t in policy.tiers[:-1] if t.estimator is None]
     if missing:
@@ -198,9 +264,13 @@ async def calibrate(policy: Policy, data: Path, target: Target, base_dir: Path) 
                           for t in engine.tiers for m in t.models)]
         recorded = await record_chain(engine.tiers, queries)
         reports = tuple(_tier_report(s, t, r) for s, t, r in zip(policy.tiers, engine.tiers, recorded))
-    thresholds, notes = choose(target, recorded)
+    choice = choose(target, recorded, floor)
     spent, right, escalation = simulate_cascade(
-        thresholds, [r.confidence for r in recorded], [r.correct for r in recorded], [r.cost for r in recorded])
-    written = {t.name: min(1.0, th) for t, th in zip(policy.tiers, thresholds)}
+        choice.thresholds, [r.confidence for r in recorded], [r.correct for r in recorded],
+        [r.cost for r in recorded])
+    # infinity (never accept) stays infinity: written as `never`, not clamped to 1.0, which
+    # would accept every confidence of exactly 1 (e.g. unanimous votes)
+    written = {t.name: th for t, th in zip(policy.tiers, choice.thresholds)}
     return Calibration(target, written, reports, float(right.mean()), float(spent.mean()),
-                       tuple(escalation), max(r.accuracy for r in reports), tuple(notes))
+                       tuple(escalation), max(r.accuracy for r in reports), tuple(choice.notes),
+                       choice.risk)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -13,9 +14,26 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 # real redis-server fixtures, for every test module
 from redis_server import redis_process, redis_server  # noqa: F401
+# property tests: 150 examples each; scripts/mutation.sh selects the lighter profile
+settings.register_profile("default", max_examples=150, deadline=None)
+settings.register_profile("mutation", max_examples=30, deadline=None)
+settings.load_profile(os.environ.get("CASCADE_HYPOTHESIS_PROFILE", "default"))
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("CASCADE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+# fixtures whose use requires a marker: `-m "not data"` / `-m "not models"` must deselect them
+# (a model load that no fixture shows is caught by scripts/check_markers.sh instead)
+MARKED_FIXTURES = {"shared_data": "data", "llama_server": "models"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = [f"{item.nodeid} uses {name} but is not marked `{marker}`"
+               for item in items for name, marker in MARKED_FIXTURES.items()
+               if name in getattr(item, "fixturenames", ()) and item.get_closest_marker(marker) is None]
+    if missing:
+        raise pytest.UsageError("tests missing a marker:\n  " + "\n  ".join(missing))
 
 
 @pytest.fixture

@@ -75,6 +75,7 @@ async def test_bench_runs_the_engine_and_finds_the_hand_computed_cascade(tmp_pat
     assert report.metrics["oracle"]["points"][0][1] == 1.0
 
 
+@pytest.mark.models  # loads MiniLM or SmolLM2 (found by scripts/check_markers.sh)
 def test_cascade_bench_cli_writes_table_json_and_plot(tmp_path: Path) -> None:
     data = tmp_path / "toy.csv"
     write_fixture(data)
@@ -96,6 +97,7 @@ def test_cascade_bench_bad_input_exits_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no suite 'nope'" in result.output
 
 
+@pytest.mark.data
 def test_cascade_bench_smoke_on_the_recorded_data_matches_the_baselines(
         shared_data: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bench", "arc", "gsm8k", "--data", str(shared_data),
@@ -175,6 +177,7 @@ def test_causal_grade_maps_are_monotone_and_priced_on_train() -> None:
     assert (best.train_cost, best.train_accuracy) == (1.0 + 1.0 + 10 + 10 + 10, 1.0)
 
 
+@pytest.mark.models  # loads MiniLM or SmolLM2 (found by scripts/check_markers.sh)
 async def test_causal_router_on_the_bench_grades_once_and_replays(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The real SmolLM2 grader grades each toy query once (cached); every setting is then
@@ -195,6 +198,7 @@ async def test_causal_router_on_the_bench_grades_once_and_replays(tmp_path: Path
     assert len(levels) == causal.LEVELS and set(levels) <= {"cheap", "mid", "dear"}
 
 
+@pytest.mark.models  # loads MiniLM or SmolLM2 (found by scripts/check_markers.sh)
 async def test_router_curves_on_the_bench_cover_routing_only_and_router_plus_cascade(
         tmp_path: Path) -> None:
     """kNN on MiniLM embeddings of the toy prompts: routing only over every tier, and router +

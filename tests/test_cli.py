@@ -94,8 +94,11 @@ tiers:
 
 
 def test_run_policy_and_feature_together_exit_2(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["run", "hi", "--policy", "x.yaml", "--feature", "y"])
+    policy = tmp_path / "x.yaml"  # exists and is valid: only the conflict can fail the run
+    policy.write_text("tiers:\n  - {name: a, model: m, provider: {kind: replay, data: nowhere.csv}}\n")
+    result = runner.invoke(app, ["run", "hi", "--policy", str(policy), "--feature", "y"])
     assert result.exit_code == 2
+    assert "give --policy or --feature, not both" in " ".join(result.output.split())
 
 
 def test_schema_is_json(tmp_path: Path) -> None:

@@ -264,10 +264,16 @@ async def test_sample_helper_draws_k_more_answers_and_counts_their_cost() -> Non
     assert result.cost == pytest.approx(4 * (10 * 1 + 5 * 2) / 1e6)
 
 
-async def test_aclose_is_idempotent_and_async_with_closes() -> None:
-    async with Cascade(two_tiers(Scripted(), Scripted(), Fixed())) as engine:
-        await engine.run("q")
+async def test_aclose_is_idempotent_and_leaves_the_callers_providers_open() -> None:
+    """Providers handed in are the caller's: ``async with`` and ``aclose`` (twice) leave them
+    open and usable; the pooled ones a policy builds are closed (test_decision_mutants)."""
+    cheap, dear = Scripted("cheap"), Scripted("dear")
+    async with Cascade(two_tiers(cheap, dear, Fixed(0.9))) as engine:
+        result = await engine.run("q")
+    assert result.answer == "cheap" and result.accepted
     await engine.aclose()
+    await engine.aclose()
+    assert not cheap.closed and not dear.closed and len(cheap.calls) == 1
 
 
 async def test_concurrent_runs_are_independent() -> None:

@@ -17,6 +17,7 @@ from cascade import (
     Message,
     ModelCall,
     OverloadedError,
+    NoAnswerError,
     ProviderResponseError,
     ProviderTimeoutError,
     ProviderUnreachableError,
@@ -138,9 +139,9 @@ tiers:
     async with Cascade.from_policy(policy) as engine:
         with pytest.raises(ProviderUnreachableError, match=f"openai@127.0.0.1:{port}/v1"):
             await engine.check()
-        with pytest.raises(Exception) as info:
+        with pytest.raises(NoAnswerError) as info:
             await engine.run("hi")
-    [attempt] = info.value.attempts  # type: ignore[attr-defined]
+    [attempt] = info.value.attempts
     assert attempt.decision is Decision.ERROR and "ProviderUnreachableError" in attempt.error
 
 

@@ -55,13 +55,26 @@ async def test_gemma_base_model_with_completion_template() -> None:
 
 
 async def test_model_from_a_path_and_k_samples_with_seeds() -> None:
+    """n choices are drawn with seeds seed, seed + 1, ...: the same seed gives the same text,
+    and different seeds give different samples at temperature 1.5."""
     provider = LlamaCppProvider(smollm2_path, "smol", LlamaSettings())
+    question = (QUESTION[0], Message("user", "Write one word about the sea."))
+
+    async def texts(seed: int, n: int) -> list[str]:
+        completion = await provider.complete(ModelCall("smol", question, 8, temperature=1.5, n=n, seed=seed))
+        assert len(completion.choices) == n and completion.output_tokens >= n
+        return [c.text for c in completion.choices]
+
     try:
-        completion = await provider.complete(ModelCall(
-            "smol", QUESTION, 6, temperature=1.0, n=2, seed=7))
+        pair = await texts(7, 2)
+        again = await texts(7, 2)
+        shifted = await texts(8, 1)  # seed 8 is the second choice of seed 7
+        others = [(await texts(seed, 1))[0] for seed in (100, 200, 300)]
     finally:
         await provider.aclose()
-    assert len(completion.choices) == 2 and completion.output_tokens >= 2
+    assert again == pair
+    assert shifted == pair[1:]
+    assert len({pair[0], *others}) >= 2  # four seeds, not all the same sample
 
 
 def test_missing_model_file_is_a_config_error(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -71,3 +71,35 @@ def test_paired_margin_resamples_the_same_queries_for_every_method() -> None:
     assert high < 0 and wins == 0.0
     with pytest.raises(ValueError, match="same queries"):
         paired_margin((cost, base), [(cost[:, :10], base[:, :10])], lambda p: aiq(p, c_max))
+
+
+def test_metric_boundaries_are_exact() -> None:
+    """Each boundary once, by hand (mutation testing found these untested)."""
+    from benchmarks.metrics import hull_value
+
+    vertices = hull(POINTS)  # (1, 0.5), (2, 0.8), (4, 0.9)
+    assert hull_value(vertices, 1.0) == 0.5 and hull_value(vertices, 0.999) is None
+    assert hull_value(vertices, 9.0) == 0.9  # flat after the last vertex
+    # accuracy reached exactly at a vertex: that vertex's cost, not the next one's
+    assert cost_to_reach(POINTS, 0.8) == 2.0 and cost_to_reach(POINTS, 0.9) == 4.0
+    assert cost_to_reach(POINTS, 0.6) == pytest.approx(1 + 0.1 / 0.3)  # interpolated, not 1
+    assert cost_to_reach([(1.0, 0.5)], 0.5) == 1.0
+    # c_max: positive, may be below 1, and below the cheapest point nothing counts
+    assert aiq([(0.2, 0.6)], 0.4) == pytest.approx(0.3)
+    assert aiq(POINTS, 0.5) == 0.0
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="^c_max must be positive$"):
+            aiq(POINTS, bad)
+    for gap in (Gap(weak=(1.0, 0.5), strong=(1.0, 0.9)), Gap(weak=(1.0, 0.5), strong=(3.0, 0.5))):
+        with pytest.raises(ValueError, match="^the strong model must cost more and score higher than the weak one$"):
+            apgr([(2.0, 0.7)], gap)
+
+
+def test_cpt_and_apgr_are_exact_on_grid_points() -> None:
+    """Weak (0, 0), strong (1, 1), a point (0.5, 1): PGR = 2x up to x = 0.5, then 1.
+    CPT(50 %) = 0.25 and CPT(100 %) = 0.5 exactly (grid points of the default 10001-point
+    grid); APGR = 0.25 + 0.5 = 0.75 exactly (the kink sits on the default 1001-point grid)."""
+    gap = Gap(weak=(0.0, 0.0), strong=(1.0, 1.0))
+    points = [gap.weak, (0.5, 1.0), gap.strong]
+    assert cpt(points, gap, 0.5) == 0.25 and cpt(points, gap, 1.0) == 0.5
+    assert apgr(points, gap) == pytest.approx(0.75, abs=1e-13)

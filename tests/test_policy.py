@@ -145,5 +145,8 @@ def test_json_schema_describes_every_key() -> None:
 
 def test_shipped_policies_validate() -> None:
     root = Path(__file__).resolve().parent.parent / "policies"
-    for file in sorted(root.glob("*.yaml")):
-        load_policy(file, env={"OPENAI_API_KEY": "x"})
+    files = sorted(root.glob("*.yaml"))
+    assert "default.yaml" in {f.name for f in files}, f"no shipped policies found in {root}"
+    for file in files:
+        policy = load_policy(file, env={"OPENAI_API_KEY": "x"})
+        assert policy.tiers and policy.feature == file.stem, file

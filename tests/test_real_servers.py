@@ -3,8 +3,10 @@ server hosting SmolLM2, started and stopped by the fixture."""
 
 from __future__ import annotations
 
+import json
 import math
 
+import httpx
 import pytest
 
 from cascade import Cascade, Message, ModelCall, parse_policy
@@ -75,7 +77,20 @@ async def test_n_is_sent_and_a_short_reply_is_topped_up(llama_server: str) -> No
     from cascade._calls import sampler
     from cascade._request import make_request
 
-    pool = ClientPool()
+    sent: list[dict[str, object]] = []
+    choices: list[int] = []
+
+    class Recording(httpx.AsyncHTTPTransport):
+        """The real loopback transport, recording each request body and the choices returned."""
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            sent.append(json.loads(request.content))
+            response = await super().handle_async_request(request)
+            await response.aread()
+            choices.append(len(json.loads(response.content)["choices"]))
+            return response
+
+    pool = ClientPool(Recording())
     provider = OpenAICompatibleProvider(pool.client(llama_server), llama_server, supports_n=True)
     tier = Tier("t", "smollm2", provider, max_tokens=8, sample_temperature=0.9)
     try:
@@ -84,6 +99,9 @@ async def test_n_is_sent_and_a_short_reply_is_topped_up(llama_server: str) -> No
         await pool.aclose()
     assert len(sampled.candidates) == 3
     assert sampled.usage.calls == 3  # one call with n=3 answered with 1 choice, then 2 more
+    assert sent[0]["n"] == 3 and choices[0] == 1  # n was sent; the server dropped it
+    assert len(sent) == 3 and all("n" not in body for body in sent[1:])
+    assert sorted(body["seed"] for body in sent[1:]) == [2, 3]  # the top-ups draw fresh seeds
 
 
 async def test_server_error_is_typed(llama_server: str) -> None:

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from cascade import Cascade, Decision, ReplayDataError, ReplayMissError, parse_policy
+from cascade import (
+    Cascade,
+    Decision,
+    NoAnswerError,
+    ProviderError,
+    ReplayDataError,
+    ReplayMissError,
+    parse_policy,
+)
 from cascade.providers import load_routerbench_csv
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_routerbench.csv"
@@ -48,12 +56,12 @@ async def test_replay_run_by_prompt_text_and_by_sample_id() -> None:
 async def test_replay_miss_is_a_provider_error_recorded_per_tier() -> None:
     policy = parse_policy(replay_policy(FIXTURE, "cheap-model"))
     async with Cascade.from_policy(policy) as engine:
-        with pytest.raises(Exception) as info:
+        with pytest.raises(NoAnswerError) as info:
             await engine.run("never recorded")
-    attempts = info.value.attempts  # type: ignore[attr-defined]
-    assert attempts[0].decision is Decision.ERROR
+    attempts = info.value.attempts
+    assert len(attempts) == 1 and attempts[0].decision is Decision.ERROR
     assert attempts[0].error.startswith("ReplayMissError")
-    assert isinstance(ReplayMissError("d", "m"), Exception)
+    assert issubclass(ReplayMissError, ProviderError)  # escalates like any provider failure
 
 
 def test_model_not_in_data_is_a_typed_error_at_load() -> None:

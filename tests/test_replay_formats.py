@@ -120,6 +120,7 @@ def test_broken_files_are_typed_errors_naming_file_row_and_column(
     assert message in str(info.value) and name in str(info.value)
 
 
+@pytest.mark.data
 async def test_recorded_mot_date_has_twenty_samples(shared_data: Path) -> None:
     table = load_table(shared_data / "mot_date" / "gpt35" / "date_cot1.json")
     assert len(table.rows) == 369

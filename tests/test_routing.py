@@ -300,6 +300,7 @@ async def test_a_failing_or_slow_router_falls_back_to_the_default(tmp_path: Path
             assert result.route.detail == why and result.tier_name == "dear"
 
 
+@pytest.mark.models  # loads MiniLM or SmolLM2 (found by scripts/check_markers.sh)
 @pytest.mark.anyio
 async def test_trained_knn_router_end_to_end_on_replay_data(tmp_path: Path) -> None:
     """MiniLM embeddings of the hand-written fixture: arithmetic starts cheap, history mid."""
@@ -323,6 +324,7 @@ async def test_trained_knn_router_end_to_end_on_replay_data(tmp_path: Path) -> N
         assert history.route.scores[1].expected_cost == pytest.approx(0.001)
 
 
+@pytest.mark.models  # loads MiniLM or SmolLM2 (found by scripts/check_markers.sh)
 @pytest.mark.anyio
 async def test_cold_start_tier_lets_the_cascade_decide(tmp_path: Path) -> None:
     """A request unlike the training data goes to ``cold_start_tier`` when set (here the
@@ -392,6 +394,8 @@ def test_knn_artifact_of_the_wrong_kind_or_models_fails_at_load(tmp_path: Path) 
 # --- real data: calibration to target shares -----------------------------------------------------
 
 
+@pytest.mark.data
+@pytest.mark.models
 def test_share_calibration_hits_targets_on_real_data(shared_data: Path) -> None:
     from verifiers import shared_encoder
 
@@ -409,6 +413,7 @@ def test_share_calibration_hits_targets_on_real_data(shared_data: Path) -> None:
     assert math.isfinite(model.min_similarity)
 
 
+@pytest.mark.models  # loads MiniLM or SmolLM2 (found by scripts/check_markers.sh)
 def test_bert_router_learns_which_model_answers_which_topic(tmp_path: Path) -> None:
     """Real MiniLM fine-tuned briefly: model a answers arithmetic, model b history."""
     from cascade.routing import train_bert

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cascade.cli import app
@@ -33,6 +34,7 @@ def _policy(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.models  # loads MiniLM or SmolLM2 (found by scripts/check_markers.sh)
 def test_train_then_calibrate_to_shares_and_to_quality(tmp_path: Path) -> None:
     trained = runner.invoke(app, ["train-router", "--kind", "knn", "--data", str(FIXTURE),
                                   "--out", str(tmp_path / "knn"), "--k", "3", "--test", str(FIXTURE)])

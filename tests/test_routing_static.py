@@ -33,6 +33,8 @@ from cascade.routing import (
 from verifiers import ArtifactError, StaticEncoder, distil_static, load_static, shared_encoder
 from verifiers._artifacts import save_artifact
 
+# every test uses the module fixture that distils the static encoder from MiniLM
+pytestmark = pytest.mark.models
 FIXTURE = Path(__file__).parent / "fixtures" / "routing_routerbench.csv"
 PARAPHRASES = (
     ("How do I bake bread at home?", "What is a good recipe for homemade bread?"),

@@ -111,10 +111,23 @@ def test_cross_encoder_trains_a_few_steps_and_round_trips(tmp_path: Path) -> Non
 
 
 @pytest.mark.anyio
-async def test_estimate_runs_off_the_loop_and_gives_a_probability(sklearn_verifier) -> None:
+async def test_estimate_runs_off_the_loop_and_gives_a_probability(sklearn_verifier, monkeypatch) -> None:
+    import threading
+
+    threads: list[int] = []
+    original = type(sklearn_verifier).predict_features
+
+    def recording(self, x):  # type: ignore[no-untyped-def]
+        threads.append(threading.get_ident())
+        return original(self, x)
+
+    monkeypatch.setattr(type(sklearn_verifier), "predict_features", recording)
     ctx = EstimateContext((Turn("user", "Question: tell me a fact."),), Candidate("Two plus two is four."))
     estimate = await sklearn_verifier.estimate(ctx)
     assert 0.0 <= estimate.confidence <= 1.0 and estimate.details["kind"] == "verifier-sklearn"
+    assert threads and threading.get_ident() not in threads  # scored in a worker thread
+    direct = sklearn_verifier.predict(["Question: tell me a fact."], ["Two plus two is four."])
+    assert estimate.confidence == pytest.approx(float(direct[0]))
 
 
 @pytest.mark.parametrize(("turns", "limit", "expected"), [

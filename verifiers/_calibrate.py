@@ -14,6 +14,10 @@ fixed-sequence procedure of Learn-then-Test (Angelopoulos, Bates, Candès, Jorda
 arXiv 2110.01052), which needs no multiple-testing correction. The chosen threshold therefore
 has test false-accept rate ≤ α with probability ≥ 1 − δ (tested on real data in
 ``tests/test_calibrate.py`` over 200 random splits).
+
+A guarantee can be met by accepting nothing, so ``risk_calibration`` reports what the chosen
+threshold accepts (with an interval), the most any estimator could accept at this α, δ and n,
+and how many labelled examples this estimator would need to accept a useful share.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 # risk bound's false accepts, a classifier's target) calls an answer good at quality >= GOOD.
 # On 0/1 correctness both readings are the same.
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -107,6 +112,36 @@ def clopper_pearson_upper(k: int, n: int, delta: float) -> float:
     return 1.0 if k == n else float(beta.ppf(1 - delta, k + 1, n - k))
 
 
+def _levels(alpha: float, delta: float, batch: int | None) -> tuple[float, float]:
+    """The (rate, δ) every threshold is tested at: (α, δ), or with ``batch`` (α', δ/2)."""
+    if not 0 < alpha < 1 or not 0 < delta < 1:
+        raise CalibrationError("alpha and delta must be in (0, 1)")
+    if batch is None:
+        return alpha, delta
+    if batch < 1:
+        raise CalibrationError(f"batch must be a positive number of requests, not {batch}")
+    return batch_level(alpha, delta / 2, batch), delta / 2
+
+
+def _scan(c: np.ndarray, y: np.ndarray, level: float, budget: float) -> float:
+    """Fixed-sequence scan over the distinct finite confidences, strictest first; stops at
+    the first threshold whose Clopper–Pearson bound exceeds ``level``. Items at −∞ (never
+    reaching this tier) are never accepted and so never candidates. (Vectorised: every
+    threshold's false accepts — wrong items with confidence ≥ it — and bound at once.)"""
+    from scipy.stats import beta
+
+    finite = np.isfinite(c)
+    values = np.unique(c[finite])[::-1]
+    wrong = np.sort(c[finite & ~y])
+    false_accepts = wrong.size - np.searchsorted(wrong, values, side="left")
+    n = c.size
+    bounds = np.where(false_accepts >= n, 1.0,
+                      beta.ppf(1 - budget, false_accepts + 1, np.maximum(n - false_accepts, 1)))
+    failed = np.flatnonzero(bounds > level)
+    stop = int(failed[0]) if failed.size else values.size
+    return float(values[stop - 1]) if stop > 0 else math.inf
+
+
 def risk_threshold(confidence: Sequence[float] | np.ndarray, correct: Sequence[bool] | np.ndarray,
                    alpha: float, delta: float, *, batch: int | None = None) -> float:
     """The loosest threshold whose false-accept rate is certified ≤ α at confidence 1 − δ
@@ -115,22 +150,160 @@ def risk_threshold(confidence: Sequence[float] | np.ndarray, correct: Sequence[b
 
     Without ``batch`` the guarantee is on the rate over all future traffic. With ``batch = m``
     it is on the rate *realised* over the next m requests: δ is split in two halves, one for the
-    population bound at a stricter α' and one for a Binomial(m, α') batch exceeding α m."""
+    population bound at a stricter α' and one for a Binomial(m, α') batch exceeding α m.
+    ``risk_calibration`` gives the same threshold with what it accepts and whether more can be."""
     c, y = _arrays(confidence, correct)
-    if not 0 < alpha < 1 or not 0 < delta < 1:
-        raise CalibrationError("alpha and delta must be in (0, 1)")
-    level, budget = alpha, delta
-    if batch is not None:
-        level, budget = batch_level(alpha, delta / 2, batch), delta / 2
-    chosen = math.inf
-    for t in np.unique(c)[::-1]:
-        false_accepts = int((~y & (c >= t)).sum())
-        if clopper_pearson_upper(false_accepts, c.size, budget) > level:
-            break
-        chosen = float(t)
-    return chosen
+    level, budget = _levels(alpha, delta, batch)
+    return _scan(c, y, level, budget)
 
 
+def max_false_accepts(n: int, level: float, budget: float) -> int:
+    """The most false accepts k among n items with Clopper–Pearson bound U(k, n, budget) ≤
+    ``level`` (U grows with k), or −1 when not even k = 0 passes: then nothing can be
+    certified. U(0, n) = 1 − budget^(1/n), so k = 0 passes iff n ≥ ln budget / ln(1 − level)."""
+    low, high = -1, n  # invariant: low = -1 or U(low) <= level; U(high) > level (U(n) = 1)
+    while high - low > 1:
+        mid = (low + high) // 2
+        if clopper_pearson_upper(mid, n, budget) <= level:
+            low = mid
+        else:
+            high = mid
+    return low
+
+
+def min_examples(level: float, budget: float) -> int:
+    """The fewest calibration items at which any threshold can be certified at all (zero
+    false accepts, bound 1 − budget^(1/n) ≤ level)."""
+    return math.ceil(math.log(budget) / math.log1p(-level) - 1e-9)
+
+
+def examples_needed(false_accept_rate: float, level: float, budget: float,
+                    limit: int = 10**7) -> int | None:
+    """The fewest items n at which a threshold whose false-accept rate is ``false_accept_rate``
+    would be certified (k = ⌈rate · n⌉ false accepts, bound ≤ ``level``); None when the rate
+    is not below ``level`` (no amount of data helps) or more than ``limit`` would be needed.
+    Uses U(k, n) ≤ level ⇔ P(Binomial(n, level) ≤ k) ≤ budget, scanning n in growing blocks."""
+    from scipy.stats import binom
+
+    if false_accept_rate >= level:
+        return None
+    low = min_examples(level, budget)
+    while low <= limit:
+        ns = np.arange(low, min(limit, 2 * low + 1000) + 1)
+        ks = np.ceil(false_accept_rate * ns - 1e-12)
+        passing = np.flatnonzero(binom.cdf(ks, ns, level) <= budget)
+        if passing.size:
+            return int(ns[passing[0]])
+        low = int(ns[-1]) + 1
+    return None
+
+
+def _clopper_pearson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    from scipy.stats import beta
+
+    tail = (1 - level) / 2
+    low = 0.0 if k == 0 else float(beta.ppf(tail, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - tail, k + 1, n - k))
+    return low, high
+
+
+@dataclass(frozen=True, slots=True)
+class RiskCalibration:
+    """A risk calibration with what it accepts and whether more could be (``risk_calibration``).
+
+    Rates are over all ``n`` calibration items. ``accept_interval`` is the two-sided 95 %
+    Clopper–Pearson interval of the accept rate; it is measured on the data that chose the
+    threshold, so it leans optimistic. ``best_accept_rate`` is what a perfect ranking
+    (every correct answer above every wrong one) would accept under the same procedure:
+    all correct items plus the most false accepts any certified threshold may hold,
+    (correct + k*) / n — the finite-sample form of μ + α for this risk, P(accepted and wrong)."""
+
+    threshold: float  # math.inf: accept nothing
+    alpha: float
+    delta: float
+    level: float  # the rate each threshold was tested at: α, or α' with a batch guarantee
+    budget: float  # the δ each threshold was tested at
+    n: int
+    correct: int  # labelled-correct items that can be accepted (confidence finite)
+    accepted: int
+    false_accepts: int
+    accept_interval: tuple[float, float]
+    risk_bound: float  # certified upper bound of the false-accept rate at the threshold
+    max_false_accepts: int  # k*: −1 when n < min_examples
+    best_accept_rate: float
+    min_examples: int
+    needed_examples: int | None  # items for this estimator to certify accepting ≥ floor
+    floor: float
+    # the strictest threshold accepting ≥ floor: (threshold, accept rate, false-accept rate)
+    widening: tuple[float, float, float] | None = None
+
+    @property
+    def accept_rate(self) -> float:
+        return self.accepted / self.n
+
+    @property
+    def feasible(self) -> bool:
+        """False when the guarantee is met only by accepting (almost) nothing (< floor)."""
+        return self.accept_rate >= self.floor
+
+    def warning(self) -> str | None:
+        """Why the calibration accepts (almost) nothing and what would change that; None
+        when it accepts at least ``floor``."""
+        if self.feasible:
+            return None
+        head = (f"the risk target (false accepts <= {self.alpha:g} with probability >= "
+                f"{1 - self.delta:g}) is met only by accepting {self.accept_rate:.1%} of "
+                f"{self.n} calibration queries (floor {self.floor:.0%})")
+        if self.max_false_accepts < 0:
+            return (f"{head}: {self.n} labelled examples cannot certify any acceptance at this "
+                    f"alpha and delta; at least {self.min_examples} are needed")
+        if self.best_accept_rate < self.floor:
+            return f"{head}: even a perfect estimator would accept at most {self.best_accept_rate:.1%}"
+        if self.widening is None:  # only when floor > every accept rate: best_accept_rate < floor
+            return f"{head}: no threshold accepts {self.floor:.0%}"
+        t, rate, wrong = self.widening
+        where = (f"the strictest threshold accepting at least {self.floor:.0%} ({t:.4g}, accepts "
+                 f"{rate:.1%}) has a false-accept rate of {wrong:.3g}")
+        if self.needed_examples is None:
+            return (f"{head}: {where}, not below the {self.level:.3g} tested; more data will not "
+                    f"help, a sharper estimator (or a looser target) is needed")
+        return (f"{head}: {where}; about {self.needed_examples} labelled examples would be needed "
+                f"to accept {self.floor:.0%} with this estimator (a perfect one would accept "
+                f"{self.best_accept_rate:.1%} now)")
+
+
+def risk_calibration(confidence: Sequence[float] | np.ndarray, correct: Sequence[bool] | np.ndarray,
+                     alpha: float, delta: float, *, batch: int | None = None,
+                     floor: float = 0.05) -> RiskCalibration:
+    """``risk_threshold`` with its coverage and a feasibility check: how much the threshold
+    accepts (with an interval), the most a perfect estimator could accept at this n, and —
+    when less than ``floor`` is accepted — how many labelled examples this estimator would
+    need. Items at −∞ confidence (not reaching the tier) count in n but are never accepted."""
+    c, y = _arrays(confidence, correct)
+    if not 0 <= floor <= 1:
+        raise CalibrationError(f"floor must be in [0, 1], not {floor}")
+    level, budget = _levels(alpha, delta, batch)
+    n, eligible = c.size, np.isfinite(c)
+    k_star = max_false_accepts(n, level, budget)
+    right = int((y & eligible).sum())
+    best = min(int(eligible.sum()), right + k_star) / n if k_star >= 0 else 0.0
+    threshold = _scan(c, y, level, budget) if k_star >= 0 else math.inf
+    accepted_mask = c >= threshold
+    accepted, false_accepts = int(accepted_mask.sum()), int((accepted_mask & ~y).sum())
+    bound = clopper_pearson_upper(false_accepts, n, budget) if accepted else 0.0
+    needed, widening = None, None
+    if accepted / n < floor:
+        wide = [t for t in np.unique(c[eligible])[::-1] if (c >= t).mean() >= floor]
+        if wide:  # the strictest such threshold has the fewest false accepts
+            rate = float((~y & (c >= wide[0])).mean())
+            widening = (float(wide[0]), float((c >= wide[0]).mean()), rate)
+            needed = examples_needed(rate, level, budget)
+    return RiskCalibration(threshold, alpha, delta, level, budget, n, right, accepted, false_accepts,
+                           _clopper_pearson_interval(accepted, n), bound, k_star, best,
+                           min_examples(level, budget), needed, floor, widening)
+
+
+@functools.lru_cache(maxsize=256)
 def batch_level(alpha: float, delta: float, batch: int) -> float:
     """The largest rate α' for which a Binomial(batch, α') count exceeds α · batch with
     probability ≤ δ (bisection on the Binomial tail)."""
@@ -158,7 +331,15 @@ def escalation_threshold(confidence: Sequence[float] | np.ndarray, rate: float) 
         return math.inf
     if k == 0:
         return float(ordered[0])
-    return float((ordered[k - 1] + ordered[k]) / 2) if ordered[k] > ordered[k - 1] else float(ordered[k])
+    if ordered[k] > ordered[k - 1]:
+        return float((ordered[k - 1] + ordered[k]) / 2)
+    # k falls inside a block of tied confidences: all of it escalates or none of it does,
+    # whichever count is nearer k (ties: fewer escalations)
+    low = int(np.searchsorted(ordered, ordered[k], side="left"))
+    high = int(np.searchsorted(ordered, ordered[k], side="right"))
+    if k - low <= high - k:
+        return float(ordered[k])
+    return math.inf if high >= c.size else float((ordered[high - 1] + ordered[high]) / 2)
 
 
 def simulate_cascade(thresholds: Sequence[float], confidence: Sequence[np.ndarray],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -40,8 +41,15 @@ def _report(result: Calibration) -> None:
               f"({result.accuracy / result.best_accuracy:.1%} of the best tier), mean cost "
               f"${result.cost:.6f} per query, escalation {', '.join(f'{e:.1%}' for e in result.escalation)}",
               highlight=False)
+    for name, risk in zip(result.thresholds, result.risk):
+        low, high = risk.accept_interval
+        out.print(f"{name}: false accepts <= {risk.alpha:g} with probability >= {1 - risk.delta:g} "
+                  f"(certified bound {risk.risk_bound:.4f}); accepts {risk.accept_rate:.1%} "
+                  f"[{low:.1%}, {high:.1%}] of {risk.n} queries; a perfect estimator could "
+                  f"accept {risk.best_accept_rate:.1%}; certifying anything needs >= "
+                  f"{risk.min_examples} examples", highlight=False)
     for note in result.notes:
-        err.print(f"[yellow]note:[/] {note}", highlight=False)
+        err.print(f"[yellow]warning:[/] {note}", highlight=False)
 
 
 @app.command("calibrate")
@@ -53,24 +61,44 @@ def calibrate_command(
     out_file: Annotated[Path | None, typer.Option("--out", help="write the calibrated policy "
                                                   "to this file")] = None,
     in_place: Annotated[bool, typer.Option("--in-place", help="overwrite the policy file")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    strict: Annotated[bool, typer.Option(help="exit 1 (and write nothing) when a risk target "
+                                         "is met only by accepting (almost) nothing")] = False,
+    min_accept: Annotated[float, typer.Option(help="a risk calibration accepting less than this "
+                                              "share of queries at a tier is (almost) nothing")] = 0.05,
 ) -> None:
-    """Choose per-tier thresholds on held-out labelled data; print AUROC, ECE, accuracy–coverage."""
+    """Choose per-tier thresholds on held-out labelled data; print AUROC, ECE, accuracy–coverage
+    and, for a risk target, what the guarantee accepts and whether more data would help."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     destination = output_file(policy, out_file, in_place)
     try:
         parsed = Target.parse(target)
+        if not 0 <= min_accept <= 1:
+            raise CalibrationError(f"--min-accept must be in [0, 1], not {min_accept}")
         loaded = load_policy(policy)
-        result = anyio.run(calibrate, loaded, data, parsed, policy.parent)
+        result = anyio.run(calibrate, loaded, data, parsed, policy.parent, min_accept)
     except CalibrationError as exc:
         raise _fail(str(exc), EXIT_RUN_FAILED) from None
     except (CascadeError, EstimatorError) as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
-    _report(result)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        for note in result.notes:
+            err.print(f"[yellow]warning:[/] {note}", highlight=False)
+    else:
+        _report(result)
+    if strict and not result.feasible:
+        raise _fail("--strict: the risk target is met only by accepting (almost) nothing; "
+                    "nothing written", EXIT_RUN_FAILED)
     if destination is not None:
         text = with_thresholds(policy.read_text(encoding="utf-8"), result.thresholds,
-                               source=str(policy))
+                               source=str(policy), comments=result.comments())
         destination.write_text(text, encoding="utf-8")
-    written(policy, destination, "the thresholds")
+    if as_json:  # stdout stays JSON
+        err.print(f"wrote the thresholds into {destination}" if destination else
+                  "nothing written (--out FILE or --in-place)", highlight=False)
+    else:
+        written(policy, destination, "the thresholds")
 
 
 class VerifierChoice(str, enum.Enum):

@@ -5,6 +5,7 @@ still goes through ``safe_load`` in ``_loader``; ruamel is used in its safe roun
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -67,23 +68,32 @@ def write_router_thresholds(path: str | Path, thresholds: tuple[float, ...], *,
 
 
 def with_thresholds(text: str, thresholds: Mapping[str, float], *, source: str = "<string>",
-                    digits: int = 4, env: Mapping[str, str] | None = None) -> str:
-    """The policy text with ``threshold`` set on the named tiers; everything else unchanged.
-    The result is validated like any policy (a ``PolicyError`` if it would not load)."""
+                    digits: int = 4, env: Mapping[str, str] | None = None,
+                    comments: Mapping[str, str] | None = None) -> str:
+    """The policy text with ``threshold`` set on the named tiers (infinity as ``never``) and,
+    from ``comments``, an end-of-line comment after it; everything else unchanged. The result
+    is validated like any policy (a ``PolicyError`` if it would not load)."""
     yaml, document = _load(text, source)
     tiers = document.get("tiers") if hasattr(document, "get") else None
     names = {str(t.get("name")): t for t in tiers or [] if hasattr(t, "get")}
     missing = sorted(set(thresholds) - set(names))
     if missing:
         raise PolicyError(source, [PolicyIssue("tiers", None, f"no tier named {n!r}") for n in missing])
+    unknown = sorted(set(comments or {}) - set(thresholds))
+    if unknown:
+        raise PolicyError(source, [PolicyIssue("tiers", None, f"a comment for {n!r} without a threshold")
+                                   for n in unknown])
     for name, value in thresholds.items():
         tier = names[name]
-        rounded = round(min(1.0, max(0.0, float(value))), digits)
+        rounded: float | str = "never" if math.isinf(value) and value > 0 else \
+            round(min(1.0, max(0.0, float(value))), digits)
         if "threshold" in tier:
             tier["threshold"] = rounded
         else:
             position = list(tier.keys()).index("estimator") + 1 if "estimator" in tier else len(tier)
             tier.insert(position, "threshold", rounded)
+        if comments and name in comments:
+            tier.yaml_add_eol_comment(comments[name], key="threshold")
     out = io.StringIO()
     yaml.dump(document, out)
     result = out.getvalue()
@@ -92,9 +102,11 @@ def with_thresholds(text: str, thresholds: Mapping[str, float], *, source: str =
 
 
 def write_thresholds(path: str | Path, thresholds: Mapping[str, float], *,
-                     env: Mapping[str, str] | None = None) -> str:
+                     env: Mapping[str, str] | None = None,
+                     comments: Mapping[str, str] | None = None) -> str:
     """Rewrite the file in place (validated first: a failure leaves the file untouched)."""
     file = Path(path)
-    text = with_thresholds(file.read_text(encoding="utf-8"), thresholds, source=str(file), env=env)
+    text = with_thresholds(file.read_text(encoding="utf-8"), thresholds, source=str(file), env=env,
+                           comments=comments)
     file.write_text(text, encoding="utf-8")
     return text
