@@ -61,7 +61,7 @@ def cheap_confidence(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def calibrate_json(policy: Path, data: Path, target: str, *extra: str) -> dict:
     result = runner.invoke(app, ["calibrate", "--policy", str(policy), "--data", str(data),
-                                 "--target", target, "--json", *extra])
+                                 "--target", target, "--json", "--in-place", *extra])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -139,12 +139,16 @@ def test_calibrate_risk_that_accepts_nothing_warns_and_strict_exits_1(tmp_path: 
     assert "--strict: the risk target is met only by accepting (almost) nothing" in said
     assert "60 labelled examples cannot certify any acceptance" in said and "at least 149 are needed" in said
     result = runner.invoke(app, ["calibrate", "--policy", str(policy), "--data", str(data),
-                                 "--target", "risk=0.02,delta=0.05"])
+                                 "--target", "risk=0.02,delta=0.05", "--in-place"])
     said = " ".join(result.output.split())
     assert result.exit_code == 0 and "warning:" in said and "accepting 0.0% of 60" in said
     assert "threshold: never # false accepts <= 0.02" in policy.read_text()
     assert load_policy(policy).tiers[0].threshold == "never"
-    out = calibrate_json(policy, data, "risk=0.02,delta=0.05", "--no-write")
+    before = policy.read_text()
+    printed = runner.invoke(app, ["calibrate", "--policy", str(policy), "--data", str(data),
+                                  "--target", "risk=0.02,delta=0.05", "--json"])
+    assert printed.exit_code == 0 and policy.read_text() == before  # no --out: nothing written
+    out = json.loads(printed.stdout)
     [risk] = out["risk"]
     assert not out["feasible"] and risk["threshold"] == "never" and risk["accepted"] == 0
     assert risk["max_false_accepts"] == -1 and risk["min_examples"] == 149

@@ -562,7 +562,7 @@ def test_simulate_cascade_by_hand_with_three_tiers() -> None:
     cost = [np.full(4, 1.0), np.full(4, 10.0), np.full(4, 100.0)]
     spent, right, escalation = simulate_cascade([0.5, 0.5], conf, correct, cost)
     assert spent.tolist() == [1.0, 11.0, 111.0, 111.0]
-    assert right.tolist() == [True, False, True, False] and right.dtype == bool
+    assert right.tolist() == [1.0, 0.0, 1.0, 0.0]  # quality of the returned answer (graded)
     assert escalation == [0.75, pytest.approx(2 / 3)]
     # nothing reaches tier 1 when tier 0 accepts everything: its escalation is 0, not 1
     _, _, none = simulate_cascade([0.0, 0.5], conf, correct, cost)
@@ -646,8 +646,15 @@ async def test_engine_records_what_the_decision_cost_and_who_made_it() -> None:
     plain = (await Cascade(_tiers(Scripted("cheap"), Scripted("dear"), Fixed(0.9), 0.5)).run("q")).attempts[0]
     assert (plain.input_tokens, plain.output_tokens) == (10, 5) and plain.estimator == "fixed"
     assert plain.model == "small-model"
-    empty = await Cascade(_tiers(Scripted(""), Scripted("dear"), Fixed(0.9), 0.5)).run("q")
+    import dataclasses
+
+    unchecked = _tiers(Scripted(""), Scripted("dear"), Fixed(0.9), 0.5)
+    unchecked[0] = dataclasses.replace(unchecked[0], degeneracy_checks=False)
+    empty = await Cascade(unchecked).run("q")
     assert empty.accepted and empty.answer == ""
+    # with the degeneracy checks (the default) an empty answer is never accepted
+    checked = await Cascade(_tiers(Scripted(""), Scripted("dear"), Fixed(0.9), 0.5)).run("q")
+    assert checked.answer == "dear" and checked.attempts[0].confidence == 0.0
     # a tier with an estimator but no threshold accepts any confidence (still measured)
     unset = await Cascade(_tiers(Scripted("cheap"), Scripted("dear"), Fixed(0.3), None)).run("q")
     assert unset.tier == 0 and unset.accepted and unset.confidence == 0.3
