@@ -15,6 +15,7 @@ from cascade.policy._resilience import (
     RetrySpec,
     StoreSpec,
 )
+from cascade.policy._telemetry import TelemetrySpec
 from cascade.policy._loader import format_key_path, load_policy, parse_policy, policy_json_schema
 from cascade.policy._models import (
     DeploymentSpec,
@@ -49,6 +50,7 @@ from cascade.policy._models import (
 )
 
 __all__ = [
+    "TelemetrySpec",
     "BreakerSpec",
     "BudgetSpec",
     "BulkheadSpec",

@@ -36,6 +36,7 @@ from cascade.policy._resilience import (
     OnUnavailable,
     ResilienceSpec,
 )
+from cascade.policy._telemetry import TelemetrySpec
 from cascade.types import ReplayFormat
 from verifiers import AnswerKind, CombineMethod, LogprobStatistic, RatingScale
 
@@ -654,6 +655,8 @@ class Policy(_Spec):
     budgets: tuple[BudgetSpec, ...] = Field((), description="spending limits per period")
     on_budget_exhausted: OnBudgetExhausted = Field(
         OnBudgetExhausted.BEST_SO_FAR, description="a budget cannot afford the next call")
+    telemetry: TelemetrySpec = Field(default_factory=TelemetrySpec, description="traces, "
+                                     "metrics, your observers")
 
     @field_validator("budgets")
     @classmethod

@@ -1,13 +1,29 @@
-"""Traces (OpenTelemetry API; no-op until an SDK is installed)."""
+"""Observers of runs: the seam (``RunObserver``), traces and metrics (OpenTelemetry API;
+no-op until an SDK is installed). See docs/observability.md."""
 
+from cascade.telemetry._events import (
+    AttemptInfo,
+    BreakerTransition,
+    BudgetDecision,
+    EstimateInfo,
+    FallbackEvent,
+    RetryEvent,
+    RunInfo,
+    SeamEvent,
+)
+from cascade.telemetry._metrics import BREAKER_STATE, METER_NAME, MetricsObserver
+from cascade.telemetry._observers import Observers, RunObserver
 from cascade.telemetry._tracing import (
     TRACER_NAME,
-    attempt_span,
-    end_attempt,
-    end_run,
+    TracingObserver,
+    current_trace_id,
     get_tracer,
-    run_span,
-    trace_id,
+    inject_traceparent,
 )
 
-__all__ = ["TRACER_NAME", "attempt_span", "end_attempt", "end_run", "get_tracer", "run_span", "trace_id"]
+__all__ = [
+    "BREAKER_STATE", "METER_NAME", "TRACER_NAME", "AttemptInfo", "BreakerTransition",
+    "BudgetDecision", "EstimateInfo", "FallbackEvent", "MetricsObserver", "Observers",
+    "RetryEvent", "RunInfo", "RunObserver", "SeamEvent", "TracingObserver", "current_trace_id",
+    "get_tracer", "inject_traceparent",
+]
