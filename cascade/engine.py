@@ -179,17 +179,17 @@ class Cascade:
                     transport: httpx.AsyncBaseTransport | None = None,
                     clock: Clock = time.perf_counter) -> Cascade:
         """Build every tier now: configuration errors surface before any run."""
+        observers = policy.telemetry.build_observers()  # before anything needs closing
         pool = ClientPool(transport, max_connections=policy.resilience.bulkhead.max_in_flight)
         factory = ProviderFactory(Path(base_dir), pool)
         tiers = build_tiers(policy, factory, Path(base_dir))
         routing = build_routing(policy, tiers, factory, Path(base_dir))
         resilience = Resilience(policy.resilience, policy.budgets,
                                 on_budget_exhausted=policy.on_budget_exhausted)
-        telemetry = policy.telemetry
         return cls(tiers, feature=policy.feature or "default", deadline_s=policy.deadline_s,
                    clock=clock, resources=factory, routing=routing, resilience=resilience,
-                   observers=telemetry.build_observers(), record_content=telemetry.record_content,
-                   metrics=telemetry.metrics)
+                   observers=observers, record_content=policy.telemetry.record_content,
+                   metrics=policy.telemetry.metrics)
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, env: Mapping[str, str] | None = None,
