@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -25,8 +26,10 @@ from cascade.telemetry import (
     Observers,
     RunInfo,
     RunObserver,
+    SloMonitor,
     TracingObserver,
     current_trace_id,
+    monitor_from_spec,
 )
 from cascade._build import build_routing, build_tiers
 from cascade._calls import asker, estimate_context, sampler
@@ -156,10 +159,11 @@ class Cascade:
                  resources: ProviderFactory | None = None, tracer: Tracer | None = None,
                  routing: Routing | None = None, resilience: Resilience | None = None,
                  observers: Sequence[RunObserver] = (), record_content: bool = False,
-                 metrics: bool = True) -> None:
+                 metrics: bool = True, slo: SloMonitor | None = None) -> None:
         """``observers`` are told of every run (after tracing and, unless ``metrics`` is
         False, OpenTelemetry metrics); ``record_content`` puts prompt and answer text into
-        spans."""
+        spans; ``slo`` counts every run and, inside ``async with``, evaluates its alerts in the
+        background."""
         if not tiers:
             raise ValueError("a cascade needs at least one tier")
         self.tiers = tuple(tiers)
@@ -168,8 +172,11 @@ class Cascade:
         self.deadline_s = deadline_s
         self._clock = clock
         self._resources = resources
+        self.slo = slo
         self.observers = Observers((TracingObserver(tracer, record_content=record_content),
-                                    *([MetricsObserver()] if metrics else []), *observers))
+                                    *([MetricsObserver()] if metrics else []),
+                                    *([slo.observer()] if slo is not None else []), *observers))
+        self._background: AsyncExitStack | None = None
         self.routing = routing
         self._route_tiers = tuple(RouteTier(t.name, t.model) for t in self.tiers)
         self.resilience = resilience or Resilience()
@@ -186,10 +193,13 @@ class Cascade:
         routing = build_routing(policy, tiers, factory, Path(base_dir))
         resilience = Resilience(policy.resilience, policy.budgets,
                                 on_budget_exhausted=policy.on_budget_exhausted)
-        return cls(tiers, feature=policy.feature or "default", deadline_s=policy.deadline_s,
+        feature = policy.feature or "default"
+        slo = None if policy.slo is None else monitor_from_spec(policy.slo, feature,
+                                                                resilience.store)
+        return cls(tiers, feature=feature, deadline_s=policy.deadline_s,
                    clock=clock, resources=factory, routing=routing, resilience=resilience,
                    observers=observers, record_content=policy.telemetry.record_content,
-                   metrics=policy.telemetry.metrics)
+                   metrics=policy.telemetry.metrics, slo=slo)
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, env: Mapping[str, str] | None = None,
@@ -198,6 +208,9 @@ class Cascade:
         return cls.from_policy(policy, base_dir=Path(path).parent, transport=transport)
 
     async def __aenter__(self) -> Cascade:
+        if self.slo is not None and self._background is None:
+            self._background = AsyncExitStack()  # the SLO monitor's evaluations
+            await self._background.enter_async_context(self.slo.running())
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -205,12 +218,17 @@ class Cascade:
         await self.aclose()
 
     async def aclose(self) -> None:
-        with anyio.CancelScope(shield=True):
-            try:
-                if self._resources is not None:
-                    await self._resources.aclose()
-            finally:
-                await self.resilience.aclose()
+        background, self._background = self._background, None
+        try:
+            if background is not None:  # (its task group is left in the task that entered it)
+                await background.aclose()  # a last evaluation, its alerts delivered
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    if self._resources is not None:
+                        await self._resources.aclose()
+                finally:
+                    await self.resilience.aclose()
 
     async def check(self, timeout_s: float | None = None) -> None:
         """Raise ``ProviderUnreachableError`` (or a config error) for the first deployment that

@@ -15,7 +15,14 @@ from cascade.policy._resilience import (
     RetrySpec,
     StoreSpec,
 )
-from cascade.policy._telemetry import TelemetrySpec
+from cascade.policy._telemetry import (
+    AlertsSpec,
+    BurnWindowSpec,
+    EscalationTargetSpec,
+    SloSpec,
+    TelemetrySpec,
+    WebhookSpec,
+)
 from cascade.policy._loader import format_key_path, load_policy, parse_policy, policy_json_schema
 from cascade.policy._models import (
     DeploymentSpec,
@@ -50,7 +57,12 @@ from cascade.policy._models import (
 )
 
 __all__ = [
+    "AlertsSpec",
+    "BurnWindowSpec",
+    "EscalationTargetSpec",
+    "SloSpec",
     "TelemetrySpec",
+    "WebhookSpec",
     "BreakerSpec",
     "BudgetSpec",
     "BulkheadSpec",

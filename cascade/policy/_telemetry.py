@@ -6,7 +6,15 @@ import importlib
 import re
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from cascade.errors import ConfigError
 
@@ -64,4 +72,82 @@ class TelemetrySpec(_Spec):
         return built
 
 
-__all__ = ["TelemetrySpec"]
+
+
+class BurnWindowSpec(_Spec):
+    """One multi-window burn-rate alert: the escalation rate over ``long_s`` and over
+    ``short_s`` both at least ``burn_rate`` × the target."""
+
+    name: str = Field("", max_length=40)
+    long_s: float = Field(gt=0, le=31 * 86400)
+    short_s: float = Field(gt=0)
+    burn_rate: float = Field(gt=0)
+
+    @field_validator("short_s")
+    @classmethod
+    def _shorter(cls, short_s: float, info: ValidationInfo) -> float:
+        long_s = info.data.get("long_s")
+        if long_s is not None and short_s >= long_s:
+            raise ValueError(f"short_s ({short_s:g}) must be less than long_s ({long_s:g})")
+        return short_s
+
+
+class EscalationTargetSpec(_Spec):
+    """At most ``target`` of the answers judged at tier ``from`` escalate (to ``to``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
+                              populate_by_name=True)
+
+    tier: str = Field(alias="from", description="the tier whose answers escalate")
+    to: str | None = Field(None, description="the next tier (checked; for messages)")
+    target: float = Field(gt=0, lt=1, description="the highest acceptable escalation rate")
+
+
+class WebhookSpec(_Spec):
+    url: SecretStr = Field(description="http(s) URL that receives a JSON POST per change")
+    secret: SecretStr | None = Field(None, description="HMAC-SHA256 key of the "
+                                     "X-Cascade-Signature header (use ${ENV_VAR})")
+    max_attempts: int = Field(5, ge=1, le=20)
+    timeout_s: float = Field(5.0, gt=0, le=120)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: SecretStr) -> SecretStr:
+        if not re.match(r"^https?://[^/\s]+", url.get_secret_value()):
+            raise ValueError("an http:// or https:// URL is needed")
+        return url
+
+
+class AlertsSpec(_Spec):
+    log: bool = Field(True, description="log fired (WARNING) and resolved (INFO) alerts")
+    otel: bool = Field(True, description="cascade.slo.* OpenTelemetry metrics")
+    webhook: WebhookSpec | None = None
+
+
+class SloSpec(_Spec):
+    """Escalation-rate SLOs of this feature (docs/observability.md)."""
+
+    escalation_rate: tuple[EscalationTargetSpec, ...] = Field(min_length=1)
+    windows: tuple[BurnWindowSpec, ...] = Field(
+        (BurnWindowSpec(name="fast", long_s=3600, short_s=300, burn_rate=2.0),
+         BurnWindowSpec(name="slow", long_s=21600, short_s=1800, burn_rate=1.5)),
+        min_length=1, description="default: 1 h with 5 min at 2x, 6 h with 30 min at 1.5x")
+    min_runs: int = Field(20, ge=1, description="fewer runs in the long window never fire")
+    evaluate_every_s: float = Field(10.0, gt=0, le=3600)
+    resolve_after_s: float | None = Field(None, gt=0, description="the condition must stay "
+                                          "false this long to resolve (default: short window)")
+    alerts: AlertsSpec = Field(default_factory=AlertsSpec)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> SloSpec:
+        for target in self.escalation_rate:
+            for window in self.windows:
+                if target.target * window.burn_rate >= 1:
+                    raise ValueError(
+                        f"tier {target.tier!r}: target {target.target:g} x burn_rate "
+                        f"{window.burn_rate:g} is not below 1: that alert could never fire")
+        return self
+
+
+__all__ = ["AlertsSpec", "BurnWindowSpec", "EscalationTargetSpec", "SloSpec", "TelemetrySpec",
+           "WebhookSpec"]

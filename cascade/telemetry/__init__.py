@@ -1,6 +1,14 @@
 """Observers of runs: the seam (``RunObserver``), traces and metrics (OpenTelemetry API;
 no-op until an SDK is installed). See docs/observability.md."""
 
+from cascade.telemetry._alerts import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    LogSink,
+    OTelSink,
+    WebhookSink,
+    sign,
+)
 from cascade.telemetry._events import (
     AttemptInfo,
     BreakerTransition,
@@ -13,6 +21,19 @@ from cascade.telemetry._events import (
 )
 from cascade.telemetry._metrics import BREAKER_STATE, METER_NAME, MetricsObserver
 from cascade.telemetry._observers import Observers, RunObserver
+from cascade.telemetry._slo import (
+    DEFAULT_WINDOWS,
+    Alert,
+    AlertDeliveryError,
+    AlertSink,
+    AlertState,
+    BurnWindow,
+    EscalationTarget,
+    SloMonitor,
+    SloObserver,
+    TierWindow,
+    monitor_from_spec,
+)
 from cascade.telemetry._tracing import (
     TRACER_NAME,
     TracingObserver,
@@ -22,8 +43,11 @@ from cascade.telemetry._tracing import (
 )
 
 __all__ = [
-    "BREAKER_STATE", "METER_NAME", "TRACER_NAME", "AttemptInfo", "BreakerTransition",
-    "BudgetDecision", "EstimateInfo", "FallbackEvent", "MetricsObserver", "Observers",
-    "RetryEvent", "RunInfo", "RunObserver", "SeamEvent", "TracingObserver", "current_trace_id",
-    "get_tracer", "inject_traceparent",
+    "BREAKER_STATE", "DEFAULT_WINDOWS", "METER_NAME", "SIGNATURE_HEADER", "TIMESTAMP_HEADER",
+    "TRACER_NAME", "Alert", "AlertDeliveryError", "AlertSink", "AlertState", "AttemptInfo",
+    "BreakerTransition", "BudgetDecision", "BurnWindow", "EscalationTarget", "EstimateInfo",
+    "FallbackEvent", "LogSink", "MetricsObserver", "OTelSink", "Observers", "RetryEvent",
+    "RunInfo", "RunObserver", "SeamEvent", "SloMonitor", "SloObserver", "TierWindow",
+    "TracingObserver", "WebhookSink", "current_trace_id", "get_tracer", "inject_traceparent",
+    "monitor_from_spec", "sign",
 ]

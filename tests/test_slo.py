@@ -1,0 +1,205 @@
+"""Escalation-rate SLOs: burn-rate math on synthetic streams with a fake clock (fires and
+resolves at the computed moments, never flaps), errors do not count as escalations, the
+policy's `slo:` block, and two processes sharing one real redis-server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from scripted import Fixed, Scripted
+
+from cascade import Cascade, ProviderHTTPError, Tier, parse_policy
+from cascade.errors import PolicyError
+from cascade.state import MemoryStore, RedisStore
+from cascade.telemetry import (
+    AlertState,
+    BurnWindow,
+    EscalationTarget,
+    SloMonitor,
+)
+
+pytestmark = pytest.mark.anyio
+FIXTURE = Path(__file__).parent / "fixtures" / "tiny_routerbench.csv"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def monitor(clock: Clock, **kw: object) -> SloMonitor:
+    return SloMonitor([EscalationTarget("faq", "small", 0.1, "large")],
+                      [BurnWindow(3600, 300, 2.0, "fast")], clock=clock, min_runs=20,
+                      store=MemoryStore(clock=clock), **kw)  # type: ignore[arg-type]
+
+
+async def stream(m: SloMonitor, clock: Clock, seconds: float, every_nth: int,
+                 changes: list[tuple[float, AlertState]], start: float) -> None:
+    """One run every 10 s for ``seconds``, every ``every_nth`` escalating; evaluate every
+    10 s (recording when each change happens, relative to ``start``)."""
+    for i in range(int(seconds // 10)):
+        clock.now += 10
+        m.record("faq", "small", escalated=i % every_nth == 0)
+        for alert in await m.evaluate():
+            changes.append((clock.now - start, alert.state))
+
+
+async def test_fires_and_resolves_at_the_computed_moments_and_only_once() -> None:
+    clock = Clock()
+    m = monitor(clock)
+    changes: list[tuple[float, AlertState]] = []
+    origin = clock.now
+    await stream(m, clock, 7200, 20, changes, origin)  # 5 % for two hours: within the SLO
+    assert changes == [] and m.active() == []
+    switch = clock.now
+    await stream(m, clock, 3600, 2, changes, switch)  # 50 % for an hour
+    # the hour's rate reaches 2 x 10 % when 0.05 (3600 - t) + 0.5 t >= 720: t >= 1200 s
+    [(fired_at, state)] = changes
+    assert state is AlertState.FIRING and 1200 <= fired_at <= 1200 + 2 * 60  # 60 s buckets
+    assert m.active() == ["faq/small/fast"]
+    changes.clear()
+    back = clock.now
+    await stream(m, clock, 3600, 20, changes, back)  # healthy again
+    # the 5-minute rate falls below 20 % when 0.5 (300 - t) + 0.05 t < 60: t > 200 s; the
+    # condition must then stay false for the short window (300 s) before it resolves
+    [(resolved_at, state)] = changes
+    assert state is AlertState.RESOLVED and 500 <= resolved_at <= 500 + 2 * 60
+    assert m.active() == []
+
+
+async def test_a_rate_hovering_at_the_threshold_does_not_flap() -> None:
+    clock = Clock()
+    m = monitor(clock)
+    changes: list[tuple[float, AlertState]] = []
+    await stream(m, clock, 3600, 2, changes, clock.now)  # 50 %: fires
+    assert [s for _, s in changes] == [AlertState.FIRING]
+    # then bursts that flip the short window above and below the threshold every ~2 min
+    for _ in range(20):
+        await stream(m, clock, 120, 1, changes, clock.now)   # 100 %
+        await stream(m, clock, 120, 1000, changes, clock.now)  # ~0 %
+    assert [s for _, s in changes] == [AlertState.FIRING]  # still firing, no flapping
+
+
+async def test_too_few_runs_never_fire_and_errors_are_not_escalations() -> None:
+    clock = Clock()
+    m = monitor(clock)
+    changes: list[tuple[float, AlertState]] = []
+    await stream(m, clock, 150, 1, changes, clock.now)  # 15 runs, all escalated
+    assert changes == []
+    # an outage of the cheap tier: fallbacks, not escalations -> nothing counted
+    dead = Scripted(fail=ProviderHTTPError("scripted@a", 503, "busy"))
+    engine = Cascade([Tier("small", "s", dead, Fixed(0.9), 0.5),
+                      Tier("large", "l", Scripted("y"), Fixed(0.9), 0.5)],
+                     feature="faq", slo=m, metrics=False)
+    for _ in range(30):
+        clock.now += 10
+        result = await engine.run("q")
+        assert result.fallbacks == 1 and result.escalations == 0
+    assert await m.evaluate() == []
+    assert (await m.counts(m.targets[0], 3600)).runs == 15  # only the judged answers
+
+
+async def test_the_engine_counts_confidence_escalations() -> None:
+    clock = Clock()
+    m = monitor(clock)
+    engine = Cascade([Tier("small", "s", Scripted("x"), Fixed(0.2), 0.5),
+                      Tier("large", "l", Scripted("y"), Fixed(0.9), 0.5)],
+                     feature="faq", slo=m, metrics=False)
+    for _ in range(25):
+        await engine.run("q")
+    counts = await m.counts(m.targets[0], 3600)
+    assert (counts.runs, counts.escalations) == (0, 0)  # not flushed yet: nothing in the store
+    [alert] = await m.evaluate()
+    assert alert.state is AlertState.FIRING and alert.rate_long == 1.0 and alert.runs_long == 25
+
+
+def _policy(slo: str) -> str:
+    return (f"tiers:\n"
+            f"  - {{name: small, model: cheap-model, provider: {{kind: replay, data: '{FIXTURE}'}}}}\n"
+            f"  - {{name: large, model: dear-model, provider: {{kind: replay, data: '{FIXTURE}'}}}}\n"
+            f"slo: {slo}\n")
+
+
+async def test_the_policy_builds_the_monitor_on_the_resilience_store() -> None:
+    policy = parse_policy(_policy("{escalation_rate: [{from: small, to: large, target: 0.3}], "
+                                  "windows: [{long_s: 600, short_s: 60, burn_rate: 2}], "
+                                  "min_runs: 5, alerts: {otel: false}}"))
+    engine = Cascade.from_policy(policy)
+    assert engine.slo is not None and engine.slo.store is engine.resilience.store
+    assert [type(s).__name__ for s in engine.slo.sinks] == ["LogSink"]
+    [target] = engine.slo.targets
+    assert (target.feature, target.tier, target.to, target.target) == ("default", "small",
+                                                                       "large", 0.3)
+    assert engine.slo.windows[0].long_s == 600 and engine.slo.min_runs == 5
+    async with engine:
+        await engine.run("Question: What is 2+2?\nAnswer:")
+    await engine.aclose()
+
+
+@pytest.mark.parametrize(("slo", "match"), [
+    ("{escalation_rate: [{from: large, target: 0.3}]}", "with a tier after it"),
+    ("{escalation_rate: [{from: nope, target: 0.3}]}", "'nope' is not a tier"),
+    ("{escalation_rate: [{from: small, to: small, target: 0.3}]}", "not a tier after"),
+    ("{escalation_rate: [{from: small, target: 1.2}]}", "less than 1"),
+    ("{escalation_rate: [{from: small, target: 0.6}]}", "could never fire"),
+    ("{escalation_rate: [{from: small, target: 0.1}], windows: [{long_s: 60, short_s: 600, "
+     "burn_rate: 2}]}", "must be less than long_s"),
+    ("{escalation_rate: []}", "at least 1"),
+    ("{escalation_rate: [{from: small, target: 0.1}], alerts: {webhook: {url: 'ftp://x'}}}",
+     "http"),
+])
+def test_bad_slo_blocks_are_policy_errors(slo: str, match: str) -> None:
+    with pytest.raises(PolicyError, match=match):
+        parse_policy(_policy(slo))
+
+
+_WRITER = textwrap.dedent("""
+    import anyio, sys
+    from cascade.state import RedisStore
+    from cascade.telemetry import BurnWindow, EscalationTarget, SloMonitor
+
+    async def main():
+        store = RedisStore(sys.argv[1], prefix=sys.argv[2])
+        m = SloMonitor([EscalationTarget("faq", "small", 0.1)], [BurnWindow(3600, 300, 2.0)],
+                       store=store, clock=lambda: 1_000_000.0)
+        for i in range(40):
+            m.record("faq", "small", escalated=i % 2 == 0)
+        await m.flush()
+        await store.aclose()
+
+    anyio.run(main)
+""")
+
+
+async def test_two_processes_sharing_redis_see_the_same_counters(redis_server: str) -> None:
+    prefix = "test-slo-two"
+    done = subprocess.run([sys.executable, "-c", _WRITER, redis_server, prefix],
+                          capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    store = RedisStore(redis_server, prefix=prefix)
+    try:
+        here = SloMonitor([EscalationTarget("faq", "small", 0.1)], [BurnWindow(3600, 300, 2.0)],
+                          store=store, clock=lambda: 1_000_000.0 + 30, min_runs=50)
+        counts = await here.counts(here.targets[0], 3600)
+        assert (counts.runs, counts.escalations) == (40, 20)  # the other process's
+        assert await here.evaluate() == []  # 40 runs < min_runs
+        for _ in range(20):
+            here.record("faq", "small", escalated=False)
+        [fired] = await here.evaluate()  # 40 from the other process + 20 from this one
+        assert fired.state is AlertState.FIRING and fired.runs_long == 60
+        [alert] = await SloMonitor(
+            [EscalationTarget("faq", "small", 0.1)], [BurnWindow(3600, 300, 2.0)], store=store,
+            clock=lambda: 1_000_000.0 + 30, min_runs=50).evaluate()  # a third reader agrees
+        assert alert.state is AlertState.FIRING and alert.runs_long == 60
+        assert alert.rate_long == pytest.approx(20 / 60)
+    finally:
+        await store.aclose()
