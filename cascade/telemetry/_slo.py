@@ -289,44 +289,71 @@ class SloMonitor:
 
     @asynccontextmanager
     async def running(self, interval_s: float | None = None,
-                      sleep: Callable[[float], object] | None = None) -> AsyncIterator[SloMonitor]:
-        """Evaluate every ``interval_s`` (default: the monitor's) in a background task while the block runs (and once
-        more at its end); notifications are delivered in tasks of their own, so a slow sink
-        never delays an evaluation."""
+                      sleep: Callable[[float], object] | None = None,
+                      drain_s: float = 10.0) -> AsyncIterator[SloMonitor]:
+        """Evaluate every ``interval_s`` (default: the monitor's) in a background task while
+        the block runs, and once more at its end. Notifications are delivered in tasks of
+        their own, so a slow sink never delays an evaluation (nor a run); at the end,
+        deliveries under way get ``drain_s`` seconds to finish."""
         pause = sleep or anyio.sleep
         every = self.interval_s if interval_s is None else interval_s
+        loop_scope = anyio.CancelScope()
+        inflight = _InFlight()
 
         async def loop(tg: anyio.abc.TaskGroup) -> None:
-            while True:
-                await pause(every)  # type: ignore[misc]
-                await self._evaluate_and_send(tg)
+            with loop_scope:
+                while True:
+                    await pause(every)  # type: ignore[misc]
+                    await self._evaluate_and_send(tg, inflight)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(loop, tg)
             try:
                 yield self
             finally:
-                with anyio.CancelScope(shield=True):
-                    await self._evaluate_and_send(tg, wait=True)
+                loop_scope.cancel()
+                with anyio.move_on_after(drain_s, shield=True):
+                    await self._evaluate_and_send(tg, inflight)
+                    await inflight.idle()
                 tg.cancel_scope.cancel()
 
-    async def _evaluate_and_send(self, tg: anyio.abc.TaskGroup, wait: bool = False) -> None:
+    async def _evaluate_and_send(self, tg: anyio.abc.TaskGroup, inflight: _InFlight) -> None:
         try:
             changes = await self.evaluate()
         except StateError as exc:  # the store is down: counts are kept, tried again later
             log.warning("SLO evaluation skipped: %s", exc)
             return
         if changes:
-            if wait:
-                await self.deliver(changes)
-            else:
-                tg.start_soon(self.deliver, changes)
+            tg.start_soon(inflight.run, self.deliver, changes)
 
     def _bucket(self, at: float) -> int:
         return math.floor(at / (self.bucket_s or 1.0))
 
     def _key(self, feature: str, tier: str, bucket: int, kind: str) -> str:
         return f"{self.prefix}:{feature}:{tier}:{bucket}:{kind}"
+
+
+class _InFlight:
+    """Deliveries under way, so the end of ``running`` can wait for them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.done = anyio.Event()
+
+    async def run(self, deliver: Callable[[Sequence[Alert]], object],
+                  alerts: Sequence[Alert]) -> None:
+        self.count += 1
+        try:
+            await deliver(alerts)  # type: ignore[misc]
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self.done.set()
+                self.done = anyio.Event()
+
+    async def idle(self) -> None:
+        if self.count:
+            await self.done.wait()
 
 
 def monitor_from_spec(spec: SloSpec, feature: str, store: Store | None = None,
