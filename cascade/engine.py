@@ -184,9 +184,11 @@ class Cascade:
     @classmethod
     def from_policy(cls, policy: Policy, *, base_dir: str | Path = ".",
                     transport: httpx.AsyncBaseTransport | None = None,
-                    clock: Clock = time.perf_counter) -> Cascade:
-        """Build every tier now: configuration errors surface before any run."""
-        observers = policy.telemetry.build_observers()  # before anything needs closing
+                    clock: Clock = time.perf_counter,
+                    observers: Sequence[RunObserver] = ()) -> Cascade:
+        """Build every tier now: configuration errors surface before any run. ``observers``
+        are told of every run, after those the policy names."""
+        observers = [*policy.telemetry.build_observers(), *observers]  # before anything opens
         pool = ClientPool(transport, max_connections=policy.resilience.bulkhead.max_in_flight)
         factory = ProviderFactory(Path(base_dir), pool)
         tiers = build_tiers(policy, factory, Path(base_dir))
@@ -203,9 +205,11 @@ class Cascade:
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, env: Mapping[str, str] | None = None,
-                  transport: httpx.AsyncBaseTransport | None = None) -> Cascade:
+                  transport: httpx.AsyncBaseTransport | None = None,
+                  observers: Sequence[RunObserver] = ()) -> Cascade:
         policy = load_policy(path, env=env)
-        return cls.from_policy(policy, base_dir=Path(path).parent, transport=transport)
+        return cls.from_policy(policy, base_dir=Path(path).parent, transport=transport,
+                               observers=observers)
 
     async def __aenter__(self) -> Cascade:
         if self.slo is not None and self._background is None:

@@ -113,16 +113,17 @@ async def test_nothing_is_recorded_without_an_sdk_and_a_run_is_unchanged() -> No
 
 async def test_prometheus_exporter_serves_the_metrics() -> None:
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
-    from prometheus_client import REGISTRY, generate_latest
+    from prometheus_client import CollectorRegistry, generate_latest
 
-    reader = PrometheusMetricReader()
+    registry = CollectorRegistry()  # not the process-wide one other code may also fill
+    reader = PrometheusMetricReader(registry=registry)
     provider = MeterProvider(metric_readers=[reader])
     try:
         tiers = [Tier("a", "model-a", Scripted("x"), Fixed(0.2), 0.5),
                  Tier("b", "model-b", Scripted("y"), Fixed(0.9), 0.5)]
         await Cascade(tiers, feature="faq", metrics=False,
                       observers=[MetricsObserver(provider)]).run("q")
-        text = generate_latest(REGISTRY).decode()
+        text = generate_latest(registry).decode()
     finally:
         provider.shutdown()
     [line] = [x for x in text.splitlines() if x.startswith("cascade_escalations_total{")]
