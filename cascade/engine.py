@@ -19,24 +19,12 @@ import anyio
 import httpx
 from opentelemetry.trace import Tracer
 
-from cascade.telemetry import (
-    AttemptInfo,
-    EstimateInfo,
-    MetricsObserver,
-    Observers,
-    RunInfo,
-    RunObserver,
-    SloMonitor,
-    TracingObserver,
-    current_trace_id,
-    monitor_from_spec,
-)
 from cascade._build import build_routing, build_tiers
 from cascade._calls import asker, estimate_context, sampler
 from cascade._ensemble import Called, call_tier, paid, with_answer_chosen
 from cascade._fallback import estimator_for
-from cascade._tier import Routing, Tier
 from cascade._request import PromptLike, check_deadline, make_request
+from cascade._tier import Routing, Tier
 from cascade.errors import (
     BudgetDeniedError,
     BudgetExceededError,
@@ -58,12 +46,24 @@ from cascade.policy import (
 from cascade.providers import ClientPool, ProviderFactory, estimate_message_tokens
 from cascade.resilience import DeploymentHealth, Resilience, RunScope
 from cascade.routing import RouteContext, RouteTier
+from cascade.telemetry import (
+    AttemptInfo,
+    EstimateInfo,
+    MetricsObserver,
+    Observers,
+    RunInfo,
+    RunObserver,
+    SloMonitor,
+    TracingObserver,
+    current_trace_id,
+    monitor_from_spec,
+)
 from cascade.types import (
     Attempt,
     CallEvent,
-    Climb,
     CallOutcome,
     CallPurpose,
+    Climb,
     Completion,
     Decision,
     MemberAnswer,
@@ -438,9 +438,7 @@ class Cascade:
         completion = called.completion
         if completion.choices[0].truncated and not tier.accept_truncated:
             decision = Decision.REJECT if last else Decision.ESCALATE  # cut by max_tokens
-        elif not check or tier.estimator is None or _accepts_anything(tier):
-            decision = Decision.ACCEPT
-        elif confidence is not None and confidence >= (tier.threshold or 0.0):
+        elif not check or tier.estimator is None or _accepts_anything(tier) or confidence is not None and confidence >= (tier.threshold or 0.0):
             decision = Decision.ACCEPT
         else:  # below threshold, or the estimator failed (counts as low confidence)
             decision = Decision.REJECT if last else Decision.ESCALATE

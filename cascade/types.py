@@ -6,6 +6,7 @@ Nothing here does I/O or imports another module of ours.
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -237,7 +238,7 @@ def climbs(attempts: Sequence[Attempt]) -> tuple[tuple[Attempt, Attempt, Climb],
     tried: they are passed over, not climbed from)."""
     tried = [a for a in attempts if a.decision is not Decision.SKIP]
     return tuple((a, b, Climb.ESCALATION if a.decision is Decision.ESCALATE else Climb.FALLBACK)
-                 for a, b in zip(tried, tried[1:]))
+                 for a, b in itertools.pairwise(tried))
 
 
 class RouteReason(enum.Enum):

@@ -53,7 +53,7 @@ def receiver() -> Iterator[Receiver]:
     state = Receiver("")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:  # http.server's name
             body = self.rfile.read(int(self.headers["Content-Length"]))
             if state.delay_s:
                 time.sleep(state.delay_s)

@@ -175,9 +175,8 @@ def _own_tracer_provider() -> Iterator[None]:
     """A page may install a global tracer provider (tracing.md does): give it a fresh slot and
     put the previous one back afterwards, so no other test sees it."""
     from opentelemetry import trace
-    from opentelemetry.util._once import Once
-
     from opentelemetry.metrics import _internal as metrics
+    from opentelemetry.util._once import Once
 
     saved = trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE
     trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = None, Once()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import ClassVar
 
 import anyio
 import pytest
@@ -31,7 +32,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "tiny_routerbench.csv"
 class Recorder(RunObserver):
     """Writes down every call (the policy test names it as ``test_observers:Recorder``)."""
 
-    made: list[Recorder] = []
+    made: ClassVar[list[Recorder]] = []
 
     def __init__(self) -> None:
         self.log: list[tuple[str, object]] = []

@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -147,9 +148,9 @@ async def test_retries_failovers_breakers_and_budgets_are_span_events(exporter, 
 
 
 class _Upstream(BaseHTTPRequestHandler):
-    seen: list[dict[str, str]] = []
+    seen: ClassVar[list[dict[str, str]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:  # http.server's name
         self.rfile.read(int(self.headers["Content-Length"]))
         type(self).seen.append(dict(self.headers))
         body = json.dumps({"model": "m", "choices": [{"index": 0, "finish_reason": "stop",

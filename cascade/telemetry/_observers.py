@@ -86,7 +86,7 @@ class Observers:
         for observer in self.observers:
             try:
                 getattr(observer, method)(*args)
-            except Exception as exc:  # noqa: BLE001 - an observer never fails a run: logged once, counted
+            except Exception as exc:  # an observer never fails a run: logged once, counted
                 key = f"{type(observer).__name__}.{method}"
                 if not self.failures[key]:
                     log.error("observer %s raised %s (further errors of it are only counted)",
