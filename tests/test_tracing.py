@@ -207,3 +207,42 @@ async def test_no_traceparent_without_a_recording_span(upstream: str) -> None:
     finally:
         await pool.aclose()
     assert "traceparent" not in _Upstream.seen[0]
+
+
+ROUTED = """\
+feature: routed
+tiers:
+  - {{name: cheap, model: cheap-model, provider: {{kind: replay, data: '{data}'}}}}
+  - {{name: mid, model: mid-model, provider: {{kind: replay, data: '{data}'}}}}
+routing:
+  mode: both
+  router:
+    kind: rules
+    rules:
+      - {{name: capitals, start: mid, keywords: [capital]}}
+    default_tier: cheap
+"""
+
+
+async def test_the_routing_decision_is_a_child_span(exporter, tracer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from cascade.telemetry import TracingObserver
+
+    data = Path(__file__).parent / "fixtures" / "tiny_routerbench.csv"
+    (tmp_path / "routed.yaml").write_text(ROUTED.format(data=data))
+    # a second tracing observer next to the default (no-op) one: its spans still nest
+    async with Cascade.from_yaml(tmp_path / "routed.yaml",
+                                 observers=[TracingObserver(tracer)]) as engine:
+        result = await engine.run("Question: Capital of France?\nAnswer:")
+    assert result.tier_name == "mid"
+    spans = by_name(exporter)
+    run, route = spans["cascade.run routed"], spans["cascade.route rules"]
+    assert route.parent is not None and route.parent.span_id == run.context.span_id
+    assert route.attributes["cascade.route.reason"] == "rule"
+    assert route.attributes["cascade.route.tier"] == "mid"
+    assert route.start_time <= route.end_time
+    assert run.attributes["cascade.route.router"] == "rules"
+    attempt = spans["chat mid-model"]
+    assert attempt.parent is not None and attempt.parent.span_id == run.context.span_id
+    no_text(spans, "Capital", "Paris")

@@ -83,11 +83,16 @@ class TracingObserver(RunObserver):
                 [{"role": m.role, "content": m.content} for m in run.request.messages]))
         self._runs[run] = _Open(span)
 
+    def _parent(self, opened: _Open | None) -> otel_context.Context | None:
+        """Children hang on this observer's own spans (not whatever is current: another
+        observer may have made its span current meanwhile)."""
+        return None if opened is None else trace.set_span_in_context(opened.span)
+
     def routed(self, run: RunInfo, decision: RouteDecision) -> None:
         end = time.time_ns()
         span = self._tracer.start_span(
             f"cascade.route {decision.router}", start_time=end - int(decision.latency_s * 1e9),
-            attributes=_route_attributes(decision))
+            attributes=_route_attributes(decision), context=self._parent(self._runs.get(run)))
         span.end(end_time=end)
 
     def attempt_started(self, attempt: AttemptInfo) -> None:
@@ -101,7 +106,8 @@ class TracingObserver(RunObserver):
         if attempt.server_port is not None:
             attributes["server.port"] = attempt.server_port
         span = self._tracer.start_span(f"chat {attempt.model}", kind=SpanKind.CLIENT,
-                                       attributes=attributes, record_exception=False)
+                                       attributes=attributes, record_exception=False,
+                                       context=self._parent(self._runs.get(attempt.run)))
         self._attempts[attempt] = _Open(span)
         self._current[attempt.run] = attempt
 
@@ -113,7 +119,8 @@ class TracingObserver(RunObserver):
                         "cascade.cost_usd": estimate.cost,
                         "cascade.estimator.calls": estimate.calls,
                         "gen_ai.usage.input_tokens": estimate.input_tokens,
-                        "gen_ai.usage.output_tokens": estimate.output_tokens})
+                        "gen_ai.usage.output_tokens": estimate.output_tokens},
+            context=self._parent(self._attempts.get(attempt)))
         if estimate.confidence is not None:
             span.set_attribute("cascade.confidence", estimate.confidence)
         if estimate.threshold is not None:
