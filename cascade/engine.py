@@ -196,8 +196,10 @@ class Cascade:
         resilience = Resilience(policy.resilience, policy.budgets,
                                 on_budget_exhausted=policy.on_budget_exhausted)
         feature = policy.feature or "default"
-        slo = None if policy.slo is None else monitor_from_spec(policy.slo, feature,
-                                                                resilience.store)
+        slo = None if policy.slo is None else monitor_from_spec(
+            policy.slo, feature, resilience.store, tiers=[t.name for t in policy.tiers],
+            snapshot_path=None if policy.slo.snapshot is None
+            else str(Path(base_dir) / policy.slo.snapshot))
         return cls(tiers, feature=feature, deadline_s=policy.deadline_s,
                    clock=clock, resources=factory, routing=routing, resilience=resilience,
                    observers=observers, record_content=policy.telemetry.record_content,

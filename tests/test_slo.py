@@ -204,3 +204,71 @@ async def test_two_processes_sharing_redis_see_the_same_counters(redis_server: s
         assert alert.rate_long == pytest.approx(20 / 60)
     finally:
         await store.aclose()
+
+
+# --- cascade report ------------------------------------------------------------------------------
+
+
+def _report(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from cascade.cli import app
+
+    done = CliRunner().invoke(app, ["report", *args], terminal_width=200)
+    return done.exit_code, done.output
+
+
+async def test_report_reads_redis_and_the_snapshot_file(redis_server: str, tmp_path: Path) -> None:
+    policy = tmp_path / "faq.yaml"
+    policy.write_text(
+        f"feature: faq\n"
+        f"tiers:\n"
+        f"  - {{name: small, model: cheap-model, provider: {{kind: replay, data: '{FIXTURE}'}}, "
+        f"estimator: {{kind: agreement, answer: text}}, threshold: 0.5}}\n"
+        f"  - {{name: large, model: dear-model, provider: {{kind: replay, data: '{FIXTURE}'}}}}\n"
+        f"resilience: {{store: {{kind: redis, url: '{redis_server}', prefix: 'test-report:'}}}}\n"
+        f"slo: {{escalation_rate: [{{from: small, to: large, target: 0.3}}], min_runs: 2, "
+        f"snapshot: snap.json, alerts: {{log: false, otel: false}}}}\n")
+    async with Cascade.from_yaml(policy) as engine:
+        for _ in range(3):  # agreement without evidence: every answer escalates
+            result = await engine.run("Question: What is 2+2?\nAnswer:")
+            assert result.escalations == 1
+    code, output = await anyio.to_thread.run_sync(_report, "--policy", str(policy), "--json")
+    assert code == 0, output
+    data = json_of(output)
+    faq = data["features"]["faq"]
+    small, large = faq["tiers"]
+    assert faq["runs"] == 3 and faq["alerts"] == ["faq/small/fast", "faq/small/slow"]
+    assert (small["judged"], small["escalations"], small["target"]) == (3, 3, 0.3)
+    assert (large["judged"], large["accepted"], large["escalations"]) == (3, 3, 0)
+    assert faq["cost"] == pytest.approx(small["cost"] + large["cost"]) and faq["cost"] > 0
+    code, output = await anyio.to_thread.run_sync(_report, "--snapshot",
+                                                  str(tmp_path / "snap.json"))
+    assert code == 0, output
+    assert "faq: 3 runs" in output and "100.0%" in output and "≤ 30%" in output
+    assert "alerts firing: faq/small/fast, faq/small/slow" in output
+
+
+def json_of(output: str) -> dict:  # type: ignore[type-arg]
+    import json
+
+    return json.loads(output)
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    ((), "either --policy"),
+    (("--snapshot", "x.json", "--policy", "p.yaml"), "either --policy"),
+    (("--snapshot", "missing.json"), "cannot read missing.json"),
+    (("--snapshot", "bad.json"), "is not a snapshot"),
+    (("--snapshot", "bad.json", "--window", "60"), "--window applies to --policy"),
+    (("--policy", "memory.yaml"), "keeps its counters in memory"),
+    (("--policy", "noslo.yaml"), "no slo: block"),
+])
+def test_report_errors_are_clear(args: tuple[str, ...], match: str, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    (tmp_path / "memory.yaml").write_text(_policy("{escalation_rate: [{from: small, target: 0.3}]}"))
+    (tmp_path / "noslo.yaml").write_text(_policy("null"))
+    code, output = _report(*args)
+    assert code == 2 and match in " ".join(output.split()), output

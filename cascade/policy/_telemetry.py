@@ -137,6 +137,8 @@ class SloSpec(_Spec):
     resolve_after_s: float | None = Field(None, gt=0, description="the condition must stay "
                                           "false this long to resolve (default: short window)")
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
+    snapshot: str | None = Field(None, description="JSON file (relative to the policy) the "
+                                 "monitor rewrites after each evaluation, for `cascade report`")
 
     @model_validator(mode="after")
     def _reachable(self) -> SloSpec:

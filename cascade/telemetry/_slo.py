@@ -16,8 +16,10 @@ sinks run off the request path, in ``running()``'s background task."""
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -31,7 +33,7 @@ from cascade.errors import CascadeError
 from cascade.state import Add, MemoryStore, StateError, Store
 from cascade.telemetry._events import RunInfo
 from cascade.telemetry._observers import RunObserver
-from cascade.types import Decision, Result
+from cascade.types import Climb, Decision, Result, climbs
 
 if TYPE_CHECKING:
     from cascade.policy import SloSpec
@@ -184,6 +186,9 @@ class SloMonitor:
     resolve_after_s: float | None = None  # default: each window's short window
     prefix: str = "slo"
     interval_s: float = 10.0  # running(): evaluate this often
+    tiers: Sequence[str] = ()  # every tier of the feature, for the report (default: targets')
+    snapshot_path: str | None = None  # written after every evaluation (cascade report)
+    _features: set[str] = field(default_factory=set)
     _pending: Counter[str] = field(default_factory=Counter)
     _trackers: dict[str, _Tracker] = field(default_factory=dict)
     _by_tier: dict[tuple[str, str], EscalationTarget] = field(default_factory=dict)
@@ -199,12 +204,15 @@ class SloMonitor:
         if self.bucket_s <= 0 or any(w.short_s < self.bucket_s for w in self.windows):
             raise ValueError("bucket_s must be > 0 and at most every short window")
         self._by_tier = {(t.feature, t.tier): t for t in self.targets}
+        self._features = {t.feature for t in self.targets}
+        if not self.tiers:
+            self.tiers = tuple(dict.fromkeys(t.tier for t in self.targets))
 
     # --- counting (sync, on the request path) ------------------------------------------------
 
     def record(self, feature: str, tier: str, escalated: bool, at: float | None = None) -> None:
         """One answer judged at ``tier`` (accepted, or escalated for low confidence)."""
-        if (feature, tier) not in self._by_tier:
+        if feature not in self._features:
             return
         bucket = self._bucket(self.clock() if at is None else at)
         self._pending[self._key(feature, tier, bucket, "runs")] += 1
@@ -213,11 +221,25 @@ class SloMonitor:
 
     def record_result(self, result: Result, at: float | None = None) -> None:
         """Every judged attempt of a run: errors, timeouts and skips are no verdict on the
-        tier's answers (an outage is not a worse cheap model)."""
+        tier's answers (an outage is not a worse cheap model), but they are counted as
+        fallbacks; with each tier's cost and acceptances, for ``cascade report``."""
+        feature = result.feature
+        if feature not in self._features:
+            return
+        at = self.clock() if at is None else at
+        bucket, pending = self._bucket(at), self._pending
+        pending[self._key(feature, "*", bucket, "runs")] += 1
+        pending[self._key(feature, "*", bucket, "cost")] += result.cost
+        for before, _, climb in climbs(result.attempts):
+            if climb is Climb.FALLBACK:
+                pending[self._key(feature, before.tier_name, bucket, "fb")] += 1
         for attempt in result.attempts:
+            if attempt.cost:
+                pending[self._key(feature, attempt.tier_name, bucket, "cost")] += attempt.cost
             if attempt.decision in (Decision.ACCEPT, Decision.ESCALATE):
-                self.record(result.feature, attempt.tier_name,
-                            attempt.decision is Decision.ESCALATE, at)
+                self.record(feature, attempt.tier_name, attempt.decision is Decision.ESCALATE, at)
+                if attempt.decision is Decision.ACCEPT and result.accepted:
+                    pending[self._key(feature, attempt.tier_name, bucket, "acc")] += 1
 
     def observer(self) -> RunObserver:
         return SloObserver(self)
@@ -238,13 +260,56 @@ class SloMonitor:
 
     async def counts(self, target: EscalationTarget, window_s: float,
                      now: float | None = None) -> TierWindow:
+        runs, escalations = await self._sums(target.feature, target.tier, ("runs", "esc"),
+                                             window_s, now)
+        return TierWindow(int(runs), int(escalations))
+
+    async def _sums(self, feature: str, tier: str, kinds: Sequence[str], window_s: float,
+                    now: float | None = None) -> tuple[float, ...]:
         now = self.clock() if now is None else now
         last = self._bucket(now)
         first = self._bucket(now - window_s) + 1
-        keys = [self._key(target.feature, target.tier, b, kind)
-                for b in range(first, last + 1) for kind in ("runs", "esc")]
+        keys = [self._key(feature, tier, b, kind)
+                for b in range(first, last + 1) for kind in kinds]
         values = await self.store.get(keys)  # type: ignore[union-attr]
-        return TierWindow(int(sum(values[0::2])), int(sum(values[1::2])))
+        return tuple(math.fsum(values[i::len(kinds)]) for i in range(len(kinds)))
+
+    async def snapshot(self, window_s: float | None = None) -> dict[str, object]:
+        """Per feature over ``window_s`` (default: the longest window): runs, cost, and per
+        tier the answers judged, escalated, accepted, fallbacks and cost, with the SLO
+        target and the active alerts — what ``cascade report`` shows (JSON-ready)."""
+        await self.flush()
+        now = self.clock()
+        window = window_s if window_s is not None else max(w.long_s for w in self.windows)
+        features: dict[str, object] = {}
+        for feature in sorted(self._features):
+            runs, cost = await self._sums(feature, "*", ("runs", "cost"), window, now)
+            tiers = []
+            for tier in self.tiers:
+                judged, esc, acc, fb, spent = await self._sums(
+                    feature, tier, ("runs", "esc", "acc", "fb", "cost"), window, now)
+                target = self._by_tier.get((feature, tier))
+                tiers.append({"tier": tier, "judged": int(judged), "escalations": int(esc),
+                              "escalation_rate": rate(esc, judged), "accepted": int(acc),
+                              "fallbacks": int(fb), "cost": spent,
+                              "target": None if target is None else target.target,
+                              "to": None if target is None else target.to})
+            features[feature] = {
+                "runs": int(runs), "cost": cost, "tiers": tiers,
+                "alerts": [k for k in self.active() if k.startswith(f"{feature}/")]}
+        return {"at": now, "window_s": window, "features": features}
+
+    async def write_snapshot(self, path: str) -> None:
+        """``snapshot()`` as JSON, replacing ``path`` atomically."""
+        text = json.dumps(await self.snapshot(), indent=2, sort_keys=True)
+
+        def write() -> None:
+            tmp = f"{path}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
+
+        await anyio.to_thread.run_sync(write)
 
     async def evaluate(self) -> list[Alert]:
         """Flush, read every window, step every alert; the changes (also sent by
@@ -325,6 +390,11 @@ class SloMonitor:
             return
         if changes:
             tg.start_soon(inflight.run, self.deliver, changes)
+        if self.snapshot_path is not None:
+            try:
+                await self.write_snapshot(self.snapshot_path)
+            except OSError as exc:
+                log.warning("SLO snapshot not written to %s: %s", self.snapshot_path, exc)
 
     def _bucket(self, at: float) -> int:
         return math.floor(at / (self.bucket_s or 1.0))
@@ -357,7 +427,8 @@ class _InFlight:
 
 
 def monitor_from_spec(spec: SloSpec, feature: str, store: Store | None = None,
-                      clock: Callable[[], float] = time.time) -> SloMonitor:
+                      clock: Callable[[], float] = time.time, tiers: Sequence[str] = (),
+                      snapshot_path: str | None = None) -> SloMonitor:
     """The monitor a policy's ``slo:`` block describes, counting in ``store``."""
     from cascade.telemetry._alerts import LogSink, OTelSink, WebhookSink
 
@@ -375,7 +446,8 @@ def monitor_from_spec(spec: SloSpec, feature: str, store: Store | None = None,
         [EscalationTarget(feature, t.tier, t.target, t.to) for t in spec.escalation_rate],
         [BurnWindow(w.long_s, w.short_s, w.burn_rate, w.name) for w in spec.windows],
         store=store, sinks=sinks, clock=clock, min_runs=spec.min_runs,
-        resolve_after_s=spec.resolve_after_s, interval_s=spec.evaluate_every_s)
+        resolve_after_s=spec.resolve_after_s, interval_s=spec.evaluate_every_s,
+        tiers=tuple(tiers), snapshot_path=snapshot_path)
 
 
 class SloObserver(RunObserver):
