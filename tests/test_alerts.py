@@ -166,7 +166,8 @@ async def test_one_notification_per_change_with_a_resolve(receiver: Receiver) ->
     clock = Clock()
     sink = WebhookSink(receiver.url, secret=SECRET)
     m = SloMonitor([EscalationTarget("faq", "small", 0.1)], [BurnWindow(600, 60, 2.0, "fast")],
-                   store=MemoryStore(clock=clock), sinks=[sink], clock=clock, min_runs=5)
+                   store=MemoryStore(clock=clock), sinks=[sink], clock=clock, min_runs=5,
+                   storm_rate=None)
     for i in range(200):  # 100 % escalation for ~ 17 min, evaluated every 5 s
         clock.now += 5
         m.record("faq", "small", escalated=i < 100)
@@ -179,7 +180,7 @@ async def test_a_hanging_webhook_never_blocks_a_run(receiver: Receiver) -> None:
     receiver.delay_s = 2.0  # the receiver takes two seconds per notification
     sink = WebhookSink(receiver.url, timeout_s=5)
     m = SloMonitor([EscalationTarget("default", "small", 0.1)], [BurnWindow(600, 60, 2.0)],
-                   sinks=[sink], min_runs=1, interval_s=0.01)
+                   sinks=[sink], min_runs=1, interval_s=0.01, storm_rate=None)
     engine = Cascade([Tier("small", "s", Scripted("x"), Fixed(0.2), 0.5),
                       Tier("large", "l", Scripted("y"), Fixed(0.9), 0.5)], slo=m,
                      metrics=False)

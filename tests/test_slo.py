@@ -36,8 +36,9 @@ class Clock:
         return self.now
 
 
-def monitor(clock: Clock, **kw: object) -> SloMonitor:
-    return SloMonitor([EscalationTarget("faq", "small", 0.1, "large")],
+def monitor(clock: Clock, calibrated: float | None = None, **kw: object) -> SloMonitor:
+    kw.setdefault("storm_rate", None)  # the burn-rate alerts alone, unless a test wants more
+    return SloMonitor([EscalationTarget("faq", "small", 0.1, "large", calibrated)],
                       [BurnWindow(3600, 300, 2.0, "fast")], clock=clock, min_runs=20,
                       store=MemoryStore(clock=clock), **kw)  # type: ignore[arg-type]
 
@@ -238,7 +239,8 @@ async def test_report_reads_redis_and_the_snapshot_file(redis_server: str, tmp_p
     data = json_of(output)
     faq = data["features"]["faq"]
     small, large = faq["tiers"]
-    assert faq["runs"] == 3 and faq["alerts"] == ["faq/small/fast", "faq/small/slow"]
+    assert faq["runs"] == 3
+    assert faq["alerts"] == ["faq/small/fast", "faq/small/slow", "faq/small/storm"]
     assert (small["judged"], small["escalations"], small["target"]) == (3, 3, 0.3)
     assert (large["judged"], large["accepted"], large["escalations"]) == (3, 3, 0)
     assert faq["cost"] == pytest.approx(small["cost"] + large["cost"]) and faq["cost"] > 0
@@ -246,7 +248,7 @@ async def test_report_reads_redis_and_the_snapshot_file(redis_server: str, tmp_p
                                                   str(tmp_path / "snap.json"))
     assert code == 0, output
     assert "faq: 3 runs" in output and "100.0%" in output and "≤ 30%" in output
-    assert "alerts firing: faq/small/fast, faq/small/slow" in output
+    assert "alerts firing: faq/small/fast, faq/small/slow, faq/small/storm" in output
 
 
 def json_of(output: str) -> dict:  # type: ignore[type-arg]
@@ -272,3 +274,40 @@ def test_report_errors_are_clear(args: tuple[str, ...], match: str, tmp_path: Pa
     (tmp_path / "noslo.yaml").write_text(_policy("null"))
     code, output = _report(*args)
     assert code == 2 and match in " ".join(output.split()), output
+
+
+async def test_an_escalation_storm_fires_fast_and_resolves() -> None:
+    clock = Clock()
+    m = monitor(clock, storm_rate=0.95)
+    changes: list[tuple[float, AlertState]] = []
+    await stream(m, clock, 3600, 20, changes, clock.now)  # healthy: 5 %
+    assert changes == []
+    switch = clock.now
+    kinds: list[str] = []
+    for i in range(60):  # the cheap tier dies: every answer escalates
+        clock.now += 10
+        m.record("faq", "small", escalated=True)
+        for alert in await m.evaluate():
+            changes.append((clock.now - switch, alert.state))
+            kinds.append(alert.key)
+    # the storm's 5-minute window is >= 95 % escalated once 0.95 of its 30 runs are: ~285 s,
+    # long before the one-hour burn-rate alert (which needs 20 % over the hour: ~630 s)
+    assert kinds[0] == "faq/small/storm" and 240 <= changes[0][0] <= 300 + 60  # 60 s buckets
+    assert "faq/small/fast" in kinds
+
+
+async def test_threshold_drift_against_the_calibrated_rate_in_both_directions() -> None:
+    from cascade.telemetry import drift_z
+
+    assert drift_z(30, 100, 0.3) == 0.0 and drift_z(50, 100, 0.3) > 4 > drift_z(40, 100, 0.3)
+    for every_nth, direction in ((2, "up"), (100, "down")):  # 50 % or 1 %, calibrated 20 %
+        clock = Clock()
+        m = SloMonitor([EscalationTarget("faq", "small", 0.3, calibrated=0.2)],
+                       [BurnWindow(3600, 300, 2.0, "fast")], clock=clock, min_runs=20,
+                       store=MemoryStore(clock=clock), storm_rate=None)
+        changes: list[tuple[float, AlertState]] = []
+        await stream(m, clock, 7200, 5, changes, clock.now)  # exactly the calibrated 20 %
+        assert changes == [], direction
+        await stream(m, clock, 3600, every_nth, changes, clock.now)
+        assert [s for _, s in changes] == [AlertState.FIRING], direction
+        assert m.active() == ["faq/small/drift"], direction  # within the SLO: no burn alert

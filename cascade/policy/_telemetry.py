@@ -101,6 +101,9 @@ class EscalationTargetSpec(_Spec):
     tier: str = Field(alias="from", description="the tier whose answers escalate")
     to: str | None = Field(None, description="the next tier (checked; for messages)")
     target: float = Field(gt=0, lt=1, description="the highest acceptable escalation rate")
+    calibrated: float | None = Field(None, gt=0, lt=1, description="the escalation rate "
+                                     "calibration predicted: alert when the live rate drifts "
+                                     "away from it (either way)")
 
 
 class WebhookSpec(_Spec):
@@ -136,6 +139,10 @@ class SloSpec(_Spec):
     evaluate_every_s: float = Field(10.0, gt=0, le=3600)
     resolve_after_s: float | None = Field(None, gt=0, description="the condition must stay "
                                           "false this long to resolve (default: short window)")
+    storm_rate: float | None = Field(0.95, gt=0, le=1, description="alert when at least "
+                                     "this share escalates over the shortest short window "
+                                     "(null: off)")
+    drift_z: float = Field(4.0, gt=0, description="|z| of the threshold-drift test that fires")
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
     snapshot: str | None = Field(None, description="JSON file (relative to the policy) the "
                                  "monitor rewrites after each evaluation, for `cascade report`")

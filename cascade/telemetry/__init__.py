@@ -25,6 +25,7 @@ from cascade.telemetry._slo import (
     DEFAULT_WINDOWS,
     Alert,
     AlertDeliveryError,
+    AlertKind,
     AlertSink,
     AlertState,
     BurnWindow,
@@ -32,6 +33,7 @@ from cascade.telemetry._slo import (
     SloMonitor,
     SloObserver,
     TierWindow,
+    drift_z,
     monitor_from_spec,
 )
 from cascade.telemetry._tracing import (
@@ -44,10 +46,10 @@ from cascade.telemetry._tracing import (
 
 __all__ = [
     "BREAKER_STATE", "DEFAULT_WINDOWS", "METER_NAME", "SIGNATURE_HEADER", "TIMESTAMP_HEADER",
-    "TRACER_NAME", "Alert", "AlertDeliveryError", "AlertSink", "AlertState", "AttemptInfo",
+    "TRACER_NAME", "Alert", "AlertDeliveryError", "AlertKind", "AlertSink", "AlertState", "AttemptInfo",
     "BreakerTransition", "BudgetDecision", "BurnWindow", "EscalationTarget", "EstimateInfo",
     "FallbackEvent", "LogSink", "MetricsObserver", "OTelSink", "Observers", "RetryEvent",
     "RunInfo", "RunObserver", "SeamEvent", "SloMonitor", "SloObserver", "TierWindow",
-    "TracingObserver", "WebhookSink", "current_trace_id", "get_tracer", "inject_traceparent",
+    "TracingObserver", "WebhookSink", "current_trace_id", "drift_z", "get_tracer", "inject_traceparent",
     "monitor_from_spec", "sign",
 ]

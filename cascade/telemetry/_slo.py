@@ -81,10 +81,19 @@ class EscalationTarget:
     tier: str
     target: float
     to: str | None = None
+    calibrated: float | None = None  # the rate calibration predicted (threshold drift)
 
     def __post_init__(self) -> None:
         if not 0 < self.target < 1:
             raise ValueError(f"escalation target of tier {self.tier!r} must be in (0, 1)")
+        if self.calibrated is not None and not 0 < self.calibrated < 1:
+            raise ValueError(f"calibrated escalation rate of tier {self.tier!r} must be in (0, 1)")
+
+
+class AlertKind(enum.Enum):
+    BURN_RATE = "burn_rate"  # the SLO's error budget burns too fast (a window pair)
+    STORM = "storm"  # almost every answer escalates: the tier is effectively dead
+    DRIFT = "drift"  # the rate moved away from the calibrated one (either way)
 
 
 class AlertState(enum.Enum):
@@ -104,6 +113,7 @@ class Alert:
     runs_long: int
     at: float  # wall-clock seconds
     since: float  # when it fired
+    kind: AlertKind = AlertKind.BURN_RATE
 
     @property
     def key(self) -> str:
@@ -120,7 +130,8 @@ class Alert:
                 "long_s": self.window.long_s, "short_s": self.window.short_s,
                 "burn_rate_threshold": self.window.burn_rate, "burn_rate": self.burn_long,
                 "rate_long": self.rate_long, "rate_short": self.rate_short,
-                "runs_long": self.runs_long, "at": self.at, "since": self.since}
+                "runs_long": self.runs_long, "at": self.at, "since": self.since,
+                "kind": self.kind.value}
 
 
 class AlertSink(Protocol):
@@ -159,6 +170,14 @@ def rate(escalations: float, runs: float) -> float:
     return escalations / runs if runs > 0 else 0.0
 
 
+def drift_z(escalations: float, runs: float, expected: float) -> float:
+    """One-sample binomial z statistic of the observed escalation rate against the rate
+    calibration predicted (positive: more escalations than predicted)."""
+    if runs <= 0:
+        return 0.0
+    return (escalations / runs - expected) / math.sqrt(expected * (1 - expected) / runs)
+
+
 @dataclass(frozen=True, slots=True)
 class TierWindow:
     """Counts of one target over one window, as read by ``evaluate``."""
@@ -186,6 +205,8 @@ class SloMonitor:
     resolve_after_s: float | None = None  # default: each window's short window
     prefix: str = "slo"
     interval_s: float = 10.0  # running(): evaluate this often
+    storm_rate: float | None = 0.95  # None: no escalation-storm detector
+    drift_z: float = 4.0  # |z| of the threshold-drift test that fires (targets with calibrated)
     tiers: Sequence[str] = ()  # every tier of the feature, for the report (default: targets')
     snapshot_path: str | None = None  # written after every evaluation (cascade report)
     _features: set[str] = field(default_factory=set)
@@ -317,12 +338,17 @@ class SloMonitor:
         await self.flush()
         now, changes = self.clock(), []
         for target in self.targets:
-            for window in self.windows:
+            for window, kind in self._detectors(target):
                 long = await self.counts(target, window.long_s, now)
                 short = await self.counts(target, window.short_s, now)
-                threshold = window.burn_rate * target.target
-                condition = (long.runs >= self.min_runs and long.rate >= threshold
-                             and short.runs > 0 and short.rate >= threshold)
+                match kind:
+                    case AlertKind.DRIFT:
+                        condition = long.runs >= self.min_runs and abs(drift_z(
+                            long.escalations, long.runs, target.calibrated or 0.5)) >= self.drift_z
+                    case AlertKind.BURN_RATE | AlertKind.STORM:
+                        threshold = window.burn_rate * target.target
+                        condition = (long.runs >= self.min_runs and long.rate >= threshold
+                                     and short.runs > 0 and short.rate >= threshold)
                 key = f"{target.feature}/{target.tier}/{window.label}"
                 tracker = self._trackers.setdefault(key, _Tracker())
                 resolve = self.resolve_after_s if self.resolve_after_s is not None \
@@ -330,8 +356,23 @@ class SloMonitor:
                 change = tracker.step(condition, now, resolve)
                 if change is not None:
                     changes.append(Alert(change, target, window, long.rate, short.rate,
-                                         long.runs, now, tracker.since))
+                                         long.runs, now, tracker.since, kind))
         return changes
+
+    def _detectors(self, target: EscalationTarget) -> list[tuple[BurnWindow, AlertKind]]:
+        """The SLO's window pairs; an escalation storm (the shortest short window, most of
+        it escalating, and a bucket of it); threshold drift against the calibrated rate
+        (over the longest long window)."""
+        found = [(w, AlertKind.BURN_RATE) for w in self.windows]
+        shortest = min(w.short_s for w in self.windows)
+        bucket = self.bucket_s or shortest / 5
+        if self.storm_rate is not None and bucket < shortest:
+            found.append((BurnWindow(shortest, bucket, self.storm_rate / target.target, "storm"),
+                          AlertKind.STORM))
+        if target.calibrated is not None:
+            longest = max(w.long_s for w in self.windows)
+            found.append((BurnWindow(longest, shortest, 1.0, "drift"), AlertKind.DRIFT))
+        return found
 
     def active(self) -> list[str]:
         return sorted(k for k, t in self._trackers.items() if t.firing)
@@ -443,11 +484,13 @@ def monitor_from_spec(spec: SloSpec, feature: str, store: Store | None = None,
                                  secret=hook.secret.get_secret_value() if hook.secret else None,
                                  max_attempts=hook.max_attempts, timeout_s=hook.timeout_s))
     return SloMonitor(
-        [EscalationTarget(feature, t.tier, t.target, t.to) for t in spec.escalation_rate],
+        [EscalationTarget(feature, t.tier, t.target, t.to, t.calibrated)
+         for t in spec.escalation_rate],
         [BurnWindow(w.long_s, w.short_s, w.burn_rate, w.name) for w in spec.windows],
         store=store, sinks=sinks, clock=clock, min_runs=spec.min_runs,
         resolve_after_s=spec.resolve_after_s, interval_s=spec.evaluate_every_s,
-        tiers=tuple(tiers), snapshot_path=snapshot_path)
+        tiers=tuple(tiers), snapshot_path=snapshot_path, storm_rate=spec.storm_rate,
+        drift_z=spec.drift_z)
 
 
 class SloObserver(RunObserver):
@@ -462,5 +505,5 @@ class SloObserver(RunObserver):
             self.monitor.record_result(result)
 
 
-__all__ = ["DEFAULT_WINDOWS", "Alert", "AlertDeliveryError", "AlertSink", "AlertState",
-           "BurnWindow", "EscalationTarget", "SloMonitor", "SloObserver", "TierWindow", "monitor_from_spec", "rate"]
+__all__ = ["DEFAULT_WINDOWS", "Alert", "AlertDeliveryError", "AlertKind", "AlertSink", "AlertState",
+           "BurnWindow", "EscalationTarget", "SloMonitor", "SloObserver", "TierWindow", "drift_z", "monitor_from_spec", "rate"]
