@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -76,6 +77,9 @@ from cascade.types import (
 )
 from verifiers import Estimate, Peer, conversation_text, guard_estimate
 
+if TYPE_CHECKING:
+    from cascade.telemetry import AuditSampler
+
 log = logging.getLogger("cascade")
 Clock = Callable[[], float]
 
@@ -139,6 +143,20 @@ def _attempt_info(run: RunInfo, index: int, tier: Tier) -> AttemptInfo:
         *(server if server is not None else (None, None)))
 
 
+def _audit_sampler(policy: Policy, tiers: Sequence[Tier],
+                   resilience: Resilience) -> AuditSampler | None:
+    spec = policy.telemetry.audit
+    if spec is None:
+        return None
+    from cascade.telemetry import AuditSampler
+
+    names = [t.name for t in tiers]
+    index = names.index(spec.judge) if spec.judge is not None else len(tiers) - 1
+    return AuditSampler(tiers[index], index, rate=spec.rate, answer=spec.answer,
+                        resilience=resilience, alpha=spec.alpha, confidence=spec.confidence,
+                        budget_usd=spec.budget_usd)
+
+
 def _estimate_info(name: str, tier: Tier, estimate: Estimate | None, failure: str | None,
                    calls: int, began_ns: int) -> EstimateInfo:
     confidence = None if estimate is None else estimate.confidence
@@ -159,11 +177,12 @@ class Cascade:
                  resources: ProviderFactory | None = None, tracer: Tracer | None = None,
                  routing: Routing | None = None, resilience: Resilience | None = None,
                  observers: Sequence[RunObserver] = (), record_content: bool = False,
-                 metrics: bool = True, slo: SloMonitor | None = None) -> None:
+                 metrics: bool = True, slo: SloMonitor | None = None,
+                 audit: AuditSampler | None = None) -> None:
         """``observers`` are told of every run (after tracing and, unless ``metrics`` is
         False, OpenTelemetry metrics); ``record_content`` puts prompt and answer text into
         spans; ``slo`` counts every run and, inside ``async with``, evaluates its alerts in the
-        background."""
+        background; ``audit`` re-checks a share of accepted answers there."""
         if not tiers:
             raise ValueError("a cascade needs at least one tier")
         self.tiers = tuple(tiers)
@@ -172,10 +191,11 @@ class Cascade:
         self.deadline_s = deadline_s
         self._clock = clock
         self._resources = resources
-        self.slo = slo
+        self.slo, self.audit = slo, audit
         self.observers = Observers((TracingObserver(tracer, record_content=record_content),
                                     *([MetricsObserver()] if metrics else []),
-                                    *([slo.observer()] if slo is not None else []), *observers))
+                                    *([slo.observer()] if slo is not None else []),
+                                    *([audit] if audit is not None else []), *observers))
         self._background: AsyncExitStack | None = None
         self.routing = routing
         self._route_tiers = tuple(RouteTier(t.name, t.model) for t in self.tiers)
@@ -203,7 +223,8 @@ class Cascade:
         return cls(tiers, feature=feature, deadline_s=policy.deadline_s,
                    clock=clock, resources=factory, routing=routing, resilience=resilience,
                    observers=observers, record_content=policy.telemetry.record_content,
-                   metrics=policy.telemetry.metrics, slo=slo)
+                   metrics=policy.telemetry.metrics, slo=slo,
+                   audit=_audit_sampler(policy, tiers, resilience))
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, env: Mapping[str, str] | None = None,
@@ -214,9 +235,12 @@ class Cascade:
                                observers=observers)
 
     async def __aenter__(self) -> Cascade:
-        if self.slo is not None and self._background is None:
-            self._background = AsyncExitStack()  # the SLO monitor's evaluations
-            await self._background.enter_async_context(self.slo.running())
+        if (self.slo is not None or self.audit is not None) and self._background is None:
+            self._background = AsyncExitStack()  # the SLO monitor's evaluations, the audits
+            if self.slo is not None:
+                await self._background.enter_async_context(self.slo.running())
+            if self.audit is not None:
+                await self._background.enter_async_context(self.audit.running())
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,

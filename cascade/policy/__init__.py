@@ -17,6 +17,7 @@ from cascade.policy._resilience import (
 )
 from cascade.policy._telemetry import (
     AlertsSpec,
+    AuditSpec,
     BurnWindowSpec,
     EscalationTargetSpec,
     SloSpec,
@@ -58,6 +59,7 @@ from cascade.policy._models import (
 
 __all__ = [
     "AlertsSpec",
+    "AuditSpec",
     "BurnWindowSpec",
     "EscalationTargetSpec",
     "SloSpec",

@@ -659,6 +659,18 @@ class Policy(_Spec):
                                      "metrics, your observers")
     slo: SloSpec | None = Field(None, description="escalation-rate SLOs and their alerts")
 
+    @field_validator("telemetry")
+    @classmethod
+    def _judge_is_a_tier(cls, telemetry: TelemetrySpec, info: ValidationInfo) -> TelemetrySpec:
+        audit = telemetry.audit
+        if audit is None or audit.judge is None or "tiers" not in info.data:
+            return telemetry
+        names = [t.name for t in info.data["tiers"]]
+        if audit.judge not in names[1:]:
+            raise ValueError(f"audit.judge: {audit.judge!r} is not a tier of this policy above "
+                             "the first")
+        return telemetry
+
     @field_validator("slo")
     @classmethod
     def _slo_names_tiers(cls, slo: SloSpec | None, info: ValidationInfo) -> SloSpec | None:

@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from cascade.errors import ConfigError
+from verifiers import AnswerKind
 
 if TYPE_CHECKING:
     from cascade.telemetry import RunObserver
@@ -26,6 +27,21 @@ _IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class AuditSpec(_Spec):
+    """Re-ask a share of accepted cheaper answers of the judge tier, off the request path."""
+
+    rate: float = Field(gt=0, le=1, description="share of accepted answers below the judge "
+                        "that are audited")
+    judge: str | None = Field(None, description="the tier that re-answers (default: the last)")
+    answer: AnswerKind = Field(AnswerKind.TEXT, description="how answers are compared "
+                               "(number, choice, exact, code, text)")
+    alpha: float | None = Field(None, gt=0, lt=1, description="the false-accept rate "
+                                "calibration promised: alert when the interval's lower bound "
+                                "exceeds it")
+    confidence: float = Field(0.95, gt=0, lt=1, description="of the Clopper-Pearson interval")
+    budget_usd: float | None = Field(None, ge=0, description="stop auditing once this is spent")
 
 
 class TelemetrySpec(_Spec):
@@ -38,6 +54,7 @@ class TelemetrySpec(_Spec):
                           "application installs a MeterProvider)")
     observers: tuple[str, ...] = Field((), description="your RunObserver classes or "
                                        "zero-argument factories, as 'package.module:name'")
+    audit: AuditSpec | None = Field(None, description="live false-accept estimate")
 
     @field_validator("observers")
     @classmethod
@@ -158,5 +175,5 @@ class SloSpec(_Spec):
         return self
 
 
-__all__ = ["AlertsSpec", "BurnWindowSpec", "EscalationTargetSpec", "SloSpec", "TelemetrySpec",
+__all__ = ["AlertsSpec", "AuditSpec", "BurnWindowSpec", "EscalationTargetSpec", "SloSpec", "TelemetrySpec",
            "WebhookSpec"]

@@ -44,7 +44,21 @@ from cascade.telemetry._tracing import (
     inject_traceparent,
 )
 
+_AUDIT = ("AuditEstimate", "AuditSampler", "clopper_pearson")
+
+
+def __getattr__(name: str) -> object:
+    """The audit sampler calls tiers, so it is imported on first use (the call seam imports
+    this package's events)."""
+    if name in _AUDIT:
+        from cascade.telemetry import _audit
+
+        return getattr(_audit, name)
+    raise AttributeError(f"module 'cascade.telemetry' has no attribute {name!r}")
+
+
 __all__ = [
+    "AuditEstimate", "AuditSampler", "clopper_pearson",
     "BREAKER_STATE", "DEFAULT_WINDOWS", "METER_NAME", "SIGNATURE_HEADER", "TIMESTAMP_HEADER",
     "TRACER_NAME", "Alert", "AlertDeliveryError", "AlertKind", "AlertSink", "AlertState", "AttemptInfo",
     "BreakerTransition", "BudgetDecision", "BurnWindow", "EscalationTarget", "EstimateInfo",
