@@ -154,7 +154,7 @@ def _audit_sampler(policy: Policy, tiers: Sequence[Tier],
     index = names.index(spec.judge) if spec.judge is not None else len(tiers) - 1
     return AuditSampler(tiers[index], index, rate=spec.rate, answer=spec.answer,
                         resilience=resilience, alpha=spec.alpha, confidence=spec.confidence,
-                        budget_usd=spec.budget_usd)
+                        budget_usd=spec.budget_usd, window=spec.window)
 
 
 def _estimate_info(name: str, tier: Tier, estimate: Estimate | None, failure: str | None,

@@ -42,6 +42,8 @@ class AuditSpec(_Spec):
                                 "exceeds it")
     confidence: float = Field(0.95, gt=0, lt=1, description="of the Clopper-Pearson interval")
     budget_usd: float | None = Field(None, ge=0, description="stop auditing once this is spent")
+    window: int | None = Field(None, ge=1, description="estimate from the last N audits "
+                               "(default: all of them)")
 
 
 class TelemetrySpec(_Spec):

@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -97,7 +98,10 @@ class AuditSampler(RunObserver):
                  resilience: Resilience | None = None, alpha: float | None = None,
                  confidence: float = 0.95, budget_usd: float | None = None,
                  queue_size: int = 1000, rng: random.Random | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter,
+                 window: int | None = None) -> None:
+        """``window``: estimate from the last ``window`` audits only (quicker to see a
+        change); None: from all of them."""
         if not 0 < rate <= 1:
             raise ValueError(f"audit rate must be in (0, 1], got {rate}")
         self.judge, self.judge_index, self.rate, self.answer = judge, judge_index, rate, answer
@@ -111,6 +115,10 @@ class AuditSampler(RunObserver):
         self.audited = self.false_accepts = self.dropped = self.wrong = self.labelled = 0
         self.cost = 0.0
         self._alerting = False
+        if window is not None and window < 1:
+            raise ValueError(f"audit window must be at least 1, got {window}")
+        self._recent: deque[tuple[bool, bool | None]] = deque(maxlen=window)  # (false, wrong)
+        self.window = window
 
     def run_finished(self, run: RunInfo, result: Result | None,
                      error: BaseException | None) -> None:
@@ -140,19 +148,29 @@ class AuditSampler(RunObserver):
         self.cost += called.cost
         cheap = normalise(result.answer, self.answer)
         judged = normalise(called.completion.text, self.answer)
+        false = cheap is None or cheap != judged
+        wrong = None if result.label is None else result.label < 0.5
         self.audited += 1
-        self.false_accepts += int(cheap is None or cheap != judged)
-        if result.label is not None:
+        self.false_accepts += int(false)
+        if wrong is not None:
             self.labelled += 1
-            self.wrong += int(result.label < 0.5)
+            self.wrong += int(wrong)
+        self._recent.append((false, wrong))
         self._check_alert()
 
     def estimate(self) -> AuditEstimate:
-        low, high = clopper_pearson(self.false_accepts, self.audited, self.confidence)
-        return AuditEstimate(
-            self.audited, self.false_accepts,
-            self.false_accepts / self.audited if self.audited else 0.0, low, high, self.cost,
-            self.dropped, self.alpha, self.wrong / self.labelled if self.labelled else None)
+        """Over every audit, or the last ``window``; ``dropped`` and ``cost`` are totals."""
+        if self.window is None:
+            audited, false, labelled, wrong = (self.audited, self.false_accepts,
+                                               self.labelled, self.wrong)
+        else:
+            audited, false = len(self._recent), sum(f for f, _ in self._recent)
+            labels = [w for _, w in self._recent if w is not None]
+            labelled, wrong = len(labels), sum(labels)
+        low, high = clopper_pearson(false, audited, self.confidence)
+        return AuditEstimate(audited, false, false / audited if audited else 0.0, low, high,
+                             self.cost, self.dropped, self.alpha,
+                             wrong / labelled if labelled else None)
 
     def _check_alert(self) -> None:
         estimate = self.estimate()
