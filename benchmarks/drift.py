@@ -273,7 +273,8 @@ def main() -> None:
     report = anyio.run(simulate, args.data, args.scenario, args.audit_rate, args.seed,
                        args.seconds_per_request, args.audit_window)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"drift-{args.scenario}.json").write_text(json.dumps(report, indent=1))
+    kept = {k: v for k, v in report.items() if k != "series"}  # (the figure has the series)
+    (args.out / f"drift-{args.scenario}.json").write_text(json.dumps(kept, indent=1))
     (args.out / f"drift-{args.scenario}.md").write_text(markdown(report))
     figure(report, args.out)
     print(markdown(report))
