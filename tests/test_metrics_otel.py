@@ -130,3 +130,23 @@ async def test_prometheus_exporter_serves_the_metrics() -> None:
     assert 'cascade_tier_from="a"' in line and 'cascade_tier_to="b"' in line
     assert line.endswith(" 1.0")
     assert "gen_ai_client_operation_duration_seconds_bucket" in text
+
+
+async def test_a_cascade_built_before_the_sdk_records_once_it_is_installed() -> None:
+    from opentelemetry import metrics
+    from opentelemetry.metrics import _internal
+    from opentelemetry.util._once import Once
+
+    saved = _internal._METER_PROVIDER, _internal._METER_PROVIDER_SET_ONCE
+    _internal._METER_PROVIDER, _internal._METER_PROVIDER_SET_ONCE = None, Once()
+    try:
+        engine = Cascade([Tier("a", "m", Scripted("x"))], feature="late")  # no SDK yet
+        await engine.run("q")  # the fast path: nothing built, nothing recorded
+        reader = InMemoryMetricReader()
+        provider = MeterProvider(metric_readers=[reader])
+        metrics.set_meter_provider(provider)
+        await engine.run("q")
+        assert total(points(reader), "cascade.runs", **{"cascade.feature": "late"}) == 1
+        provider.shutdown()
+    finally:
+        _internal._METER_PROVIDER, _internal._METER_PROVIDER_SET_ONCE = saved

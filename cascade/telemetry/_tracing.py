@@ -53,11 +53,14 @@ class _Open:
 
     def __init__(self, span: Span) -> None:
         self.span = span
-        self.token = otel_context.attach(trace.set_span_in_context(span))
+        # an invalid span (no SDK installed) has no context to propagate: nothing to attach
+        self.token = otel_context.attach(trace.set_span_in_context(span)) \
+            if span.get_span_context().is_valid else None
 
     def close(self) -> None:
         self.span.end()
-        otel_context.detach(self.token)
+        if self.token is not None:
+            otel_context.detach(self.token)
 
 
 class TracingObserver(RunObserver):
