@@ -32,12 +32,14 @@ log = logging.getLogger("cascade.telemetry")
 class RunObserver:
     """Subclass and override what you need; every method does nothing by default.
 
-    Calls for one run come in order from the run's own task: ``run_started``, ``routed``
-    (with routing), then per attempt ``attempt_started``, ``estimate_made`` (when an
-    estimator ran), any seam events (``retry``, ``fallback``, ``breaker_transition``,
-    ``budget_decision``), ``attempt_finished``; last ``run_finished`` (``result`` None and
-    ``error`` set when the run raised). Runs of one ``Cascade`` interleave: key per-run
-    state by ``RunInfo`` (hashable by identity)."""
+    Calls for one run come in order: ``run_started``, ``routed`` (with routing), then per
+    attempt ``attempt_started``, any seam events (``retry``, ``fallback``,
+    ``breaker_transition``, ``budget_decision``), ``estimate_made`` (when an estimator ran),
+    ``attempt_finished``; last ``run_finished`` (``result`` None and ``error`` set when the
+    run raised). All come from the run's task, except seam events of concurrent calls
+    (hedges, ensemble members), which come from its child tasks on the same event loop.
+    Runs of one ``Cascade`` interleave: key per-run state by ``RunInfo`` (hashable by
+    identity)."""
 
     def run_started(self, run: RunInfo) -> None:
         """A run began (the request is validated)."""
