@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("cascade.slo")
 
 
+_PENDING_WARN = 20_000  # counter keys recorded but never flushed: nobody evaluates
+
+
 class AlertDeliveryError(CascadeError):
     """An alert sink could not deliver a notification (after its retries)."""
 
@@ -214,6 +217,7 @@ class SloMonitor:
     _trackers: dict[str, _Tracker] = field(default_factory=dict)
     _by_tier: dict[tuple[str, str], EscalationTarget] = field(default_factory=dict)
     delivery_failures: int = 0
+    _warned: bool = False
 
     def __post_init__(self) -> None:
         if not self.targets or not self.windows:
@@ -249,6 +253,11 @@ class SloMonitor:
             return
         at = self.clock() if at is None else at
         bucket, pending = self._bucket(at), self._pending
+        if len(pending) > _PENDING_WARN and not self._warned:
+            self._warned = True
+            log.warning("SLO counts of %r have not been flushed for a while (%d keys pending): "
+                        "evaluate inside `async with Cascade(...)` or call evaluate()", feature,
+                        len(pending))
         pending[self._key(feature, "*", bucket, "runs")] += 1
         pending[self._key(feature, "*", bucket, "cost")] += result.cost
         for before, _, climb in climbs(result.attempts):
