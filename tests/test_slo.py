@@ -311,3 +311,22 @@ async def test_threshold_drift_against_the_calibrated_rate_in_both_directions() 
         await stream(m, clock, 3600, every_nth, changes, clock.now)
         assert [s for _, s in changes] == [AlertState.FIRING], direction
         assert m.active() == ["faq/small/drift"], direction  # within the SLO: no burn alert
+
+
+async def test_counts_never_flushed_are_warned_about_once(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from cascade.telemetry import _slo
+
+    monkeypatch.setattr(_slo, "_PENDING_WARN", 50)
+    clock = Clock()
+    m = monitor(clock)
+    engine = Cascade([Tier("small", "s", Scripted("x"), Fixed(0.2), 0.5),
+                      Tier("large", "l", Scripted("y"), Fixed(0.9), 0.5)],
+                     feature="faq", slo=m, metrics=False)
+    for _ in range(40):  # no `async with`: nothing evaluates, a new bucket every run
+        clock.now += 60
+        await engine.run("q")
+    warned = [r for r in caplog.records if "have not been flushed" in r.getMessage()]
+    assert len(warned) == 1
+    await m.flush()  # what was counted is still all there
+    assert (await m.counts(m.targets[0], 3600)).runs == 40
