@@ -276,7 +276,7 @@ def test_report_errors_are_clear(args: tuple[str, ...], match: str, tmp_path: Pa
     assert code == 2 and match in " ".join(output.split()), output
 
 
-async def test_an_escalation_storm_fires_fast_and_resolves() -> None:
+async def test_an_escalation_storm_fires_before_the_burn_rate_alert() -> None:
     clock = Clock()
     m = monitor(clock, storm_rate=0.95)
     changes: list[tuple[float, AlertState]] = []
