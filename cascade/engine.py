@@ -7,10 +7,12 @@ site here; every model call (tier, member, sample, rater, grader) passes one sea
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -20,7 +22,6 @@ import anyio
 import httpx
 from opentelemetry.trace import Tracer
 
-from cascade import telemetry
 from cascade._build import build_routing, build_tiers
 from cascade._calls import asker, estimate_context, sampler
 from cascade._ensemble import Called, call_tier, paid, with_answer_chosen
@@ -48,11 +49,24 @@ from cascade.policy import (
 from cascade.providers import ClientPool, ProviderFactory, estimate_message_tokens
 from cascade.resilience import DeploymentHealth, Resilience, RunScope
 from cascade.routing import RouteContext, RouteTier
+from cascade.telemetry import (
+    AttemptInfo,
+    EstimateInfo,
+    MetricsObserver,
+    Observers,
+    RunInfo,
+    RunObserver,
+    SloMonitor,
+    TracingObserver,
+    current_trace_id,
+    monitor_from_spec,
+)
 from cascade.types import (
     Attempt,
     CallEvent,
     CallOutcome,
     CallPurpose,
+    Climb,
     Completion,
     Decision,
     MemberAnswer,
@@ -61,11 +75,13 @@ from cascade.types import (
     RouteDecision,
     RouteReason,
     StopReason,
+    climbs,
 )
 from verifiers import Estimate, Peer, conversation_text, guard_estimate
 
 if TYPE_CHECKING:
     from cascade._stream import CascadeStream
+    from cascade.telemetry import AuditSampler
 
 log = logging.getLogger("cascade")
 Clock = Callable[[], float]
@@ -77,6 +93,7 @@ class _InFlight:
 
     tier: int
     started: float
+    info: AttemptInfo
     first_event: int = 0  # the run's call events from here on belong to this attempt
     completion: Completion | None = None
     members: list[MemberAnswer] = field(default_factory=list)  # ensemble members finished so far
@@ -86,6 +103,7 @@ class _InFlight:
 class _RunState:
     request: Request
     scope: RunScope
+    run: RunInfo
     attempts: list[Attempt] = field(default_factory=list)
     best: tuple[int, str] | None = None  # highest tier that produced an answer, and the answer
     in_flight: _InFlight | None = None
@@ -127,6 +145,41 @@ def _accepts_anything(tier: Tier) -> bool:
     return tier.threshold is not None and tier.threshold <= 0.0
 
 
+def _attempt_info(run: RunInfo, index: int, tier: Tier) -> AttemptInfo:
+    request = run.request
+    server = getattr(tier.provider, "server_address", None)  # HTTP providers: (host, port)
+    return AttemptInfo(
+        run, index, tier.name, tier.model,
+        tier.max_tokens if request.max_tokens is None else request.max_tokens,
+        tier.temperature if request.temperature is None else request.temperature,
+        *(server if server is not None else (None, None)))
+
+
+def _audit_sampler(policy: Policy, tiers: Sequence[Tier],
+                   resilience: Resilience) -> AuditSampler | None:
+    spec = policy.telemetry.audit
+    if spec is None:
+        return None
+    from cascade.telemetry import AuditSampler
+
+    names = [t.name for t in tiers]
+    index = names.index(spec.judge) if spec.judge is not None else len(tiers) - 1
+    return AuditSampler(tiers[index], index, rate=spec.rate, answer=spec.answer,
+                        resilience=resilience, alpha=spec.alpha, confidence=spec.confidence,
+                        budget_usd=spec.budget_usd, window=spec.window)
+
+
+def _estimate_info(name: str, tier: Tier, estimate: Estimate | None, failure: str | None,
+                   calls: int, began_ns: int) -> EstimateInfo:
+    confidence = None if estimate is None else estimate.confidence
+    usage = None if estimate is None else estimate.usage
+    return EstimateInfo(
+        name, confidence, tier.threshold,
+        confidence is not None and confidence >= (tier.threshold or 0.0),
+        usage.cost if usage else 0.0, usage.input_tokens if usage else 0,
+        usage.output_tokens if usage else 0, calls, failure, began_ns, time.time_ns())
+
+
 class Cascade:
     """Long-lived cascade for one feature. Use ``async with`` (or ``aclose``) so pooled
     connections and loaded models are released."""
@@ -134,7 +187,14 @@ class Cascade:
     def __init__(self, tiers: Sequence[Tier], *, feature: str = "default",
                  deadline_s: float | None = None, clock: Clock = time.perf_counter,
                  resources: ProviderFactory | None = None, tracer: Tracer | None = None,
-                 routing: Routing | None = None, resilience: Resilience | None = None) -> None:
+                 routing: Routing | None = None, resilience: Resilience | None = None,
+                 observers: Sequence[RunObserver] = (), record_content: bool = False,
+                 metrics: bool = True, slo: SloMonitor | None = None,
+                 audit: AuditSampler | None = None) -> None:
+        """``observers`` are told of every run (after tracing and, unless ``metrics`` is
+        False, OpenTelemetry metrics); ``record_content`` puts prompt and answer text into
+        spans; ``slo`` counts every run and, inside ``async with``, evaluates its alerts in the
+        background; ``audit`` re-checks a share of accepted answers there."""
         if not tiers:
             raise ValueError("a cascade needs at least one tier")
         self.tiers = tuple(tiers)
@@ -143,7 +203,12 @@ class Cascade:
         self.deadline_s = deadline_s
         self._clock = clock
         self._resources = resources
-        self._tracer = tracer or telemetry.get_tracer()
+        self.slo, self.audit = slo, audit
+        self.observers = Observers((TracingObserver(tracer, record_content=record_content),
+                                    *([MetricsObserver()] if metrics else []),
+                                    *([slo.observer()] if slo is not None else []),
+                                    *([audit] if audit is not None else []), *observers))
+        self._background: AsyncExitStack | None = None
         self.routing = routing
         self._route_tiers = tuple(RouteTier(t.name, t.model) for t in self.tiers)
         self.resilience = resilience or Resilience()
@@ -151,24 +216,43 @@ class Cascade:
     @classmethod
     def from_policy(cls, policy: Policy, *, base_dir: str | Path = ".",
                     transport: httpx.AsyncBaseTransport | None = None,
-                    clock: Clock = time.perf_counter) -> Cascade:
-        """Build every tier now: configuration errors surface before any run."""
+                    clock: Clock = time.perf_counter,
+                    observers: Sequence[RunObserver] = ()) -> Cascade:
+        """Build every tier now: configuration errors surface before any run. ``observers``
+        are told of every run, after those the policy names."""
+        observers = [*policy.telemetry.build_observers(), *observers]  # before anything opens
         pool = ClientPool(transport, max_connections=policy.resilience.bulkhead.max_in_flight)
         factory = ProviderFactory(Path(base_dir), pool)
         tiers = build_tiers(policy, factory, Path(base_dir))
         routing = build_routing(policy, tiers, factory, Path(base_dir))
         resilience = Resilience(policy.resilience, policy.budgets,
                                 on_budget_exhausted=policy.on_budget_exhausted)
-        return cls(tiers, feature=policy.feature or "default", deadline_s=policy.deadline_s,
-                   clock=clock, resources=factory, routing=routing, resilience=resilience)
+        feature = policy.feature or "default"
+        slo = None if policy.slo is None else monitor_from_spec(
+            policy.slo, feature, resilience.store, tiers=[t.name for t in policy.tiers],
+            snapshot_path=None if policy.slo.snapshot is None
+            else str(Path(base_dir) / policy.slo.snapshot))
+        return cls(tiers, feature=feature, deadline_s=policy.deadline_s,
+                   clock=clock, resources=factory, routing=routing, resilience=resilience,
+                   observers=observers, record_content=policy.telemetry.record_content,
+                   metrics=policy.telemetry.metrics, slo=slo,
+                   audit=_audit_sampler(policy, tiers, resilience))
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, env: Mapping[str, str] | None = None,
-                  transport: httpx.AsyncBaseTransport | None = None) -> Cascade:
+                  transport: httpx.AsyncBaseTransport | None = None,
+                  observers: Sequence[RunObserver] = ()) -> Cascade:
         policy = load_policy(path, env=env)
-        return cls.from_policy(policy, base_dir=Path(path).parent, transport=transport)
+        return cls.from_policy(policy, base_dir=Path(path).parent, transport=transport,
+                               observers=observers)
 
     async def __aenter__(self) -> Cascade:
+        if (self.slo is not None or self.audit is not None) and self._background is None:
+            self._background = AsyncExitStack()  # the SLO monitor's evaluations, the audits
+            if self.slo is not None:
+                await self._background.enter_async_context(self.slo.running())
+            if self.audit is not None:
+                await self._background.enter_async_context(self.audit.running())
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -176,12 +260,17 @@ class Cascade:
         await self.aclose()
 
     async def aclose(self) -> None:
-        with anyio.CancelScope(shield=True):
-            try:
-                if self._resources is not None:
-                    await self._resources.aclose()
-            finally:
-                await self.resilience.aclose()
+        background, self._background = self._background, None
+        try:
+            if background is not None:  # (its task group is left in the task that entered it)
+                await background.aclose()  # a last evaluation, its alerts delivered
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    if self._resources is not None:
+                        await self._resources.aclose()
+                finally:
+                    await self.resilience.aclose()
 
     async def check(self, timeout_s: float | None = None) -> None:
         """Raise ``ProviderUnreachableError`` (or a config error) for the first deployment that
@@ -218,34 +307,44 @@ class Cascade:
         runnable = [tier.fits(request.messages, request.max_tokens) for tier in self.tiers]
         if not any(runnable):
             self._too_long(request)
-        r = self.resilience  # every model call of the run goes through its seam, on this scope
-        calls = RunScope(r, self.feature, request.metadata,
-                         None if deadline is None else r.clock() + deadline)
-        state = _RunState(request, calls)
-        started = self._clock()
-        with telemetry.run_span(self._tracer, self.feature) as span:
-            with anyio.move_on_after(_cut_at(deadline)) as scope:
-                start = await self._start(state, runnable)
-                for index, tier in enumerate(self.tiers):
-                    if index < start:
-                        continue  # routed past: not run, not recorded as an attempt
-                    if not runnable[index]:
-                        state.attempts.append(self._skipped(index, tier))
-                        continue
-                    last = not any(runnable[index + 1:])
-                    if await self._attempt(index, tier, state, last) is Decision.ACCEPT:
-                        break
-                    if state.stop is not None:
-                        break
-                await self._budget_fallback(state, runnable)
-            if scope.cancelled_caught and state.in_flight is not None:
-                cut = self._timed_out(state.in_flight, state)
-                state.attempts.append(cut)
-                if cut.answer is not None:  # an ensemble member that answered before the deadline
-                    state.best = (cut.tier, cut.answer)
-            result = self._finish(state, scope.cancelled_caught, started, telemetry.trace_id(span))
-            telemetry.end_run(span, result)
-            return result
+        r, run = self.resilience, RunInfo(self.feature, request)
+        calls = RunScope(r, self.feature, request.metadata,  # every model call's seam state
+                         None if deadline is None else r.clock() + deadline,
+                         notify=functools.partial(self.observers.seam, run))
+        state = _RunState(request, calls, run)
+        self.observers.run_started(run)
+        try:
+            result = await self._climb(state, runnable, deadline)
+        except BaseException as exc:
+            self.observers.run_finished(run, None, exc)
+            raise
+        self.observers.run_finished(run, result, None)
+        return result
+
+    async def _climb(self, state: _RunState, runnable: Sequence[bool],
+                     deadline: float | None) -> Result:
+        started, trace_id = self._clock(), current_trace_id()
+        with anyio.move_on_after(_cut_at(deadline)) as scope:
+            start = await self._start(state, runnable)
+            for index, tier in enumerate(self.tiers):
+                if index < start:
+                    continue  # routed past: not run, not recorded as an attempt
+                if not runnable[index]:
+                    state.attempts.append(self._skipped(index, tier))
+                    continue
+                last = not any(runnable[index + 1:])
+                if await self._attempt(index, tier, state, last) is Decision.ACCEPT:
+                    break
+                if state.stop is not None:
+                    break
+            await self._budget_fallback(state, runnable)
+        if scope.cancelled_caught and state.in_flight is not None:
+            cut = self._timed_out(state.in_flight, state)
+            state.attempts.append(cut)
+            self.observers.attempt_finished(state.in_flight.info, cut)
+            if cut.answer is not None:  # an ensemble member that answered before the deadline
+                state.best = (cut.tier, cut.answer)
+        return self._finish(state, scope.cancelled_caught, started, trace_id)
 
     def stream(self, prompt: PromptLike, *, metadata: Mapping[str, str] | None = None,
                deadline_s: float | None = None, max_tokens: int | None = None,
@@ -269,6 +368,7 @@ class Cascade:
             return 0
         state.check = routing.mode is not RoutingMode.ROUTE
         state.route = decision = await self._route(routing, state.request, state.scope)
+        self.observers.routed(state.run, decision)
         fitting = [i for i in range(len(self.tiers)) if runnable[i]]
         return next((i for i in fitting if i >= decision.start), fitting[-1])
 
@@ -298,28 +398,32 @@ class Cascade:
                              routing.router.name, detail=why)
 
     async def _attempt(self, index: int, tier: Tier, state: _RunState, last: bool) -> Decision:
-        flight = state.in_flight = _InFlight(index, self._clock(), len(state.scope.events))
-        with telemetry.attempt_span(self._tracer, tier.model) as span:
-            try:
-                called = await call_tier(tier, state.request, self._clock, flight.members,
-                                         state.scope, last=last)
-            except ProviderError as exc:
-                attempt = self._failed(index, tier, flight, exc, state)
-                self._stop_after_failure(tier, state, exc)
-            else:
-                flight.completion, flight.members[:] = called.completion, called.members
-                state.best = (index, called.completion.text)
-                estimate, failure = None, None
-                if state.check:
-                    peers = (*called.peers(tier.name, earlier=False), *state.peers)
-                    estimate, failure = await self._estimate(tier, state, called, peers)
-                state.peers += called.peers(tier.name, earlier=True)
-                attempt = self._judged(index, tier, flight, called, estimate, failure, last,
-                                       state)
-            state.in_flight = None
-            state.attempts.append(attempt)
-            telemetry.end_attempt(span, attempt)
-            return attempt.decision
+        info = _attempt_info(state.run, index, tier)
+        flight = state.in_flight = _InFlight(index, self._clock(), info, len(state.scope.events))
+        self.observers.attempt_started(info)
+        attempt: Attempt | None = None
+        try:
+            called = await call_tier(tier, state.request, self._clock, flight.members,
+                                     state.scope, last=last)
+        except ProviderError as exc:
+            attempt = self._failed(index, tier, flight, exc, state)
+            self._stop_after_failure(tier, state, exc)  # may raise BudgetExceededError
+        else:
+            flight.completion, flight.members[:] = called.completion, called.members
+            state.best = (index, called.completion.text)
+            estimate, failure = None, None
+            if state.check:
+                peers = (*called.peers(tier.name, earlier=False), *state.peers)
+                estimate, failure = await self._estimate(tier, state, called, peers)
+            state.peers += called.peers(tier.name, earlier=True)
+            attempt = self._judged(index, tier, flight, called, estimate, failure, last,
+                                   state)
+        finally:
+            if attempt is not None:  # else cancelled: the deadline's record is told (_climb)
+                self.observers.attempt_finished(info, attempt)
+        state.in_flight = None
+        state.attempts.append(attempt)
+        return attempt.decision
 
     def _stop_after_failure(self, tier: Tier, state: _RunState, error: ProviderError) -> None:
         """A budget that cannot afford the tier, or a tier with no available deployment whose
@@ -356,15 +460,22 @@ class Cascade:
         ask = asker(rater, request, scope) if rater is not None else None
         ctx = estimate_context(tier, request, called, sampler(tier, request, scope), ask, peers)
         estimator = estimator_for(tier, tier.estimator, called.completion)  # or its fallback
+        began, first = time.time_ns(), len(scope.events)
+        estimate, failure = None, None
         try:
             with anyio.fail_after(tier.timeout_s):
                 estimate = await estimator.estimate(ctx)
-                return (guard_estimate(estimate, ctx) if tier.degeneracy_checks else estimate), None
+                if tier.degeneracy_checks:
+                    estimate = guard_estimate(estimate, ctx)
         except TimeoutError:
-            return None, f"EstimatorTimeout: no confidence within {tier.timeout_s:g} s"
+            failure = f"EstimatorTimeout: no confidence within {tier.timeout_s:g} s"
         except Exception as exc:  # noqa: BLE001 - an estimator never crashes a run: recorded
             log.warning("estimator %s failed on tier %s: %r", tier.estimator.name, tier.name, exc)
-            return None, f"{type(exc).__name__}: {exc}"
+            failure = f"{type(exc).__name__}: {exc}"
+        assert state.in_flight is not None  # set by _attempt for the estimate's duration
+        self.observers.estimate_made(state.in_flight.info, _estimate_info(
+            estimator.name, tier, estimate, failure, len(scope.events) - first, began))
+        return estimate, failure
 
     # --- building the records (pure) --------------------------------------------------------
 
@@ -439,7 +550,7 @@ class Cascade:
     def _finish(self, state: _RunState, timed_out: bool, started: float, trace_id: str) -> Result:
         attempts = tuple(state.attempts)
         accepted = next((a for a in attempts if a.decision is Decision.ACCEPT), None)
-        tried = [a for a in attempts if a.decision is not Decision.SKIP]
+        hops = [climb for _, _, climb in climbs(attempts)]
         if accepted is not None:
             answer, chosen, stop = accepted.answer or "", accepted, StopReason.ACCEPTED
         elif state.best is not None:
@@ -458,6 +569,6 @@ class Cascade:
             tier_name=chosen.tier_name, model=chosen.model, confidence=chosen.confidence,
             attempts=attempts,
             cost=math.fsum([a.cost for a in attempts] + ([state.route.cost] if state.route else [])),
-            latency_s=self._clock() - started, escalations=max(0, len(tried) - 1),
+            latency_s=self._clock() - started, escalations=hops.count(Climb.ESCALATION),
             trace_id=trace_id, feature=self.feature, route=state.route,
-            finish_reason=chosen.finish_reason)
+            finish_reason=chosen.finish_reason, fallbacks=hops.count(Climb.FALLBACK))

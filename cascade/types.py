@@ -6,7 +6,8 @@ Nothing here does I/O or imports another module of ours.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -225,6 +226,21 @@ class Attempt:
     finish_reason: str | None = None  # the provider's: stop, length (truncated), ...; None: unknown
 
 
+class Climb(enum.Enum):
+    """Why a run moved from one tier to the next."""
+
+    ESCALATION = "escalation"  # the tier answered without enough confidence (or truncated)
+    FALLBACK = "fallback"  # the tier failed: a provider error, a budget, an open breaker
+
+
+def climbs(attempts: Sequence[Attempt]) -> tuple[tuple[Attempt, Attempt, Climb], ...]:
+    """Each move of a run from one tried tier to the next, and why (skipped tiers are not
+    tried: they are passed over, not climbed from)."""
+    tried = [a for a in attempts if a.decision is not Decision.SKIP]
+    return tuple((a, b, Climb.ESCALATION if a.decision is Decision.ESCALATE else Climb.FALLBACK)
+                 for a, b in itertools.pairwise(tried))
+
+
 class RouteReason(enum.Enum):
     PREDICTED = "predicted"  # the cheapest tier whose predicted P(acceptable) passed its threshold
     RULE = "rule"  # a rule matched
@@ -280,11 +296,12 @@ class Result:
     attempts: tuple[Attempt, ...]
     cost: float
     latency_s: float
-    escalations: int
+    escalations: int  # confidence escalations only (``Climb.ESCALATION``)
     trace_id: str
     feature: str
     route: RouteDecision | None = None  # None when the policy does not route
     finish_reason: str | None = None  # of the answer returned (``length``: cut by max_tokens)
+    fallbacks: int = 0  # moves to the next tier because a tier failed (``Climb.FALLBACK``)
 
     @property
     def label(self) -> float | None:
@@ -305,6 +322,7 @@ class Result:
             "cost": self.cost,
             "latency_s": self.latency_s,
             "escalations": self.escalations,
+            "fallbacks": self.fallbacks,
             "trace_id": self.trace_id,
             "feature": self.feature,
             "attempts": [attempt_to_dict(a) for a in self.attempts],

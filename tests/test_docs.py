@@ -40,7 +40,7 @@ from cascade.policy import parse_policy
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["README.md", "docs/quickstart.md", "docs/tutorial.md", "docs/howto-remote-tier.md",
          "docs/howto-recorded-data.md", "docs/tracing.md", "docs/policy.md",
-         "docs/default-policy.md"]
+         "docs/default-policy.md", "docs/observability.md"]
 # the set-up commands (CI runs them) and the default's calibration (minutes of model calls;
 # test_the_published_calibration_table_is_reproduced re-scores its saved answers)
 NOT_RUN = re.compile(r"^(\./scripts/install\.sh|(OMP_WAIT_POLICY=PASSIVE nice )?\.venv/bin/python "
@@ -175,14 +175,21 @@ def _own_tracer_provider() -> Iterator[None]:
     """A page may install a global tracer provider (tracing.md does): give it a fresh slot and
     put the previous one back afterwards, so no other test sees it."""
     from opentelemetry import trace
+    from opentelemetry.metrics import _internal as metrics
     from opentelemetry.util._once import Once
 
     saved = trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE
     trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = None, Once()
+    meters = metrics._METER_PROVIDER, metrics._METER_PROVIDER_SET_ONCE  # observability.md
+    metrics._METER_PROVIDER, metrics._METER_PROVIDER_SET_ONCE = None, Once()
     try:
         yield
     finally:
         trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved
+        installed = metrics._METER_PROVIDER
+        if installed is not None and hasattr(installed, "shutdown"):
+            installed.shutdown()  # its Prometheus reader leaves the process-wide registry
+        metrics._METER_PROVIDER, metrics._METER_PROVIDER_SET_ONCE = meters
 
 
 @pytest.mark.parametrize("page", _no_model_pages())
@@ -193,7 +200,7 @@ def test_page_runs(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.url)
     _Page(page, tmp_path, monkeypatch).run()
     if "otlp-receiver" in directives(page):
-        assert endpoint.received, f"{page}: no spans reached the OTLP receiver"
+        assert endpoint.received, f"{page}: nothing reached the OTLP receiver"
 
 
 @pytest.mark.models
@@ -222,7 +229,7 @@ def otlp_receiver() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
-            if self.path == "/v1/traces":
+            if self.path in ("/v1/traces", "/v1/metrics"):
                 received.append(body)
             self.send_response(200)
             self.send_header("content-type", "application/x-protobuf")

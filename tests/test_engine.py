@@ -152,7 +152,7 @@ async def test_provider_error_escalates_and_is_recorded() -> None:
     first = result.attempts[0]
     assert first.decision is Decision.ERROR
     assert first.error == "ProviderHTTPError: scripted@x: HTTP 503: overloaded"
-    assert first.cost == 0 and result.escalations == 1
+    assert first.cost == 0 and result.escalations == 0 and result.fallbacks == 1
 
 
 async def test_tier_timeout_is_a_provider_error() -> None:

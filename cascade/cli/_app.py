@@ -89,7 +89,8 @@ def _print(result: Result) -> None:
     if result.finish_reason in TRUNCATED:
         status += ", truncated by max_tokens"
     out.print(f"answered by tier {result.tier} ({result.model}), {status}; "
-              f"{result.escalations} escalation(s), cost {_money(result.cost)}, "
+              f"{result.escalations} escalation(s), {result.fallbacks} fallback(s), "
+              f"cost {_money(result.cost)}, "
               f"{result.latency_s:.2f}s", highlight=False)
 
 

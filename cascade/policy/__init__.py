@@ -15,6 +15,15 @@ from cascade.policy._resilience import (
     RetrySpec,
     StoreSpec,
 )
+from cascade.policy._telemetry import (
+    AlertsSpec,
+    AuditSpec,
+    BurnWindowSpec,
+    EscalationTargetSpec,
+    SloSpec,
+    TelemetrySpec,
+    WebhookSpec,
+)
 from cascade.policy._loader import format_key_path, load_policy, parse_policy, policy_json_schema
 from cascade.policy._models import (
     DeploymentSpec,
@@ -49,6 +58,13 @@ from cascade.policy._models import (
 )
 
 __all__ = [
+    "AlertsSpec",
+    "AuditSpec",
+    "BurnWindowSpec",
+    "EscalationTargetSpec",
+    "SloSpec",
+    "TelemetrySpec",
+    "WebhookSpec",
     "BreakerSpec",
     "BudgetSpec",
     "BulkheadSpec",

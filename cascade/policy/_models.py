@@ -37,6 +37,7 @@ from cascade.policy._resilience import (
     ResilienceSpec,
     check_slug,
 )
+from cascade.policy._telemetry import SloSpec, TelemetrySpec
 from cascade.types import ReplayFormat
 from verifiers import AnswerKind, CombineMethod, LogprobStatistic, RatingScale
 
@@ -650,6 +651,37 @@ class Policy(_Spec):
     budgets: tuple[BudgetSpec, ...] = Field((), description="spending limits per period")
     on_budget_exhausted: OnBudgetExhausted = Field(
         OnBudgetExhausted.BEST_SO_FAR, description="a budget cannot afford the next call")
+    telemetry: TelemetrySpec = Field(default_factory=TelemetrySpec, description="traces, "
+                                     "metrics, your observers")
+    slo: SloSpec | None = Field(None, description="escalation-rate SLOs and their alerts")
+
+    @field_validator("telemetry")
+    @classmethod
+    def _judge_is_a_tier(cls, telemetry: TelemetrySpec, info: ValidationInfo) -> TelemetrySpec:
+        audit = telemetry.audit
+        if audit is None or audit.judge is None or "tiers" not in info.data:
+            return telemetry
+        names = [t.name for t in info.data["tiers"]]
+        if audit.judge not in names[1:]:
+            raise ValueError(f"audit.judge: {audit.judge!r} is not a tier of this policy above "
+                             "the first")
+        return telemetry
+
+    @field_validator("slo")
+    @classmethod
+    def _slo_names_tiers(cls, slo: SloSpec | None, info: ValidationInfo) -> SloSpec | None:
+        if slo is None or "tiers" not in info.data:
+            return slo
+        names = [t.name for t in info.data["tiers"]]
+        for target in slo.escalation_rate:
+            if target.tier not in names[:-1]:
+                raise ValueError(f"escalation_rate.from: {target.tier!r} is not a tier of this "
+                                 "policy with a tier after it")
+            if target.to is not None and (target.to not in names
+                                          or names.index(target.to) <= names.index(target.tier)):
+                raise ValueError(f"escalation_rate.to: {target.to!r} is not a tier after "
+                                 f"{target.tier!r}")
+        return slo
 
     @field_validator("budgets")
     @classmethod

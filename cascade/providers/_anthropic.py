@@ -23,6 +23,7 @@ from cascade.providers._http import (
     post_json,
     probe,
     register_secrets,
+    server_address,
     unregister_secrets,
 )
 from cascade.types import Choice, Completion, ModelCall
@@ -40,6 +41,7 @@ class AnthropicProvider:
         register_secrets(self, self._secrets)
         self._clock = clock
         self.deployment = deployment_name("anthropic", base_url)
+        self.server_address = server_address(base_url)  # (host, port) for spans
         self.supports_n = False
 
     def __repr__(self) -> str:

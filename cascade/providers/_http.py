@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
+from opentelemetry import propagate
 
 from cascade.errors import ProviderConfigError, ProviderResponseError, ProviderUnreachableError
 from cascade.providers._errors import (
@@ -184,6 +185,7 @@ class ClientPool:
             timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT_S),
             limits=httpx.Limits(max_connections=max_connections,
                                 max_keepalive_connections=max_connections),
+            event_hooks={"request": [_send_trace_context]},
         )
 
     async def aclose(self) -> None:
@@ -191,6 +193,19 @@ class ClientPool:
         for client in clients:
             unregister_secrets(client)
             await client.aclose()
+
+
+def server_address(base_url: str) -> tuple[str, int | None]:
+    """The host and port an upstream is reached at (span attributes ``server.address`` /
+    ``server.port``): never credentials, path or query."""
+    url = httpx.URL(base_url)
+    return url.host, url.port
+
+
+async def _send_trace_context(request: httpx.Request) -> None:
+    """W3C ``traceparent`` (the application's configured propagator) on every upstream call,
+    so a provider's or gateway's spans join the run's trace; nothing without an active span."""
+    propagate.inject(request.headers)
 
 
 def deployment_name(kind: str, base_url: str) -> str:

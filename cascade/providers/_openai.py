@@ -18,6 +18,7 @@ from cascade.providers._http import (
     post_json,
     probe,
     register_secrets,
+    server_address,
     unregister_secrets,
 )
 from cascade.types import Choice, Completion, ModelCall
@@ -45,6 +46,7 @@ class OpenAICompatibleProvider:
         self._clock = clock
         self.supports_n = supports_n
         self.deployment = deployment_name("openai", base_url)
+        self.server_address = server_address(base_url)  # (host, port) for spans
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleProvider({self.deployment!r})"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import anyio
@@ -40,6 +40,13 @@ from cascade.providers import estimate_message_tokens
 from cascade.resilience._breaker import BreakerState, Permit
 from cascade.resilience._deployments import DeploymentState, Target, order
 from cascade.resilience._runtime import Resilience
+from cascade.telemetry._events import (
+    BreakerTransition,
+    BudgetDecision,
+    FallbackEvent,
+    RetryEvent,
+    SeamEvent,
+)
 from cascade.types import CallEvent, CallOutcome, CallPurpose, Completion, ModelCall
 
 log = logging.getLogger("cascade.resilience")
@@ -57,6 +64,11 @@ class RunScope:
     metadata: Mapping[str, str] = field(default_factory=dict)
     deadline: float | None = None
     events: list[CallEvent] = field(default_factory=list)
+    notify: Callable[[SeamEvent], None] | None = None  # the run's observers (engine)
+
+    def tell(self, event: SeamEvent) -> None:
+        if self.notify is not None:
+            self.notify(event)
 
     def remaining(self) -> float:
         if self.deadline is None:
@@ -141,6 +153,9 @@ def _sleeper(c: _Call):  # noqa: ANN202 - tenacity's sleep callback
     async def sleep(seconds: float) -> None:
         c.retry += 1
         c.waited = seconds
+        error = c.retryable_error or c.last_error
+        c.scope.tell(RetryEvent(error.deployment if error else "", c.retry, seconds,
+                                type(error).__name__ if error else ""))
         if seconds > 0:
             await c.scope.resilience.sleep(seconds)
     return sleep
@@ -204,6 +219,9 @@ async def _round(c: _Call) -> Completion:
             except ProviderError as error:
                 if not error.fallback:
                     raise
+                if index != candidates[-1]:  # another deployment is tried next
+                    c.scope.tell(FallbackEvent(c.states[index].key, type(error).__name__,
+                                               error.retryable))
                 if error.retryable:
                     c.avoid.add(index)
                     c.retryable_error = error
@@ -334,10 +352,12 @@ async def _reserve(c: _Call, index: int, permit: Permit | bool) -> object | None
     worst = _worst_cost(c)
     outcome = await r.budgets.reserve(c.scope.feature, c.scope.metadata, worst, requests=1)
     if hasattr(outcome, "adds"):
+        c.scope.tell(BudgetDecision(c.states[index].key, True, worst))
         return outcome
     _release(c, index, permit)
     rule = getattr(outcome, "rule", None)
     name = getattr(rule, "name", "budget")
+    c.scope.tell(BudgetDecision(c.states[index].key, False, worst, str(name)))
     error = BudgetDeniedError(c.states[index].key, f"budget {name!r} cannot afford this call "
                               f"(worst case ${worst:.6f})", limit=str(name))
     c.event(index, CallOutcome.DENIED, error)
@@ -374,6 +394,8 @@ async def _record(c: _Call, index: int, permit: Permit | bool, error: ProviderEr
     for transition in breaker.drain():
         log.warning("circuit breaker %s: %s -> %s (%s)", key, transition.old.value,
                     transition.new.value, transition.reason)
+        c.scope.tell(BreakerTransition(key, transition.old.value, transition.new.value,
+                                       transition.reason))
         if transition.new is BreakerState.OPEN:
             await r.breakers.publish(key)
 

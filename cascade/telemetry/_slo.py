@@ -1,0 +1,518 @@
+"""Escalation-rate SLOs: a multi-window, multi-burn-rate monitor (Google SRE workbook, ch. 5).
+
+For each tier with a target (``at most 30 % of the answers judged at tier small escalate``),
+runs are counted in time buckets — in the shared ``Store`` when the policy configures one
+(Redis: every process adds to and reads the same counters), else in memory. An alert of a
+window pair fires when the escalation rate over both its long and its short window is at
+least ``burn_rate × target`` (with at least ``min_runs`` runs in the long window), and
+resolves only after the condition has been false for ``resolve_after_s`` without a break
+(default: the short window), so it does not flap. Only changes are sent to the sinks
+(fired, resolved): one notification per change, never one per evaluation.
+
+Counting is synchronous and cheap (``record``, from the ``SloObserver`` on the request path);
+``evaluate`` (flush the counts to the store, read the windows, step the alerts) and the
+sinks run off the request path, in ``running()``'s background task."""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+
+from cascade.errors import CascadeError
+from cascade.state import Add, MemoryStore, StateError, Store
+from cascade.telemetry._events import RunInfo
+from cascade.telemetry._observers import RunObserver
+from cascade.types import Climb, Decision, Result, climbs
+
+if TYPE_CHECKING:
+    from cascade.policy import SloSpec
+
+log = logging.getLogger("cascade.slo")
+
+
+_PENDING_WARN = 20_000  # counter keys recorded but never flushed: nobody evaluates
+
+
+class AlertDeliveryError(CascadeError):
+    """An alert sink could not deliver a notification (after its retries)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BurnWindow:
+    """Fire when the rate over ``long_s`` and over ``short_s`` are both at least
+    ``burn_rate`` × the target."""
+
+    long_s: float
+    short_s: float
+    burn_rate: float
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.short_s < self.long_s or not math.isfinite(self.long_s):
+            raise ValueError(f"window {self.name!r}: need 0 < short_s < long_s, "
+                             f"got {self.short_s} and {self.long_s}")
+        if not self.burn_rate > 0:
+            raise ValueError(f"window {self.name!r}: burn_rate must be > 0")
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.long_s:g}s/{self.short_s:g}s@{self.burn_rate:g}x"
+
+
+# The workbook's pairs (1 h with 5 min, 6 h with 30 min) with burn rates an escalation
+# target can reach: its 14.4x and 6x assume a 0.1 % budget; 30 % x 14.4 is no rate at all.
+DEFAULT_WINDOWS = (BurnWindow(3600, 300, 2.0, "fast"), BurnWindow(21600, 1800, 1.5, "slow"))
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationTarget:
+    """At most ``target`` of the answers judged at tier ``tier`` of ``feature`` escalate
+    (``to``: the tier they escalate to, for the message)."""
+
+    feature: str
+    tier: str
+    target: float
+    to: str | None = None
+    calibrated: float | None = None  # the rate calibration predicted (threshold drift)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target < 1:
+            raise ValueError(f"escalation target of tier {self.tier!r} must be in (0, 1)")
+        if self.calibrated is not None and not 0 < self.calibrated < 1:
+            raise ValueError(f"calibrated escalation rate of tier {self.tier!r} must be in (0, 1)")
+
+
+class AlertKind(enum.Enum):
+    BURN_RATE = "burn_rate"  # the SLO's error budget burns too fast (a window pair)
+    STORM = "storm"  # almost every answer escalates: the tier is effectively dead
+    DRIFT = "drift"  # the rate moved away from the calibrated one (either way)
+
+
+class AlertState(enum.Enum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A change of one alert (one target × one window pair), as sent to the sinks."""
+
+    state: AlertState
+    target: EscalationTarget
+    window: BurnWindow
+    rate_long: float
+    rate_short: float
+    runs_long: int
+    at: float  # wall-clock seconds
+    since: float  # when it fired
+    kind: AlertKind = AlertKind.BURN_RATE
+
+    @property
+    def key(self) -> str:
+        return f"{self.target.feature}/{self.target.tier}/{self.window.label}"
+
+    @property
+    def burn_long(self) -> float:
+        return self.rate_long / self.target.target
+
+    def to_dict(self) -> dict[str, object]:
+        return {"status": self.state.value, "alert": self.key, "feature": self.target.feature,
+                "tier": self.target.tier, "to": self.target.to,
+                "target": self.target.target, "window": self.window.label,
+                "long_s": self.window.long_s, "short_s": self.window.short_s,
+                "burn_rate_threshold": self.window.burn_rate, "burn_rate": self.burn_long,
+                "rate_long": self.rate_long, "rate_short": self.rate_short,
+                "runs_long": self.runs_long, "at": self.at, "since": self.since,
+                "kind": self.kind.value}
+
+
+class AlertSink(Protocol):
+    async def send(self, alert: Alert) -> None:
+        """Deliver one change; raise ``AlertDeliveryError`` when it cannot."""
+        ...
+
+
+@dataclass(slots=True)
+class _Tracker:
+    """One alert's state machine: fire on the condition; resolve after it has been false
+    for ``resolve_after_s`` without a break (hysteresis: no flapping)."""
+
+    firing: bool = False
+    since: float = 0.0
+    clear_since: float | None = None
+
+    def step(self, condition: bool, now: float, resolve_after_s: float) -> AlertState | None:
+        if condition:
+            self.clear_since = None
+            if not self.firing:
+                self.firing, self.since = True, now
+                return AlertState.FIRING
+            return None
+        if not self.firing:
+            return None
+        if self.clear_since is None:
+            self.clear_since = now
+        if now - self.clear_since >= resolve_after_s:
+            self.firing, self.clear_since = False, None
+            return AlertState.RESOLVED
+        return None
+
+
+def rate(escalations: float, runs: float) -> float:
+    return escalations / runs if runs > 0 else 0.0
+
+
+def drift_z(escalations: float, runs: float, expected: float) -> float:
+    """One-sample binomial z statistic of the observed escalation rate against the rate
+    calibration predicted (positive: more escalations than predicted)."""
+    if runs <= 0:
+        return 0.0
+    return (escalations / runs - expected) / math.sqrt(expected * (1 - expected) / runs)
+
+
+@dataclass(frozen=True, slots=True)
+class TierWindow:
+    """Counts of one target over one window, as read by ``evaluate``."""
+
+    runs: int
+    escalations: int
+
+    @property
+    def rate(self) -> float:
+        return rate(self.escalations, self.runs)
+
+
+@dataclass(slots=True)
+class SloMonitor:
+    """See the module's docstring. ``clock`` is wall-clock seconds (shared with other
+    processes through the store's bucket keys); inject a fake one in tests."""
+
+    targets: Sequence[EscalationTarget]
+    windows: Sequence[BurnWindow] = DEFAULT_WINDOWS
+    store: Store | None = None
+    sinks: Sequence[AlertSink] = ()
+    clock: Callable[[], float] = time.time
+    min_runs: int = 20
+    bucket_s: float | None = None  # default: the shortest short window / 5
+    resolve_after_s: float | None = None  # default: each window's short window
+    prefix: str = "slo"
+    interval_s: float = 10.0  # running(): evaluate this often
+    storm_rate: float | None = 0.95  # None: no escalation-storm detector
+    drift_z: float = 4.0  # |z| of the threshold-drift test that fires (targets with calibrated)
+    tiers: Sequence[str] = ()  # every tier of the feature, for the report (default: targets')
+    snapshot_path: str | None = None  # written after every evaluation (cascade report)
+    _features: set[str] = field(default_factory=set)
+    _pending: Counter[str] = field(default_factory=Counter)
+    _trackers: dict[str, _Tracker] = field(default_factory=dict)
+    _by_tier: dict[tuple[str, str], EscalationTarget] = field(default_factory=dict)
+    delivery_failures: int = 0
+    _warned: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.targets or not self.windows:
+            raise ValueError("an SLO monitor needs at least one target and one window")
+        if self.store is None:
+            self.store = MemoryStore()
+        if self.bucket_s is None:
+            self.bucket_s = min(w.short_s for w in self.windows) / 5
+        if self.bucket_s <= 0 or any(w.short_s < self.bucket_s for w in self.windows):
+            raise ValueError("bucket_s must be > 0 and at most every short window")
+        self._by_tier = {(t.feature, t.tier): t for t in self.targets}
+        self._features = {t.feature for t in self.targets}
+        if not self.tiers:
+            self.tiers = tuple(dict.fromkeys(t.tier for t in self.targets))
+
+    # --- counting (sync, on the request path) ------------------------------------------------
+
+    def record(self, feature: str, tier: str, escalated: bool, at: float | None = None) -> None:
+        """One answer judged at ``tier`` (accepted, or escalated for low confidence)."""
+        if feature not in self._features:
+            return
+        bucket = self._bucket(self.clock() if at is None else at)
+        self._pending[self._key(feature, tier, bucket, "runs")] += 1
+        if escalated:
+            self._pending[self._key(feature, tier, bucket, "esc")] += 1
+
+    def record_result(self, result: Result, at: float | None = None) -> None:
+        """Every judged attempt of a run: errors, timeouts and skips are no verdict on the
+        tier's answers (an outage is not a worse cheap model), but they are counted as
+        fallbacks; with each tier's cost and acceptances, for ``cascade report``."""
+        feature = result.feature
+        if feature not in self._features:
+            return
+        at = self.clock() if at is None else at
+        bucket, pending = self._bucket(at), self._pending
+        if len(pending) > _PENDING_WARN and not self._warned:
+            self._warned = True
+            log.warning("SLO counts of %r have not been flushed for a while (%d keys pending): "
+                        "evaluate inside `async with Cascade(...)` or call evaluate()", feature,
+                        len(pending))
+        pending[self._key(feature, "*", bucket, "runs")] += 1
+        pending[self._key(feature, "*", bucket, "cost")] += result.cost
+        for before, _, climb in climbs(result.attempts):
+            if climb is Climb.FALLBACK:
+                pending[self._key(feature, before.tier_name, bucket, "fb")] += 1
+        for attempt in result.attempts:
+            if attempt.cost:
+                pending[self._key(feature, attempt.tier_name, bucket, "cost")] += attempt.cost
+            if attempt.decision in (Decision.ACCEPT, Decision.ESCALATE):
+                self.record(feature, attempt.tier_name, attempt.decision is Decision.ESCALATE, at)
+                if attempt.decision is Decision.ACCEPT and result.accepted:
+                    pending[self._key(feature, attempt.tier_name, bucket, "acc")] += 1
+
+    def observer(self) -> RunObserver:
+        return SloObserver(self)
+
+    # --- evaluation (async, off the request path) ----------------------------------------------
+
+    async def flush(self) -> None:
+        """Add the counts recorded since the last flush to the store (one atomic add)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, Counter()
+        ttl = max(w.long_s for w in self.windows) + 2 * (self.bucket_s or 0)
+        try:
+            await self.store.add([Add(k, v, ttl_s=ttl) for k, v in sorted(pending.items())])  # type: ignore[union-attr]
+        except StateError:
+            self._pending.update(pending)  # kept for the next flush
+            raise
+
+    async def counts(self, target: EscalationTarget, window_s: float,
+                     now: float | None = None) -> TierWindow:
+        runs, escalations = await self._sums(target.feature, target.tier, ("runs", "esc"),
+                                             window_s, now)
+        return TierWindow(int(runs), int(escalations))
+
+    async def _sums(self, feature: str, tier: str, kinds: Sequence[str], window_s: float,
+                    now: float | None = None) -> tuple[float, ...]:
+        now = self.clock() if now is None else now
+        last = self._bucket(now)
+        first = self._bucket(now - window_s) + 1
+        keys = [self._key(feature, tier, b, kind)
+                for b in range(first, last + 1) for kind in kinds]
+        values = await self.store.get(keys)  # type: ignore[union-attr]
+        return tuple(math.fsum(values[i::len(kinds)]) for i in range(len(kinds)))
+
+    async def snapshot(self, window_s: float | None = None) -> dict[str, object]:
+        """Per feature over ``window_s`` (default: the longest window): runs, cost, and per
+        tier the answers judged, escalated, accepted, fallbacks and cost, with the SLO
+        target and the active alerts — what ``cascade report`` shows (JSON-ready)."""
+        await self.flush()
+        now = self.clock()
+        window = window_s if window_s is not None else max(w.long_s for w in self.windows)
+        features: dict[str, object] = {}
+        for feature in sorted(self._features):
+            runs, cost = await self._sums(feature, "*", ("runs", "cost"), window, now)
+            tiers = []
+            for tier in self.tiers:
+                judged, esc, acc, fb, spent = await self._sums(
+                    feature, tier, ("runs", "esc", "acc", "fb", "cost"), window, now)
+                target = self._by_tier.get((feature, tier))
+                tiers.append({"tier": tier, "judged": int(judged), "escalations": int(esc),
+                              "escalation_rate": rate(esc, judged), "accepted": int(acc),
+                              "fallbacks": int(fb), "cost": spent,
+                              "target": None if target is None else target.target,
+                              "to": None if target is None else target.to})
+            features[feature] = {
+                "runs": int(runs), "cost": cost, "tiers": tiers,
+                "alerts": [k for k in self.active() if k.startswith(f"{feature}/")]}
+        return {"at": now, "window_s": window, "features": features}
+
+    async def write_snapshot(self, path: str) -> None:
+        """``snapshot()`` as JSON, replacing ``path`` atomically."""
+        text = json.dumps(await self.snapshot(), indent=2, sort_keys=True)
+
+        def write() -> None:
+            tmp = f"{path}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
+
+        await anyio.to_thread.run_sync(write)
+
+    async def evaluate(self) -> list[Alert]:
+        """Flush, read every window, step every alert; the changes (also sent by
+        ``deliver``)."""
+        await self.flush()
+        now, changes = self.clock(), []
+        for target in self.targets:
+            for window, kind in self._detectors(target):
+                long = await self.counts(target, window.long_s, now)
+                short = await self.counts(target, window.short_s, now)
+                match kind:
+                    case AlertKind.DRIFT:
+                        condition = long.runs >= self.min_runs and abs(drift_z(
+                            long.escalations, long.runs, target.calibrated or 0.5)) >= self.drift_z
+                    case AlertKind.BURN_RATE | AlertKind.STORM:
+                        threshold = window.burn_rate * target.target
+                        condition = (long.runs >= self.min_runs and long.rate >= threshold
+                                     and short.runs > 0 and short.rate >= threshold)
+                key = f"{target.feature}/{target.tier}/{window.label}"
+                tracker = self._trackers.setdefault(key, _Tracker())
+                resolve = self.resolve_after_s if self.resolve_after_s is not None \
+                    else window.short_s
+                change = tracker.step(condition, now, resolve)
+                if change is not None:
+                    changes.append(Alert(change, target, window, long.rate, short.rate,
+                                         long.runs, now, tracker.since, kind))
+        return changes
+
+    def _detectors(self, target: EscalationTarget) -> list[tuple[BurnWindow, AlertKind]]:
+        """The SLO's window pairs; an escalation storm (the shortest short window, most of
+        it escalating, and a bucket of it); threshold drift against the calibrated rate
+        (over the longest long window)."""
+        found = [(w, AlertKind.BURN_RATE) for w in self.windows]
+        shortest = min(w.short_s for w in self.windows)
+        bucket = self.bucket_s or shortest / 5
+        if self.storm_rate is not None and bucket < shortest:
+            found.append((BurnWindow(shortest, bucket, self.storm_rate / target.target, "storm"),
+                          AlertKind.STORM))
+        if target.calibrated is not None:
+            longest = max(w.long_s for w in self.windows)
+            found.append((BurnWindow(longest, shortest, 1.0, "drift"), AlertKind.DRIFT))
+        return found
+
+    def active(self) -> list[str]:
+        return sorted(k for k, t in self._trackers.items() if t.firing)
+
+    async def deliver(self, alerts: Sequence[Alert]) -> None:
+        """Send each change to every sink, concurrently; a sink that fails is logged and
+        counted, never raised (the others still get it)."""
+        async def send(sink: AlertSink, alert: Alert) -> None:
+            try:
+                await sink.send(alert)
+            except AlertDeliveryError as exc:
+                self.delivery_failures += 1
+                log.error("alert %s (%s) not delivered by %s: %s", alert.key,
+                          alert.state.value, type(sink).__name__, exc)
+
+        async with anyio.create_task_group() as tg:
+            for alert in alerts:
+                for sink in self.sinks:
+                    tg.start_soon(send, sink, alert)
+
+    @asynccontextmanager
+    async def running(self, interval_s: float | None = None,
+                      sleep: Callable[[float], object] | None = None,
+                      drain_s: float = 10.0) -> AsyncIterator[SloMonitor]:
+        """Evaluate every ``interval_s`` (default: the monitor's) in a background task while
+        the block runs, and once more at its end. Notifications are delivered in tasks of
+        their own, so a slow sink never delays an evaluation (nor a run); at the end,
+        deliveries under way get ``drain_s`` seconds to finish."""
+        pause = sleep or anyio.sleep
+        every = self.interval_s if interval_s is None else interval_s
+        loop_scope = anyio.CancelScope()
+        inflight = _InFlight()
+
+        async def loop(tg: anyio.abc.TaskGroup) -> None:
+            with loop_scope:
+                while True:
+                    await pause(every)  # type: ignore[misc]
+                    await self._evaluate_and_send(tg, inflight)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(loop, tg)
+            try:
+                yield self
+            finally:
+                loop_scope.cancel()
+                with anyio.move_on_after(drain_s, shield=True):
+                    await self._evaluate_and_send(tg, inflight)
+                    await inflight.idle()
+                tg.cancel_scope.cancel()
+
+    async def _evaluate_and_send(self, tg: anyio.abc.TaskGroup, inflight: _InFlight) -> None:
+        try:
+            changes = await self.evaluate()
+        except StateError as exc:  # the store is down: counts are kept, tried again later
+            log.warning("SLO evaluation skipped: %s", exc)
+            return
+        if changes:
+            tg.start_soon(inflight.run, self.deliver, changes)
+        if self.snapshot_path is not None:
+            try:
+                await self.write_snapshot(self.snapshot_path)
+            except OSError as exc:
+                log.warning("SLO snapshot not written to %s: %s", self.snapshot_path, exc)
+
+    def _bucket(self, at: float) -> int:
+        return math.floor(at / (self.bucket_s or 1.0))
+
+    def _key(self, feature: str, tier: str, bucket: int, kind: str) -> str:
+        return f"{self.prefix}:{feature}:{tier}:{bucket}:{kind}"
+
+
+class _InFlight:
+    """Deliveries under way, so the end of ``running`` can wait for them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.done = anyio.Event()
+
+    async def run(self, deliver: Callable[[Sequence[Alert]], object],
+                  alerts: Sequence[Alert]) -> None:
+        self.count += 1
+        try:
+            await deliver(alerts)  # type: ignore[misc]
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self.done.set()
+                self.done = anyio.Event()
+
+    async def idle(self) -> None:
+        if self.count:
+            await self.done.wait()
+
+
+def monitor_from_spec(spec: SloSpec, feature: str, store: Store | None = None,
+                      clock: Callable[[], float] = time.time, tiers: Sequence[str] = (),
+                      snapshot_path: str | None = None) -> SloMonitor:
+    """The monitor a policy's ``slo:`` block describes, counting in ``store``."""
+    from cascade.telemetry._alerts import LogSink, OTelSink, WebhookSink
+
+    sinks: list[AlertSink] = []
+    if spec.alerts.log:
+        sinks.append(LogSink())
+    if spec.alerts.otel:
+        sinks.append(OTelSink())
+    hook = spec.alerts.webhook
+    if hook is not None:
+        sinks.append(WebhookSink(hook.url.get_secret_value(),
+                                 secret=hook.secret.get_secret_value() if hook.secret else None,
+                                 max_attempts=hook.max_attempts, timeout_s=hook.timeout_s))
+    return SloMonitor(
+        [EscalationTarget(feature, t.tier, t.target, t.to, t.calibrated)
+         for t in spec.escalation_rate],
+        [BurnWindow(w.long_s, w.short_s, w.burn_rate, w.name) for w in spec.windows],
+        store=store, sinks=sinks, clock=clock, min_runs=spec.min_runs,
+        resolve_after_s=spec.resolve_after_s, interval_s=spec.evaluate_every_s,
+        tiers=tuple(tiers), snapshot_path=snapshot_path, storm_rate=spec.storm_rate,
+        drift_z=spec.drift_z)
+
+
+class SloObserver(RunObserver):
+    """Counts every finished run into its monitor (memory only: no I/O here)."""
+
+    def __init__(self, monitor: SloMonitor) -> None:
+        self.monitor = monitor
+
+    def run_finished(self, run: RunInfo, result: Result | None,
+                     error: BaseException | None) -> None:
+        if result is not None:
+            self.monitor.record_result(result)
+
+
+__all__ = ["DEFAULT_WINDOWS", "Alert", "AlertDeliveryError", "AlertKind", "AlertSink", "AlertState",
+           "BurnWindow", "EscalationTarget", "SloMonitor", "SloObserver", "TierWindow", "drift_z", "monitor_from_spec", "rate"]
