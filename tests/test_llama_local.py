@@ -34,8 +34,11 @@ async def test_smollm2_decodes_with_logprobs_matching_the_server(llama_server: s
     assert values is not None and "Paris" in local.text
     assert local.output_tokens >= len(values) >= local.output_tokens - 1
     assert len(values) >= 3
-    for mine, theirs in zip(values, remote):
-        assert mine == pytest.approx(theirs, abs=0.05)
+    # the server reuses the KV cache of earlier requests' common prefix (the chat template's
+    # first tokens), which moves logprobs slightly and by test order (ENVIRONMENT.md): each
+    # token within 0.15, and on average within 0.05; a wrong recorder is off by whole units
+    diffs = [abs(mine - theirs) for mine, theirs in zip(values, remote)]
+    assert max(diffs) <= 0.15 and sum(diffs) / len(diffs) <= 0.05, diffs
 
 
 async def test_gemma_base_model_with_completion_template() -> None:
