@@ -137,8 +137,11 @@ async def test_a_cascade_built_before_the_sdk_records_once_it_is_installed() -> 
     from opentelemetry.metrics import _internal
     from opentelemetry.util._once import Once
 
-    saved = _internal._METER_PROVIDER, _internal._METER_PROVIDER_SET_ONCE
+    saved = (_internal._METER_PROVIDER, _internal._METER_PROVIDER_SET_ONCE,
+             _internal._PROXY_METER_PROVIDER)
+    # a fresh global state: no provider, and a proxy not bound to one set by an earlier test
     _internal._METER_PROVIDER, _internal._METER_PROVIDER_SET_ONCE = None, Once()
+    _internal._PROXY_METER_PROVIDER = _internal._ProxyMeterProvider()
     try:
         engine = Cascade([Tier("a", "m", Scripted("x"))], feature="late")  # no SDK yet
         await engine.run("q")  # the fast path: nothing built, nothing recorded
@@ -149,4 +152,5 @@ async def test_a_cascade_built_before_the_sdk_records_once_it_is_installed() -> 
         assert total(points(reader), "cascade.runs", **{"cascade.feature": "late"}) == 1
         provider.shutdown()
     finally:
-        _internal._METER_PROVIDER, _internal._METER_PROVIDER_SET_ONCE = saved
+        (_internal._METER_PROVIDER, _internal._METER_PROVIDER_SET_ONCE,
+         _internal._PROXY_METER_PROVIDER) = saved
