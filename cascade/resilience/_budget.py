@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -123,6 +124,13 @@ def _amount(field: str, value: object) -> float:
     return float(value)
 
 
+@functools.lru_cache(maxsize=4096)
+def _quoted(part: str) -> str:
+    """A key part with ':' and every unsafe character escaped (cached: the same few names
+    recur on every call)."""
+    return quote(part, safe="")
+
+
 class Budgets:
     """Every spending budget of a deployment of cascade, on one ``Store``.
 
@@ -155,16 +163,16 @@ class Budgets:
         now = self._clock()
         out = []
         for rule in self._rules:
-            parts = ["budget", quote(rule.name, safe="")]
+            parts = ["budget", _quoted(rule.name)]
             if rule.scope is BudgetScope.CALLER:
                 caller = metadata.get(rule.caller_key)
                 if caller is None:
                     continue
                 if not rule.across_features:
-                    parts.append(quote(feature, safe=""))
-                parts.append(quote(str(caller), safe=""))
+                    parts.append(_quoted(feature))
+                parts.append(_quoted(str(caller)))
             else:
-                parts.append(quote(feature, safe=""))
+                parts.append(_quoted(feature))
             start, end = bucket(rule.period, now)
             parts.append(f"{rule.period.value}{int(start)}")
             out.append((rule, ":".join(parts), end - now + _KEY_GRACE_S))
