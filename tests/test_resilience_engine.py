@@ -257,12 +257,17 @@ async def test_queued_callers_wait_within_the_bulkhead() -> None:
     assert res.state(slow).bulkhead.in_flight == 0 and res.state(slow).bulkhead.waiting == 0
 
 
-async def test_hedging_takes_the_first_answer_and_counts_both_costs() -> None:
+@pytest.mark.parametrize("strategy", ["least_in_flight", "lowest_latency"])
+async def test_hedging_takes_the_first_answer_and_counts_both_costs(strategy: str) -> None:
+    """The hedge goes to another deployment even when the strategy ranks the primary's first
+    (lowest latency ignores calls in flight)."""
+    from cascade.policy import LoadBalancing
+
     slow = Scripted("slow", name="a", delay=2.0)
     fast = Scripted("fast", name="b", delay=0.01)
     ts = [Tier("small", "s", slow, None, None, CHEAP,
                deployments=(Deployment(slow), Deployment(fast)),
-               load_balancing=_order(), hedge=HedgeSpec(after_s=0.05))]
+               load_balancing=LoadBalancing(strategy), hedge=HedgeSpec(after_s=0.05))]
     engine = Cascade(ts)
     with anyio.fail_after(1.5):
         result = await engine.run("a question")

@@ -7,8 +7,7 @@ from __future__ import annotations
 import bisect
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -82,14 +81,6 @@ class Bulkhead:
     def release(self) -> None:
         self.in_flight -= 1
         self._semaphore.release()
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        await self.acquire()
-        try:
-            yield
-        finally:
-            self.release()
 
 
 class Latency:

@@ -32,6 +32,7 @@ from cascade.errors import (
     AuthenticationError,
     BreakerOpenError,
     BudgetDeniedError,
+    BulkheadFullError,
     ContextLengthExceededError,
     ProviderError,
     ProviderTimeoutError,
@@ -102,6 +103,7 @@ class _Call:
     retry: int = 0
     waited: float = 0.0
     chosen: int | None = None  # the deployment the current try went to
+    last_choice: int | None = None  # tried last (a hedge avoids the primary's deployment)
     last_error: ProviderError | None = None
     retryable_error: ProviderError | None = None
 
@@ -133,7 +135,7 @@ async def _call(c: _Call) -> Completion:
         return await _round(c)
     except _Retry as failed:
         retryable = failed
-    if r.retry.max_attempts < 2 or _StopAtDeadline(c).first(_Wait(c).first()):
+    if r.retry.max_attempts < 2 or _StopAtDeadline(c).first(_Wait(c).after()):
         raise retryable.error from None
     retrying = AsyncRetrying(
         stop=stop_after_attempt(r.retry.max_attempts) | _StopAtDeadline(c),
@@ -171,17 +173,15 @@ class _Wait(wait_base):
         self.jitter = wait_random_exponential(multiplier=policy.initial_backoff_s,
                                               max=policy.max_backoff_s)
 
-    def first(self) -> float:
-        """The wait before the first retry (for the decision to start retrying at all)."""
-        return self._after()
-
-    def _after(self) -> float:
+    def after(self) -> float:
+        """Seconds until the first deployment that is not out for good may be called again
+        (its Retry-After); also the wait before the first retry."""
         c, now = self.c, self.c.scope.resilience.clock()
         return min((c.not_before.get(i, 0.0) for i in range(len(c.states))
                     if i not in c.excluded), default=0.0) - now
 
     def __call__(self, retry_state: RetryCallState) -> float:
-        return max(float(self.jitter(retry_state)), self._after(), 0.0)
+        return max(float(self.jitter(retry_state)), self.after(), 0.0)
 
 
 class _StopAtDeadline(stop_base):
@@ -208,6 +208,7 @@ async def _round(c: _Call) -> Completion:
         ranked = order(c.target.deployments, c.states, c.target.strategy, r.rng)
         candidates = [i for i in ranked if i not in c.excluded and i not in c.avoid
                       and c.not_before.get(i, 0.0) <= now]
+        candidates.sort(key=lambda i: i == c.last_choice)  # stable: the rest keep their order
         soonest = math.inf
         for index in candidates:
             permit = await _permit(c, index)
@@ -286,6 +287,7 @@ async def _permit(c: _Call, index: int) -> Permit | None | bool:
 async def _try(c: _Call, index: int, permit: Permit | bool) -> Completion:
     """One call to one deployment: budget, bulkhead, timeout, breaker and latency records."""
     r, state, deployment = c.scope.resilience, c.states[index], c.target.deployments[index]
+    c.chosen = index
     window = deployment.context_window
     if window is not None and estimate_message_tokens(c.call.messages) + c.call.max_tokens > window:
         _release(c, index, permit)
@@ -338,8 +340,6 @@ async def _failed(c: _Call, index: int, permit: Permit | bool, error: ProviderEr
 
 
 def _outcome(error: ProviderError) -> CallOutcome:
-    from cascade.errors import BulkheadFullError
-
     return CallOutcome.SHED if isinstance(error, BulkheadFullError) else CallOutcome.ERROR
 
 
@@ -422,6 +422,7 @@ async def _hedged(scope: RunScope, target: Target, call: ModelCall, purpose: Cal
     won: list[Completion] = []
     errors: list[ProviderError] = []
     done = anyio.Event()
+    first_event = len(scope.events)
 
     async def run(c: _Call, tg: anyio.abc.TaskGroup) -> None:
         try:
@@ -437,25 +438,19 @@ async def _hedged(scope: RunScope, target: Target, call: ModelCall, purpose: Cal
         with anyio.move_on_after(delay):
             await done.wait()
         if not won and not errors:
-            second.avoid = {_first_choice(scope, target)}
+            second.last_choice = primary.chosen
             tg.start_soon(run, second, tg)
-    _charge_cancelled(scope, target, call)
+    _charge_cancelled(scope, target, call, first_event)
     if won:
         return won[0]
     raise errors[0]
 
 
-def _first_choice(scope: RunScope, target: Target) -> int:
-    for event in reversed(scope.events):
-        for i, d in enumerate(target.deployments):
-            if scope.resilience.state(d.provider).key == event.deployment:
-                return i
-    return 0
-
-
-def _charge_cancelled(scope: RunScope, target: Target, call: ModelCall) -> None:
+def _charge_cancelled(scope: RunScope, target: Target, call: ModelCall, first: int) -> None:
+    """The hedged call's cancelled tries (from event ``first`` on) are charged their prompt."""
     prompt = estimate_message_tokens(call.messages) * target.price_in
-    for i, event in enumerate(scope.events):
+    for i in range(first, len(scope.events)):
+        event = scope.events[i]
         if event.outcome is CallOutcome.CANCELLED and event.cost == 0.0 and prompt:
             scope.events[i] = CallEvent(event.purpose, event.deployment, event.outcome,
                                         event.error, event.latency_s, event.wait_s, event.retry,
