@@ -118,10 +118,24 @@ _USD, _REQUESTS = "usd", "requests"
 
 
 def _amount(field: str, value: object) -> float:
+    if type(value) is float and 0.0 <= value < math.inf:
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
             or value < 0:
         raise BudgetArgumentError(field, f"a finite amount >= 0 is needed, got {value!r}")
     return float(value)
+
+
+@functools.lru_cache(maxsize=8192)
+def _stem(name: str, feature: str | None, caller: str | None) -> str:
+    """``budget:<rule>[:<feature>][:<caller>]`` with every part quoted (cached: the same
+    few names recur on every call)."""
+    parts = ["budget", _quoted(name)]
+    if feature is not None:
+        parts.append(_quoted(feature))
+    if caller is not None:
+        parts.append(_quoted(caller))
+    return ":".join(parts)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -152,6 +166,7 @@ class Budgets:
             raise ResilienceConfigError("rules", f"rule names must be unique: {duplicates}")
         self._store = store
         self._clock = clock
+        self._buckets: dict[Period, tuple[float, float, str]] = {}
 
     @property
     def rules(self) -> tuple[BudgetRule, ...]:
@@ -163,20 +178,25 @@ class Budgets:
         now = self._clock()
         out = []
         for rule in self._rules:
-            parts = ["budget", _quoted(rule.name)]
             if rule.scope is BudgetScope.CALLER:
                 caller = metadata.get(rule.caller_key)
                 if caller is None:
                     continue
-                if not rule.across_features:
-                    parts.append(_quoted(feature))
-                parts.append(_quoted(str(caller)))
+                stem = _stem(rule.name, None if rule.across_features else feature, str(caller))
             else:
-                parts.append(_quoted(feature))
-            start, end = bucket(rule.period, now)
-            parts.append(f"{rule.period.value}{int(start)}")
-            out.append((rule, ":".join(parts), end - now + _KEY_GRACE_S))
+                stem = _stem(rule.name, feature, None)
+            end, name = self._bucket(rule.period, now)
+            out.append((rule, f"{stem}:{name}", end - now + _KEY_GRACE_S))
         return out
+
+    def _bucket(self, period: Period, now: float) -> tuple[float, str]:
+        """The end and key suffix (``day1764633600``) of ``bucket(period, now)``, remembered
+        until the clock leaves it (every call asks)."""
+        known = self._buckets.get(period)
+        if known is None or not known[0] <= now < known[1]:
+            start, end = bucket(period, now)
+            known = self._buckets[period] = (start, end, f"{period.value}{int(start)}")
+        return known[1], known[2]
 
     async def reserve(self, feature: str, metadata: Mapping[str, str], usd: float,
                       requests: int = 1) -> Reservation | Denied:
@@ -191,7 +211,7 @@ class Budgets:
                 plan.append((rule, _USD, Add(f"{stem}:{_USD}", usd, float(rule.usd), ttl)))
             if rule.requests is not None:
                 plan.append((rule, _REQUESTS,
-                             Add(f"{stem}:{_REQUESTS}", requests, float(rule.requests), ttl)))
+                             Add(f"{stem}:{_REQUESTS}", float(requests), float(rule.requests), ttl)))
         adds = tuple(add for _, _, add in plan)
         if not adds:
             return Reservation((), usd)

@@ -41,7 +41,8 @@ class RetryBudget:
         self._buckets = max(1, math.ceil(window_s / _BUCKET_S))
         self._store = store
         self._clock = clock
-        self._ttl_s = (self._buckets + 2) * _BUCKET_S
+        self._ttl_s = float((self._buckets + 2) * _BUCKET_S)
+        self._request_keys: dict[str, tuple[int, str]] = {}  # deployment -> (bucket, key)
 
     def __repr__(self) -> str:
         return (f"RetryBudget(ratio={self._ratio}, min_retries={self._min_retries}, "
@@ -55,10 +56,13 @@ class RetryBudget:
 
     async def on_request(self, deployment: str) -> None:
         """Count a first attempt to ``deployment``."""
-        if not isinstance(deployment, str) or not deployment:
-            raise ResilienceConfigError("deployment", f"a non-empty name, got {deployment!r}")
-        key = f"retry:{deployment}:requests:{math.floor(self._clock() / _BUCKET_S)}"
-        await self._store.add([Add(key, 1.0, None, self._ttl_s)])
+        now = math.floor(self._clock() / _BUCKET_S)
+        known = self._request_keys.get(deployment)
+        if known is None or known[0] != now:  # a new bucket (or deployment): a new key
+            if type(deployment) is not str or not deployment:
+                raise ResilienceConfigError("deployment", f"a non-empty name, got {deployment!r}")
+            known = self._request_keys[deployment] = (now, f"retry:{deployment}:requests:{now}")
+        await self._store.add((Add(known[1], 1.0, None, self._ttl_s),))
 
     def allowance(self, requests: float) -> float:
         """Retries allowed in a window with ``requests`` first attempts."""

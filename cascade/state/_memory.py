@@ -46,28 +46,32 @@ class MemoryStore:
     def apply(self, adds: Sequence[Add]) -> tuple[bool, tuple[float, ...]]:
         """``add`` without the coroutine: the synchronous core."""
         now = self._clock()
-        self._purge(now)
+        if self._expiries and self._expiries[0][0] <= now:
+            self._purge(now)
+        values = self._values
         pending: dict[str, float] = {}
         results: list[float] = []
         ok = True
         for item in adds:
-            if not isinstance(item, Add):
+            if type(item) is not Add and not isinstance(item, Add):
                 raise TypeError(f"Store.add takes Add objects, got {type(item).__name__}")
-            entry = self._values.get(item.key)
-            current = pending.get(item.key, 0.0 if entry is None else entry[0])
-            if not item.fits(current):
+            current = pending.get(item.key)
+            if current is None:
+                entry = values.get(item.key)
+                current = 0.0 if entry is None else entry[0]
+            if item.limit is not None and current + item.amount > item.limit:
                 ok = False
             pending[item.key] = current + item.amount
             results.append(current + item.amount)
         if not ok:
             return False, tuple(self.value(item.key) for item in adds)
         for item in adds:
-            entry = self._values.get(item.key)
+            entry = values.get(item.key)
             if entry is None:
                 expires_at = None if item.ttl_s is None else now + item.ttl_s
                 self._set(item.key, item.amount, expires_at)
             else:
-                self._values[item.key] = (entry[0] + item.amount, entry[1])
+                values[item.key] = (entry[0] + item.amount, entry[1])
         return True, tuple(results)
 
     def raise_value(self, key: str, value: float, ttl_s: float | None = None) -> float:

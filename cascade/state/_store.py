@@ -33,6 +33,8 @@ class InvalidAddError(StateError, ValueError):
 
 
 def check_key(key: object) -> str:
+    if type(key) is str and key:  # the common case, cheaply (this runs on every model call)
+        return key
     if not isinstance(key, str) or not key:
         raise InvalidAddError("key", f"a non-empty string is needed, got {key!r}")
     return key
@@ -41,6 +43,8 @@ def check_key(key: object) -> str:
 def check_ttl(ttl_s: float | None) -> float | None:
     if ttl_s is None:
         return None
+    if type(ttl_s) is float and 0.0 < ttl_s < math.inf:
+        return ttl_s
     if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or not math.isfinite(ttl_s) \
             or ttl_s <= 0:
         raise InvalidAddError("ttl_s", f"a finite number of seconds > 0 or None, got {ttl_s!r}")
@@ -56,6 +60,8 @@ def check_seconds(field: str, value: object) -> float:
 
 
 def check_number(field: str, value: object) -> float:
+    if type(value) is float and value - value == 0.0:  # finite (inf - inf and NaN are NaN)
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidAddError(field, f"a finite number is needed, got {value!r}")
     return float(value)
@@ -73,6 +79,12 @@ class Add:
     ttl_s: float | None = None
 
     def __post_init__(self) -> None:
+        if type(self.key) is str and self.key and type(self.amount) is float \
+                and self.amount - self.amount == 0.0 and (self.limit is None or (
+                    type(self.limit) is float and self.limit - self.limit == 0.0)) \
+                and (self.ttl_s is None or (type(self.ttl_s) is float and
+                                            0.0 < self.ttl_s < math.inf)):
+            return  # valid floats: the common case, checked cheaply (every model call)
         check_key(self.key)
         check_number("amount", self.amount)
         if self.limit is not None:

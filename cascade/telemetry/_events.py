@@ -6,8 +6,8 @@ resilience seam (``cascade.resilience``) while a model call is under way."""
 
 from __future__ import annotations
 
+import random
 import time
-import uuid
 from dataclasses import dataclass, field
 
 from cascade.types import Request
@@ -19,7 +19,7 @@ class RunInfo:
 
     feature: str
     request: Request
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=lambda: f"{random.getrandbits(128):032x}")
     started_ns: int = field(default_factory=time.time_ns)  # wall clock, for spans
 
 

@@ -36,7 +36,8 @@ class MetricsObserver(RunObserver):
     lists every instrument)."""
 
     def __init__(self, meter_provider: metrics.MeterProvider | None = None) -> None:
-        self._own = meter_provider is not None
+        self._quiet = meter_provider is None and isinstance(metrics.get_meter_provider(),
+                                                            _ProxyMeterProvider)
         meter = (meter_provider or metrics.get_meter_provider()).get_meter(METER_NAME)
         c, h = meter.create_counter, meter.create_histogram
         self.runs = c("cascade.runs", "{run}", "runs by how they ended")
@@ -73,9 +74,14 @@ class MetricsObserver(RunObserver):
 
     def _off(self) -> bool:
         """No SDK installed yet (the API's proxy provider): recording would do nothing, so
-        the attributes are not even built (about 0.1 ms a run). Instruments made from the
-        proxy start recording as soon as the application sets a provider."""
-        return not self._own and isinstance(metrics.get_meter_provider(), _ProxyMeterProvider)
+        the attributes are not even built (about 0.1 ms a run). Asked once per run, at its
+        start (``run_started``); instruments made from the proxy start recording as soon as
+        the application sets a provider, from the next run on."""
+        return self._quiet
+
+    def run_started(self, run: RunInfo) -> None:
+        if self._quiet and not isinstance(metrics.get_meter_provider(), _ProxyMeterProvider):
+            self._quiet = False  # a global provider is set once and for all: stop asking
 
     def attempt_finished(self, attempt: AttemptInfo, record: Attempt) -> None:
         if self._off():

@@ -73,8 +73,16 @@ class RunObserver:
         """A spending budget allowed or denied a call."""
 
 
+_METHODS = ("run_started", "routed", "attempt_started", "estimate_made", "attempt_finished",
+            "run_finished", "retry", "fallback", "breaker_transition", "budget_decision")
+
+
 class Observers:
-    """The engine's fan-out to its observers; an observer's error is contained here."""
+    """The engine's fan-out to its observers; an observer's error is contained here.
+
+    Each method is told only to the observers that override it (a ``RunObserver`` method left
+    as the base class's does nothing, so it is not called at all: the fan-out stays cheap on
+    the request path)."""
 
     def __init__(self, observers: Sequence[RunObserver] = ()) -> None:
         for observer in observers:
@@ -83,9 +91,12 @@ class Observers:
                                 "(subclass cascade.telemetry.RunObserver)")
         self.observers = tuple(observers)
         self.failures: Counter[str] = Counter()  # "<Observer>.<method>" -> errors
+        self._listeners: dict[str, tuple[RunObserver, ...]] = {
+            method: tuple(o for o in self.observers if _overrides(o, method))
+            for method in _METHODS}
 
     def _tell(self, method: str, *args: object) -> None:
-        for observer in self.observers:
+        for observer in self._listeners[method]:
             try:
                 getattr(observer, method)(*args)
             except Exception as exc:  # an observer never fails a run: logged once, counted
@@ -125,6 +136,13 @@ class Observers:
                 self._tell("breaker_transition", run, event)
             case BudgetDecision():
                 self._tell("budget_decision", run, event)
+
+
+def _overrides(observer: RunObserver, method: str) -> bool:
+    """Whether ``observer`` does something on ``method`` (an instance attribute counts)."""
+    if method in getattr(observer, "__dict__", {}):
+        return True
+    return getattr(type(observer), method) is not getattr(RunObserver, method)
 
 
 __all__ = ["Observers", "RunObserver"]

@@ -9,8 +9,8 @@ instrumented libraries nest under them and outgoing HTTP calls carry their W3C
 from __future__ import annotations
 
 import json
+import random
 import time
-import uuid
 from collections.abc import MutableMapping
 
 from opentelemetry import context as otel_context
@@ -39,7 +39,8 @@ def get_tracer() -> trace.Tracer:
 def current_trace_id() -> str:
     """The current span's trace id, or a fresh random one where no SDK records traces."""
     span_context = trace.get_current_span().get_span_context()
-    return format(span_context.trace_id, "032x") if span_context.is_valid else uuid.uuid4().hex
+    return format(span_context.trace_id, "032x") if span_context.is_valid \
+        else f"{random.getrandbits(128):032x}"  # an id, not a secret: no urandom call per run
 
 
 def inject_traceparent(headers: MutableMapping[str, str]) -> None:
@@ -81,6 +82,8 @@ class TracingObserver(RunObserver):
             f"cascade.run {run.feature}", kind=SpanKind.INTERNAL, start_time=run.started_ns,
             attributes={"cascade.feature": run.feature, "gen_ai.operation.name": "chat"},
             record_exception=False)
+        if not span.get_span_context().is_valid:  # no SDK: nothing of this run is recorded,
+            return  # so its attempts and estimates make no spans either (the request path)
         if self.record_content and span.is_recording():
             span.set_attribute("gen_ai.input.messages", json.dumps(
                 [{"role": m.role, "content": m.content} for m in run.request.messages]))
@@ -92,6 +95,8 @@ class TracingObserver(RunObserver):
         return None if opened is None else trace.set_span_in_context(opened.span)
 
     def routed(self, run: RunInfo, decision: RouteDecision) -> None:
+        if run not in self._runs:
+            return
         end = time.time_ns()
         span = self._tracer.start_span(
             f"cascade.route {decision.router}", start_time=end - int(decision.latency_s * 1e9),
@@ -99,6 +104,8 @@ class TracingObserver(RunObserver):
         span.end(end_time=end)
 
     def attempt_started(self, attempt: AttemptInfo) -> None:
+        if attempt.run not in self._runs:
+            return
         attributes: dict[str, str | int | float] = {
             "gen_ai.operation.name": "chat", "gen_ai.request.model": attempt.model,
             "gen_ai.request.max_tokens": attempt.max_tokens,
@@ -115,6 +122,8 @@ class TracingObserver(RunObserver):
         self._current[attempt.run] = attempt
 
     def estimate_made(self, attempt: AttemptInfo, estimate: EstimateInfo) -> None:
+        if attempt not in self._attempts:
+            return
         span = self._tracer.start_span(
             f"cascade.estimate {estimate.estimator}", start_time=estimate.started_ns or None,
             attributes={"cascade.estimator": estimate.estimator,
@@ -135,10 +144,10 @@ class TracingObserver(RunObserver):
 
     def attempt_finished(self, attempt: AttemptInfo, record: Attempt) -> None:
         opened = self._attempts.pop(attempt, None)
-        if self._current.get(attempt.run) is attempt:
-            del self._current[attempt.run]
         if opened is None:
             return
+        if self._current.get(attempt.run) is attempt:
+            del self._current[attempt.run]
         _attempt_attributes(opened.span, record)
         if self.record_content and record.answer is not None and opened.span.is_recording():
             opened.span.set_attribute("gen_ai.output.messages", json.dumps(
@@ -147,6 +156,8 @@ class TracingObserver(RunObserver):
 
     def run_finished(self, run: RunInfo, result: Result | None,
                      error: BaseException | None) -> None:
+        if run not in self._runs:
+            return
         for attempt in [a for a in self._attempts if a.run is run]:  # cut short by an error
             self._attempts.pop(attempt).close()
         self._current.pop(run, None)
