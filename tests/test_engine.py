@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import anyio
 import pytest
 from scripted import FakeClock, Fixed, Scripted, boom
@@ -288,3 +290,15 @@ async def test_concurrent_runs_are_independent() -> None:
             group.start_soon(one, i)
     assert len(results) == 50 and all(r.answer == "cheap" for r in results)
     assert len({r.trace_id for r in results}) == 50
+
+
+def test_runs_started_together_are_cut_in_a_staggered_order_before_their_deadline() -> None:
+    from cascade.engine import _UNWIND_S, _cut_at
+
+    assert _cut_at(None, 5) == math.inf
+    assert _cut_at(8.0) == pytest.approx(7.9)  # alone: 10 %, at most 100 ms
+    assert _cut_at(0.5) == pytest.approx(0.45)
+    # the k-th of runs started at once is cut k unwinds earlier than the first
+    assert _cut_at(8.0, 1000) == pytest.approx(7.9 - 1000 * _UNWIND_S)
+    assert _cut_at(8.0, 1) < _cut_at(8.0, 0)
+    assert _cut_at(1.0, 100_000) == pytest.approx(0.75)  # never more than a quarter early
