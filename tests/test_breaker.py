@@ -98,7 +98,7 @@ def test_no_trip_before_minimum_calls_then_trip_on_failure_rate() -> None:
     assert "failure rate 1.00 >= 0.5 over 4 calls" in transition.reason
     assert breaker.open_until == clock.now + 10.0
     assert breaker.acquire() is None
-    assert breaker.drain() == [transition] and breaker.drain() == []
+    assert breaker.drain() == (transition,) and breaker.drain() == ()
 
 
 def test_failure_rate_below_threshold_stays_closed() -> None:

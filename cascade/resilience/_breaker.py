@@ -241,9 +241,11 @@ class CircuitBreaker:
                                len(self._outstanding) if self._state is BreakerState.HALF_OPEN else 0,
                                self._total_trips)
 
-    def drain(self) -> list[Transition]:
+    def drain(self) -> tuple[Transition, ...]:
         """Every transition since the last drain, oldest first."""
-        out = list(self._pending)
+        if not self._pending:
+            return ()
+        out = tuple(self._pending)
         self._pending.clear()
         return out
 

@@ -62,6 +62,15 @@ class Bulkhead:
         self.in_flight = 0
         self.waiting = 0
 
+    def try_acquire(self) -> bool:
+        """Take a free slot at once if there is one and nobody waits (no checkpoint);
+        False: call ``acquire``."""
+        if self._semaphore.value > 0 and not self.waiting:
+            self._semaphore.acquire_nowait()
+            self.in_flight += 1
+            return True
+        return False
+
     async def acquire(self) -> None:
         """Take a slot: at once when one is free and nobody waits, else queue (FIFO); shed
         with ``BulkheadFullError`` when the queue is full. Pair with ``release``."""

@@ -87,6 +87,14 @@ class BreakerRegistry:
     def _to_local(self, wall: float) -> float:
         return self._clock() + (wall - self._wall_clock())
 
+    def sync_due(self, deployment: str) -> bool:
+        """Whether ``sync`` would read the store now (a shared store, ``sync_s`` elapsed):
+        the request path awaits ``sync`` only then."""
+        if self._store is None:
+            return False
+        state = self._sync.get(deployment)
+        return state is None or self._clock() - state.last >= self._sync_s
+
     async def sync(self, deployment: str) -> Transition | None:
         """Adopt another process's cooldown: read the shared open-until (at most every
         ``sync_s``) and trip the local breaker if it is later. Returns the transition."""

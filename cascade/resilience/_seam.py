@@ -276,7 +276,8 @@ async def _permit(c: _Call, index: int) -> Permit | None | bool:
     if not r.breakers_enabled:
         return True
     key = c.states[index].key
-    await r.breakers.sync(key)
+    if r.breakers.sync_due(key):
+        await r.breakers.sync(key)
     permit = r.breakers.get(key).acquire()
     if permit is None:
         c.event(index, CallOutcome.SKIPPED, BreakerOpenError(key, "circuit breaker open"))
@@ -295,7 +296,8 @@ async def _try(c: _Call, index: int, permit: Permit | bool) -> Completion:
     reservation = await _reserve(c, index, permit)
     started = r.clock()
     try:
-        await state.bulkhead.acquire()
+        if not state.bulkhead.try_acquire():
+            await state.bulkhead.acquire()
         try:
             if r.retry.max_attempts > 1 and c.retry == 0:  # counted when sent: the budget's base
                 await r.retry_budget.on_request(state.key)
@@ -316,7 +318,8 @@ async def _try(c: _Call, index: int, permit: Permit | bool) -> Completion:
     else:
         latency = r.clock() - started
         cost = c.target.cost_of(completion)
-        await _record(c, index, permit, None, latency)
+        if _record(c, index, permit, None, latency):
+            await r.breakers.publish(state.key)
         state.latency.observe(latency)
         if reservation is not None:
             await r.budgets.settle(reservation, cost)  # type: ignore[union-attr]
@@ -331,7 +334,8 @@ async def _failed(c: _Call, index: int, permit: Permit | bool, error: ProviderEr
     if reservation is not None:
         await r.budgets.settle(reservation, 0.0)  # type: ignore[union-attr]
     c.event(index, _outcome(error), error, latency)
-    await _record(c, index, permit, error, latency)
+    if _record(c, index, permit, error, latency):
+        await r.breakers.publish(c.states[index].key)
     c.last_error = error
     if error.retry_after_s is not None:
         now = r.clock()
@@ -377,12 +381,12 @@ def _release(c: _Call, index: int, permit: Permit | bool) -> None:
         c.scope.resilience.breakers.get(c.states[index].key).release(permit)
 
 
-async def _record(c: _Call, index: int, permit: Permit | bool, error: ProviderError | None,
-                  latency: float) -> None:
-    """Tell the breaker; publish a trip to the shared store; take out a deployment whose key
-    was refused."""
+def _record(c: _Call, index: int, permit: Permit | bool, error: ProviderError | None,
+            latency: float) -> bool:
+    """Tell the breaker; take out a deployment whose key was refused. True: the breaker
+    opened, so the caller publishes the trip to the shared store."""
     if not isinstance(permit, Permit):
-        return
+        return False
     r, key = c.scope.resilience, c.states[index].key
     breaker = r.breakers.get(key)
     failure = error is not None and error.breaker_failure
@@ -391,13 +395,14 @@ async def _record(c: _Call, index: int, permit: Permit | bool, error: ProviderEr
         log.error("deployment %s refused our credentials (%s): taken out until reset",
                   key, error.detail)
         breaker.force_open(f"authentication: HTTP {error.status}")
+    opened = False
     for transition in breaker.drain():
         log.warning("circuit breaker %s: %s -> %s (%s)", key, transition.old.value,
                     transition.new.value, transition.reason)
         c.scope.tell(BreakerTransition(key, transition.old.value, transition.new.value,
                                        transition.reason))
-        if transition.new is BreakerState.OPEN:
-            await r.breakers.publish(key)
+        opened = opened or transition.new is BreakerState.OPEN
+    return opened
 
 
 # --- hedging -----------------------------------------------------------------------------------
