@@ -51,6 +51,7 @@ from cascade.resilience import DeploymentHealth, Resilience, RunScope
 from cascade.routing import RouteContext, RouteTier
 from cascade.telemetry import (
     AttemptInfo,
+    BudgetGauge,
     EstimateInfo,
     MetricsObserver,
     Observers,
@@ -204,14 +205,18 @@ class Cascade:
         self._clock = clock
         self._resources = resources
         self.slo, self.audit = slo, audit
+        self.resilience = resilience or Resilience()
+        budgets = self.resilience.budgets
+        self.budget_gauge = BudgetGauge(budgets, feature) if metrics and budgets else None
         self.observers = Observers((TracingObserver(tracer, record_content=record_content),
                                     *([MetricsObserver()] if metrics else []),
                                     *([slo.observer()] if slo is not None else []),
-                                    *([audit] if audit is not None else []), *observers))
+                                    *([audit] if audit is not None else []),
+                                    *([self.budget_gauge] if self.budget_gauge else []),
+                                    *observers))
         self._background: AsyncExitStack | None = None
         self.routing = routing
         self._route_tiers = tuple(RouteTier(t.name, t.model) for t in self.tiers)
-        self.resilience = resilience or Resilience()
 
     @classmethod
     def from_policy(cls, policy: Policy, *, base_dir: str | Path = ".",
@@ -247,12 +252,11 @@ class Cascade:
                                observers=observers)
 
     async def __aenter__(self) -> Cascade:
-        if (self.slo is not None or self.audit is not None) and self._background is None:
-            self._background = AsyncExitStack()  # the SLO monitor's evaluations, the audits
-            if self.slo is not None:
-                await self._background.enter_async_context(self.slo.running())
-            if self.audit is not None:
-                await self._background.enter_async_context(self.audit.running())
+        runners = [r for r in (self.slo, self.audit, self.budget_gauge) if r is not None]
+        if runners and self._background is None:
+            self._background = AsyncExitStack()  # SLO evaluations, audits, the budget gauge
+            for runner in runners:
+                await self._background.enter_async_context(runner.running())
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,

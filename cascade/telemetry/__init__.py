@@ -9,6 +9,7 @@ from cascade.telemetry._alerts import (
     WebhookSink,
     sign,
 )
+from cascade.telemetry._budget import BUDGET_GAUGE, BudgetGauge
 from cascade.telemetry._events import (
     AttemptInfo,
     BreakerTransition,
@@ -60,6 +61,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "BREAKER_STATE",
     "DEFAULT_WINDOWS",
+    "BUDGET_GAUGE",
     "METER_NAME",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
@@ -73,6 +75,7 @@ __all__ = [
     "AuditEstimate",
     "AuditSampler",
     "BreakerTransition",
+    "BudgetGauge",
     "BudgetDecision",
     "BurnWindow",
     "EscalationTarget",
