@@ -87,7 +87,9 @@ async def test_callers_are_bounded_and_a_broken_store_keeps_the_last_values() ->
         naps.append(s)
         if len(naps) == 2:
             twice.set()
-        await anyio.sleep_forever() if len(naps) >= 2 else anyio.lowlevel.checkpoint()
+        if len(naps) >= 2:
+            await anyio.sleep_forever()
+        await anyio.lowlevel.checkpoint()
 
     async with gauge.running(sleep=nap):
         with anyio.fail_after(5):
