@@ -60,7 +60,7 @@ from cascade.telemetry import (
     SloMonitor,
     TracingObserver,
     current_trace_id,
-    monitor_from_spec,
+    monitor_for_policy,
 )
 from cascade.types import (
     Attempt,
@@ -233,15 +233,12 @@ class Cascade:
         resilience = Resilience(policy.resilience, policy.budgets,
                                 on_budget_exhausted=policy.on_budget_exhausted)
         feature = policy.feature or "default"
-        slo = None if policy.slo is None else monitor_from_spec(
-            policy.slo, feature, resilience.store, tiers=[t.name for t in policy.tiers],
-            snapshot_path=None if policy.slo.snapshot is None
-            else str(Path(base_dir) / policy.slo.snapshot))
+        audit = _audit_sampler(policy, tiers, resilience)
+        slo = monitor_for_policy(policy, feature, resilience.store, base_dir, audit)
         return cls(tiers, feature=feature, deadline_s=policy.deadline_s,
                    clock=clock, resources=factory, routing=routing, resilience=resilience,
                    observers=observers, record_content=policy.telemetry.record_content,
-                   metrics=policy.telemetry.metrics, slo=slo,
-                   audit=_audit_sampler(policy, tiers, resilience))
+                   metrics=policy.telemetry.metrics, slo=slo, audit=audit)
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, env: Mapping[str, str] | None = None,

@@ -125,6 +125,16 @@ class EscalationTargetSpec(_Spec):
                                      "away from it (either way)")
 
 
+class FalseAcceptSpec(_Spec):
+    """At most ``max`` of the answers ``tier`` accepted are wrong, as the audit's judge sees
+    them (needs ``telemetry.audit``)."""
+
+    tier: str = Field(description="a tier below the audit's judge")
+    max: float = Field(gt=0, lt=1, description="the highest acceptable false-accept rate: "
+                       "alert when the interval's lower bound exceeds it, resolve when its "
+                       "upper bound falls below it")
+
+
 class WebhookSpec(_Spec):
     url: SecretStr = Field(description="http(s) URL that receives a JSON POST per change")
     secret: SecretStr | None = Field(None, description="HMAC-SHA256 key of the "
@@ -149,7 +159,10 @@ class AlertsSpec(_Spec):
 class SloSpec(_Spec):
     """Escalation-rate SLOs of this feature (docs/observability.md)."""
 
-    escalation_rate: tuple[EscalationTargetSpec, ...] = Field(min_length=1)
+    escalation_rate: tuple[EscalationTargetSpec, ...] = Field(
+        (), description="escalation-rate targets per tier hop")
+    false_accept: tuple[FalseAcceptSpec, ...] = Field(
+        (), description="accepted-answer quality targets per tier, from the audit's estimate")
     windows: tuple[BurnWindowSpec, ...] = Field(
         (BurnWindowSpec(name="fast", long_s=3600, short_s=300, burn_rate=2.0),
          BurnWindowSpec(name="slow", long_s=21600, short_s=1800, burn_rate=1.5)),
@@ -168,6 +181,8 @@ class SloSpec(_Spec):
 
     @model_validator(mode="after")
     def _reachable(self) -> SloSpec:
+        if not self.escalation_rate and not self.false_accept:
+            raise ValueError("an slo: block needs escalation_rate and/or false_accept targets")
         for target in self.escalation_rate:
             for window in self.windows:
                 if target.target * window.burn_rate >= 1:
@@ -177,5 +192,5 @@ class SloSpec(_Spec):
         return self
 
 
-__all__ = ["AlertsSpec", "AuditSpec", "BurnWindowSpec", "EscalationTargetSpec", "SloSpec", "TelemetrySpec",
-           "WebhookSpec"]
+__all__ = ["AlertsSpec", "AuditSpec", "BurnWindowSpec", "EscalationTargetSpec", "FalseAcceptSpec",
+           "SloSpec", "TelemetrySpec", "WebhookSpec"]

@@ -33,10 +33,12 @@ from cascade.errors import CascadeError
 from cascade.state import Add, MemoryStore, StateError, Store
 from cascade.telemetry._events import RunInfo
 from cascade.telemetry._observers import RunObserver
+from cascade.telemetry._stats import clopper_pearson as _interval
 from cascade.types import Climb, Decision, Result, climbs
 
 if TYPE_CHECKING:
-    from cascade.policy import SloSpec
+    from cascade.policy import Policy, SloSpec
+    from cascade.telemetry._audit import AuditSampler
 
 log = logging.getLogger("cascade.slo")
 
@@ -97,6 +99,9 @@ class AlertKind(enum.Enum):
     BURN_RATE = "burn_rate"  # the SLO's error budget burns too fast (a window pair)
     STORM = "storm"  # almost every answer escalates: the tier is effectively dead
     DRIFT = "drift"  # the rate moved away from the calibrated one (either way)
+    FALSE_ACCEPT = "false_accept"  # audited accepted answers: above the slo's quality target
+    AUDIT = "audit"  # audited accepted answers: above the false-accept rate calibration promised
+    INPUT_DRIFT = "input_drift"  # live queries unlike the router's training set
 
 
 class AlertState(enum.Enum):
@@ -117,10 +122,24 @@ class Alert:
     at: float  # wall-clock seconds
     since: float  # when it fired
     kind: AlertKind = AlertKind.BURN_RATE
+    episode: int | None = None  # set on delivery: the n-th firing of this alert (shared store)
 
     @property
     def key(self) -> str:
         return f"{self.target.feature}/{self.target.tier}/{self.window.label}"
+
+    @property
+    def feature(self) -> str:
+        return self.target.feature
+
+    @property
+    def subject(self) -> str:
+        return self.target.tier
+
+    def describe(self) -> str:
+        return (f"escalation rate {100 * self.rate_long:.1f}% over {self.window.long_s:g}s "
+                f"(short window {100 * self.rate_short:.1f}%), target "
+                f"{100 * self.target.target:.1f}%, {self.runs_long} runs")
 
     @property
     def burn_long(self) -> float:
@@ -134,11 +153,82 @@ class Alert:
                 "burn_rate_threshold": self.window.burn_rate, "burn_rate": self.burn_long,
                 "rate_long": self.rate_long, "rate_short": self.rate_short,
                 "runs_long": self.runs_long, "at": self.at, "since": self.since,
-                "kind": self.kind.value}
+                "kind": self.kind.value, "episode": self.episode}
+
+
+@dataclass(frozen=True, slots=True)
+class SignalAlert:
+    """A change of an alert on an estimated share against a ``limit``, with hysteresis on its
+    confidence interval: it fires when the interval's lower bound exceeds the limit and
+    resolves when its upper bound falls below it. Audits (``FALSE_ACCEPT``, ``AUDIT``: the
+    share of audited accepted answers the judge disagreed with, of tier ``subject`` or of
+    every tier below the judge, ``*``) and router input drift (``INPUT_DRIFT``)."""
+
+    state: AlertState
+    kind: AlertKind
+    feature: str
+    subject: str  # a tier name, "*" (every audited tier) or "router"
+    value: float  # the estimated share
+    low: float
+    high: float
+    limit: float
+    samples: int  # what the estimate is over (audits, queries)
+    window_s: float | None  # over the last window_s seconds (None: a count window)
+    at: float
+    since: float
+    detail: str = ""
+    episode: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.feature}/{self.subject}/{self.kind.value}"
+
+    @property
+    def label(self) -> str:
+        return self.kind.value
+
+    def describe(self) -> str:
+        what = {AlertKind.FALSE_ACCEPT: "false-accept rate (audited) against the SLO",
+                AlertKind.AUDIT: "false-accept rate (audited) against the calibrated alpha",
+                AlertKind.INPUT_DRIFT: "share of queries unlike the router's training set"
+                }.get(self.kind, self.kind.value)
+        return (f"{what}: {100 * self.value:.1f}% [{100 * self.low:.1f}%, "
+                f"{100 * self.high:.1f}%] over {self.samples}, limit {100 * self.limit:.1f}%"
+                + (f" ({self.detail})" if self.detail else ""))
+
+    def to_dict(self) -> dict[str, object]:
+        return {"status": self.state.value, "alert": self.key, "feature": self.feature,
+                "subject": self.subject, "kind": self.kind.value, "value": self.value,
+                "low": self.low, "high": self.high, "limit": self.limit,
+                "samples": self.samples, "window_s": self.window_s, "at": self.at,
+                "since": self.since, "detail": self.detail, "episode": self.episode}
+
+
+AnyAlert = Alert | SignalAlert
+
+
+@dataclass(frozen=True, slots=True)
+class FalseAcceptTarget:
+    """At most ``max`` of the answers ``tier`` of ``feature`` accepted are wrong (as the
+    audit's judge sees them)."""
+
+    feature: str
+    tier: str
+    max: float
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max < 1:
+            raise ValueError(f"false-accept target of tier {self.tier!r} must be in (0, 1)")
+
+
+def bound_condition(firing: bool, low: float, high: float, limit: float) -> bool:
+    """Hysteresis on an interval: start firing when ``low > limit``; keep firing until
+    ``high < limit``."""
+    return high >= limit if firing else low > limit
 
 
 class AlertSink(Protocol):
-    async def send(self, alert: Alert) -> None:
+    async def send(self, alert: AnyAlert) -> None:
         """Deliver one change; raise ``AlertDeliveryError`` when it cannot."""
         ...
 
@@ -212,6 +302,11 @@ class SloMonitor:
     drift_z: float = 4.0  # |z| of the threshold-drift test that fires (targets with calibrated)
     tiers: Sequence[str] = ()  # every tier of the feature, for the report (default: targets')
     snapshot_path: str | None = None  # written after every evaluation (cascade report)
+    quality: Sequence[FalseAcceptTarget] = ()  # false-accept targets (audited answers)
+    audit_alpha: float | None = None  # the audit's calibrated alpha: alert above it (tier *)
+    audit_confidence: float = 0.95  # of the Clopper-Pearson intervals
+    audit_window_s: float | None = None  # audits counted over (default: the longest window)
+    audit_features: Sequence[str] = ()  # features audited (default: the targets')
     _features: set[str] = field(default_factory=set)
     _pending: Counter[str] = field(default_factory=Counter)
     _trackers: dict[str, _Tracker] = field(default_factory=dict)
@@ -220,8 +315,11 @@ class SloMonitor:
     _warned: bool = False
 
     def __post_init__(self) -> None:
-        if not self.targets or not self.windows:
+        if not (self.targets or self.quality or self.audit_alpha is not None) \
+                or not self.windows:
             raise ValueError("an SLO monitor needs at least one target and one window")
+        if self.audit_alpha is not None and not 0 < self.audit_alpha < 1:
+            raise ValueError("audit_alpha must be in (0, 1)")
         if self.store is None:
             self.store = MemoryStore()
         if self.bucket_s is None:
@@ -229,9 +327,10 @@ class SloMonitor:
         if self.bucket_s <= 0 or any(w.short_s < self.bucket_s for w in self.windows):
             raise ValueError("bucket_s must be > 0 and at most every short window")
         self._by_tier = {(t.feature, t.tier): t for t in self.targets}
-        self._features = {t.feature for t in self.targets}
+        self._features = {t.feature for t in (*self.targets, *self.quality)} | set(
+            self.audit_features)
         if not self.tiers:
-            self.tiers = tuple(dict.fromkeys(t.tier for t in self.targets))
+            self.tiers = tuple(dict.fromkeys(t.tier for t in (*self.targets, *self.quality)))
 
     # --- counting (sync, on the request path) ------------------------------------------------
 
@@ -270,6 +369,18 @@ class SloMonitor:
                 self.record(feature, attempt.tier_name, attempt.decision is Decision.ESCALATE, at)
                 if attempt.decision is Decision.ACCEPT and result.accepted:
                     pending[self._key(feature, attempt.tier_name, bucket, "acc")] += 1
+
+    def record_audit(self, feature: str, tier: str, false_accept: bool,
+                     at: float | None = None) -> None:
+        """One audited answer of ``tier`` (``false_accept``: the judge disagreed); counted
+        per tier and over every tier (``*``), shared through the store like the runs."""
+        if feature not in self._features:
+            return
+        bucket = self._bucket(self.clock() if at is None else at)
+        for name in (tier, "*"):
+            self._pending[self._key(feature, name, bucket, "audit")] += 1
+            if false_accept:
+                self._pending[self._key(feature, name, bucket, "fa")] += 1
 
     def observer(self) -> RunObserver:
         return SloObserver(self)
@@ -341,11 +452,12 @@ class SloMonitor:
 
         await anyio.to_thread.run_sync(write)
 
-    async def evaluate(self) -> list[Alert]:
+    async def evaluate(self) -> list[AnyAlert]:
         """Flush, read every window, step every alert; the changes (also sent by
         ``deliver``)."""
         await self.flush()
-        now, changes = self.clock(), []
+        now = self.clock()
+        changes: list[AnyAlert] = []
         for target in self.targets:
             for window, kind in self._detectors(target):
                 long = await self.counts(target, window.long_s, now)
@@ -366,6 +478,39 @@ class SloMonitor:
                 if change is not None:
                     changes.append(Alert(change, target, window, long.rate, short.rate,
                                          long.runs, now, tracker.since, kind))
+        changes += await self._evaluate_audits(now)
+        return changes
+
+    def _audit_limits(self) -> list[tuple[str, str, float, AlertKind]]:
+        """(feature, tier, limit, kind) of every false-accept alert: the SLO's targets, and
+        the calibrated alpha over every audited tier."""
+        limits = [(q.feature, q.tier, q.max, AlertKind.FALSE_ACCEPT) for q in self.quality]
+        if self.audit_alpha is not None:
+            features = self.audit_features or sorted(self._features)
+            limits += [(f, "*", self.audit_alpha, AlertKind.AUDIT) for f in features]
+        return limits
+
+    async def audit_estimate(self, feature: str, tier: str, window_s: float | None = None,
+                             now: float | None = None) -> tuple[int, int, float, float]:
+        """(audited, false accepts, low, high) of ``tier`` (``*``: all) over the window."""
+        window = window_s or self.audit_window_s or max(w.long_s for w in self.windows)
+        audited, false = await self._sums(feature, tier, ("audit", "fa"), window, now)
+        low, high = _interval(int(false), int(audited), self.audit_confidence)
+        return int(audited), int(false), low, high
+
+    async def _evaluate_audits(self, now: float) -> list[AnyAlert]:
+        changes: list[AnyAlert] = []
+        window = self.audit_window_s or max(w.long_s for w in self.windows)
+        for feature, tier, limit, kind in self._audit_limits():
+            audited, false, low, high = await self.audit_estimate(feature, tier, window, now)
+            key = f"{feature}/{tier}/{kind.value}"
+            tracker = self._trackers.setdefault(key, _Tracker())
+            condition = audited > 0 and bound_condition(tracker.firing, low, high, limit)
+            change = tracker.step(condition, now, 0.0)
+            if change is not None:
+                changes.append(SignalAlert(change, kind, feature, tier, rate(false, audited),
+                                           low, high, limit, audited, window, now,
+                                           tracker.since))
         return changes
 
     def _detectors(self, target: EscalationTarget) -> list[tuple[BurnWindow, AlertKind]]:
@@ -386,10 +531,10 @@ class SloMonitor:
     def active(self) -> list[str]:
         return sorted(k for k, t in self._trackers.items() if t.firing)
 
-    async def deliver(self, alerts: Sequence[Alert]) -> None:
+    async def deliver(self, alerts: Sequence[AnyAlert]) -> None:
         """Send each change to every sink, concurrently; a sink that fails is logged and
         counted, never raised (the others still get it)."""
-        async def send(sink: AlertSink, alert: Alert) -> None:
+        async def send(sink: AlertSink, alert: AnyAlert) -> None:
             try:
                 await sink.send(alert)
             except AlertDeliveryError as exc:
@@ -460,8 +605,8 @@ class _InFlight:
         self.count = 0
         self.done = anyio.Event()
 
-    async def run(self, deliver: Callable[[Sequence[Alert]], object],
-                  alerts: Sequence[Alert]) -> None:
+    async def run(self, deliver: Callable[[Sequence[AnyAlert]], object],
+                  alerts: Sequence[AnyAlert]) -> None:
         self.count += 1
         try:
             await deliver(alerts)  # type: ignore[misc]
@@ -478,10 +623,28 @@ class _InFlight:
 
 def monitor_from_spec(spec: SloSpec, feature: str, store: Store | None = None,
                       clock: Callable[[], float] = time.time, tiers: Sequence[str] = (),
-                      snapshot_path: str | None = None) -> SloMonitor:
-    """The monitor a policy's ``slo:`` block describes, counting in ``store``."""
+                      snapshot_path: str | None = None,
+                      audit_alpha: float | None = None) -> SloMonitor:
+    """The monitor a policy's ``slo:`` block describes, counting in ``store``
+    (``audit_alpha``: the audit's calibrated false-accept rate, alerted on too)."""
+    return SloMonitor(
+        [EscalationTarget(feature, t.tier, t.target, t.to, t.calibrated)
+         for t in spec.escalation_rate],
+        [BurnWindow(w.long_s, w.short_s, w.burn_rate, w.name) for w in spec.windows],
+        store=store, sinks=sinks_from_spec(spec), clock=clock, min_runs=spec.min_runs,
+        resolve_after_s=spec.resolve_after_s, interval_s=spec.evaluate_every_s,
+        tiers=tuple(tiers), snapshot_path=snapshot_path, storm_rate=spec.storm_rate,
+        drift_z=spec.drift_z, quality=[FalseAcceptTarget(feature, q.tier, q.max)
+                                       for q in spec.false_accept],
+        audit_alpha=audit_alpha, audit_features=(feature,))
+
+
+def sinks_from_spec(spec: SloSpec | None) -> list[AlertSink]:
+    """The alert sinks of ``slo.alerts`` (no ``slo:`` block: logging only)."""
     from cascade.telemetry._alerts import LogSink, OTelSink, WebhookSink
 
+    if spec is None:
+        return [LogSink()]
     sinks: list[AlertSink] = []
     if spec.alerts.log:
         sinks.append(LogSink())
@@ -492,14 +655,28 @@ def monitor_from_spec(spec: SloSpec, feature: str, store: Store | None = None,
         sinks.append(WebhookSink(hook.url.get_secret_value(),
                                  secret=hook.secret.get_secret_value() if hook.secret else None,
                                  max_attempts=hook.max_attempts, timeout_s=hook.timeout_s))
-    return SloMonitor(
-        [EscalationTarget(feature, t.tier, t.target, t.to, t.calibrated)
-         for t in spec.escalation_rate],
-        [BurnWindow(w.long_s, w.short_s, w.burn_rate, w.name) for w in spec.windows],
-        store=store, sinks=sinks, clock=clock, min_runs=spec.min_runs,
-        resolve_after_s=spec.resolve_after_s, interval_s=spec.evaluate_every_s,
-        tiers=tuple(tiers), snapshot_path=snapshot_path, storm_rate=spec.storm_rate,
-        drift_z=spec.drift_z)
+    return sinks
+
+
+def monitor_for_policy(policy: Policy, feature: str, store: Store | None,
+                       base_dir: str | os.PathLike[str] = ".",
+                       audit: AuditSampler | None = None) -> SloMonitor | None:
+    """The monitor of a policy: its ``slo:`` block, and the audit's alert (through the same
+    sinks; logging only without an ``slo:`` block), counting the audits; None when neither."""
+    spec, alpha = policy.slo, None if audit is None else audit.alpha
+    tiers = [t.name for t in policy.tiers]
+    if spec is not None:
+        snapshot = None if spec.snapshot is None else os.path.join(base_dir, spec.snapshot)
+        monitor = monitor_from_spec(spec, feature, store, tiers=tiers, snapshot_path=snapshot,
+                                    audit_alpha=alpha)
+    elif alpha is not None:
+        monitor = SloMonitor((), store=store, sinks=sinks_from_spec(None), tiers=tiers,
+                             storm_rate=None, audit_alpha=alpha, audit_features=(feature,))
+    else:
+        return None
+    if audit is not None:
+        audit.listeners.append(monitor.record_audit)
+    return monitor
 
 
 class SloObserver(RunObserver):
@@ -515,4 +692,4 @@ class SloObserver(RunObserver):
 
 
 __all__ = ["DEFAULT_WINDOWS", "Alert", "AlertDeliveryError", "AlertKind", "AlertSink", "AlertState",
-           "BurnWindow", "EscalationTarget", "SloMonitor", "SloObserver", "TierWindow", "drift_z", "monitor_from_spec", "rate"]
+           "BurnWindow", "EscalationTarget", "FalseAcceptTarget", "SignalAlert", "SloMonitor", "SloObserver", "TierWindow", "drift_z", "monitor_for_policy", "monitor_from_spec", "rate", "sinks_from_spec"]
