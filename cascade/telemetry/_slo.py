@@ -434,11 +434,27 @@ class SloMonitor:
                               "escalation_rate": rate(esc, judged), "accepted": int(acc),
                               "fallbacks": int(fb), "cost": spent,
                               "target": None if target is None else target.target,
-                              "to": None if target is None else target.to})
+                              "to": None if target is None else target.to,
+                              "audit": await self._audit_summary(feature, tier, window, now)})
             features[feature] = {
                 "runs": int(runs), "cost": cost, "tiers": tiers,
+                "audit": await self._audit_summary(feature, "*", window, now),
                 "alerts": [k for k in self.active() if k.startswith(f"{feature}/")]}
         return {"at": now, "window_s": window, "features": features}
+
+    async def _audit_summary(self, feature: str, tier: str, window_s: float,
+                             now: float) -> dict[str, object] | None:
+        """Audited answers of ``tier`` (``*``: all) with the false-accept estimate and its
+        interval, and its limit (the SLO's max; alpha for ``*``); None if never audited and
+        without a limit."""
+        limit = self.audit_alpha if tier == "*" else next(
+            (q.max for q in self.quality if (q.feature, q.tier) == (feature, tier)), None)
+        audited, false, low, high = await self.audit_estimate(feature, tier, window_s, now)
+        if not audited and limit is None:
+            return None
+        return {"audited": audited, "false_accepts": false, "rate": rate(false, audited),
+                "low": low, "high": high, "confidence": self.audit_confidence,
+                "limit": limit}
 
     async def write_snapshot(self, path: str) -> None:
         """``snapshot()`` as JSON, replacing ``path`` atomically."""
