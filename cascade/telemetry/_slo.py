@@ -15,6 +15,7 @@ sinks run off the request path, in ``running()``'s background task."""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import logging
@@ -307,6 +308,9 @@ class SloMonitor:
     audit_confidence: float = 0.95  # of the Clopper-Pearson intervals
     audit_window_s: float | None = None  # audits counted over (default: the longest window)
     audit_features: Sequence[str] = ()  # features audited (default: the targets')
+    dedup: bool = True  # one notification per alert episode among monitors sharing the store
+    claim_ttl_s: float = 7 * 86400  # an episode's claim outlives its last change this long
+    suppressed: int = 0  # changes another monitor sharing the store had already sent
     _features: set[str] = field(default_factory=set)
     _pending: Counter[str] = field(default_factory=Counter)
     _trackers: dict[str, _Tracker] = field(default_factory=dict)
@@ -547,9 +551,52 @@ class SloMonitor:
     def active(self) -> list[str]:
         return sorted(k for k, t in self._trackers.items() if t.firing)
 
+    async def claim(self, alert: AnyAlert) -> int | None:
+        """Claim ``alert``'s change in the store, so that of every monitor sharing it (other
+        processes, Redis) exactly one sends it: the episode number (1 for the alert's first
+        firing), or None when another monitor already sent this change.
+
+        One counter per alert: even while resolved, odd while firing. A change is claimed
+        with a compare-and-increment — an add limited to the value just read plus one, which
+        the store applies only if nobody changed the counter in between."""
+        key = f"{self.prefix}:alert:{alert.key}"
+        store: Store = self.store  # type: ignore[assignment]  (set in __post_init__)
+        (value,) = await store.get([key])
+        current = int(value)
+        firing = current % 2 == 1
+        if firing == (alert.state is AlertState.FIRING):
+            return None  # already fired (or resolved) by another monitor
+        ok, _ = await store.add([Add(key, 1, current + 1, ttl_s=self.claim_ttl_s)])
+        if not ok:
+            return None
+        await store.raise_to(key, current + 1, ttl_s=self.claim_ttl_s)  # (extends its life)
+        return current // 2 + 1
+
+    async def _claimed(self, alerts: Sequence[AnyAlert]) -> list[AnyAlert]:
+        """The changes this monitor is the one to send, with their episode; a store that
+        cannot be reached lets every change through (a duplicate beats a lost page)."""
+        if not self.dedup:
+            return list(alerts)
+        out: list[AnyAlert] = []
+        for alert in alerts:
+            try:
+                episode = await self.claim(alert)
+            except StateError as exc:
+                log.warning("alert %s: not deduplicated (%s)", alert.key, exc)
+                out.append(alert)
+                continue
+            if episode is None:
+                self.suppressed += 1
+                log.debug("alert %s %s: already sent by another monitor", alert.key,
+                          alert.state.value)
+            else:
+                out.append(dataclasses.replace(alert, episode=episode))
+        return out
+
     async def deliver(self, alerts: Sequence[AnyAlert]) -> None:
-        """Send each change to every sink, concurrently; a sink that fails is logged and
-        counted, never raised (the others still get it)."""
+        """Send each change this monitor claims (``claim``) to every sink, concurrently; a
+        sink that fails is logged and counted, never raised (the others still get it)."""
+        alerts = await self._claimed(alerts)
         async def send(sink: AlertSink, alert: AnyAlert) -> None:
             try:
                 await sink.send(alert)
