@@ -234,7 +234,7 @@ class Cascade:
                                 on_budget_exhausted=policy.on_budget_exhausted)
         feature = policy.feature or "default"
         audit = _audit_sampler(policy, tiers, resilience)
-        slo = monitor_for_policy(policy, feature, resilience.store, base_dir, audit)
+        slo = monitor_for_policy(policy, feature, resilience.store, base_dir, audit, routing)
         return cls(tiers, feature=feature, deadline_s=policy.deadline_s,
                    clock=clock, resources=factory, routing=routing, resilience=resilience,
                    observers=observers, record_content=policy.telemetry.record_content,

@@ -681,6 +681,10 @@ class Policy(_Spec):
                                           or names.index(target.to) <= names.index(target.tier)):
                 raise ValueError(f"escalation_rate.to: {target.to!r} is not a tier after "
                                  f"{target.tier!r}")
+        if slo.input_drift is not None and "routing" in info.data and not isinstance(
+                getattr(info.data["routing"], "router", None), LearnedRouterSpec):
+            raise ValueError("input_drift needs a learned router (routing.router kind knn, "
+                             "mf or bert)")
         if "telemetry" not in info.data:  # its own error is reported
             return slo
         audit = info.data["telemetry"].audit

@@ -135,6 +135,17 @@ class FalseAcceptSpec(_Spec):
                        "upper bound falls below it")
 
 
+class InputDriftSpec(_Spec):
+    """Alert when live queries stop looking like the learned router's training set: the share
+    below its cold-start similarity, against that share on the training set (held out)."""
+
+    margin: float = Field(0.1, gt=0, lt=1, description="alert when the live share's interval "
+                          "lies above the training share plus this")
+    max_share: float | None = Field(None, gt=0, lt=1, description="or this share, if given")
+    window_s: float = Field(3600, gt=0, le=31 * 86400, description="over the last window_s")
+    min_queries: int = Field(50, ge=1, description="fewer routed queries never fire")
+
+
 class WebhookSpec(_Spec):
     url: SecretStr = Field(description="http(s) URL that receives a JSON POST per change")
     secret: SecretStr | None = Field(None, description="HMAC-SHA256 key of the "
@@ -175,14 +186,17 @@ class SloSpec(_Spec):
                                      "this share escalates over the shortest short window "
                                      "(null: off)")
     drift_z: float = Field(4.0, gt=0, description="|z| of the threshold-drift test that fires")
+    input_drift: InputDriftSpec | None = Field(None, description="router input drift "
+                                                "(needs a learned router)")
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
     snapshot: str | None = Field(None, description="JSON file (relative to the policy) the "
                                  "monitor rewrites after each evaluation, for `cascade report`")
 
     @model_validator(mode="after")
     def _reachable(self) -> SloSpec:
-        if not self.escalation_rate and not self.false_accept:
-            raise ValueError("an slo: block needs escalation_rate and/or false_accept targets")
+        if not (self.escalation_rate or self.false_accept or self.input_drift):
+            raise ValueError("an slo: block needs escalation_rate, false_accept and/or "
+                             "input_drift")
         for target in self.escalation_rate:
             for window in self.windows:
                 if target.target * window.burn_rate >= 1:
@@ -193,4 +207,4 @@ class SloSpec(_Spec):
 
 
 __all__ = ["AlertsSpec", "AuditSpec", "BurnWindowSpec", "EscalationTargetSpec", "FalseAcceptSpec",
-           "SloSpec", "TelemetrySpec", "WebhookSpec"]
+           "InputDriftSpec", "SloSpec", "TelemetrySpec", "WebhookSpec"]

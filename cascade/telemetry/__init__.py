@@ -20,6 +20,7 @@ from cascade.telemetry._events import (
     RunInfo,
     SeamEvent,
 )
+from cascade.telemetry._input_drift import InputDriftTarget, held_out_similarities, psi
 from cascade.telemetry._metrics import BREAKER_STATE, METER_NAME, MetricsObserver
 from cascade.telemetry._observers import Observers, RunObserver
 from cascade.telemetry._slo import (
@@ -86,6 +87,7 @@ __all__ = [
     "EstimateInfo",
     "FallbackEvent",
     "FalseAcceptTarget",
+    "InputDriftTarget",
     "LogSink",
     "MetricsObserver",
     "OTelSink",
@@ -104,9 +106,11 @@ __all__ = [
     "current_trace_id",
     "drift_z",
     "get_tracer",
+    "held_out_similarities",
     "inject_traceparent",
     "monitor_for_policy",
     "monitor_from_spec",
+    "psi",
     "sign",
     "sinks_from_spec",
 ]

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from cascade.errors import ConfigError
 from cascade.state import Add, MemoryStore, StateError, Store
 from cascade.telemetry._alert_model import (
     DEFAULT_WINDOWS,
@@ -46,17 +47,20 @@ from cascade.telemetry._alert_model import (
     bound_condition,
 )
 from cascade.telemetry._events import RunInfo
+from cascade.telemetry._input_drift import InputDriftTarget, psi
 from cascade.telemetry._observers import RunObserver
 from cascade.telemetry._stats import clopper_pearson as _interval
-from cascade.types import Climb, Decision, Result, climbs
+from cascade.types import Climb, Decision, Result, RouteDecision, climbs
 
 if TYPE_CHECKING:
+    from cascade._tier import Routing
     from cascade.policy import Policy, SloSpec
     from cascade.telemetry._audit import AuditSampler
 
 log = logging.getLogger("cascade.slo")
 
 
+_ROUTER = "router"  # the counters' "tier" of routed queries (input drift)
 _PENDING_WARN = 20_000  # counter keys recorded but never flushed: nobody evaluates
 
 
@@ -108,6 +112,7 @@ class SloMonitor:
     audit_confidence: float = 0.95  # of the Clopper-Pearson intervals
     audit_window_s: float | None = None  # audits counted over (default: the longest window)
     audit_features: Sequence[str] = ()  # features audited (default: the targets')
+    input_drift: InputDriftTarget | None = None  # router input drift (a learned router's)
     dedup: bool = True  # one notification per alert episode among monitors sharing the store
     claim_ttl_s: float = 7 * 86400  # an episode's claim outlives its last change this long
     suppressed: int = 0  # changes another monitor sharing the store had already sent
@@ -119,7 +124,8 @@ class SloMonitor:
     _warned: bool = False
 
     def __post_init__(self) -> None:
-        if not (self.targets or self.quality or self.audit_alpha is not None) \
+        if not (self.targets or self.quality or self.audit_alpha is not None
+                or self.input_drift is not None) \
                 or not self.windows:
             raise ValueError("an SLO monitor needs at least one target and one window")
         if self.audit_alpha is not None and not 0 < self.audit_alpha < 1:
@@ -132,7 +138,7 @@ class SloMonitor:
             raise ValueError("bucket_s must be > 0 and at most every short window")
         self._by_tier = {(t.feature, t.tier): t for t in self.targets}
         self._features = {t.feature for t in (*self.targets, *self.quality)} | set(
-            self.audit_features)
+            self.audit_features) | ({self.input_drift.feature} if self.input_drift else set())
         if not self.tiers:
             self.tiers = tuple(dict.fromkeys(t.tier for t in (*self.targets, *self.quality)))
 
@@ -185,6 +191,53 @@ class SloMonitor:
             self._pending[self._key(feature, name, bucket, "audit")] += 1
             if false_accept:
                 self._pending[self._key(feature, name, bucket, "fa")] += 1
+
+    def record_route(self, feature: str, similarity: float, at: float | None = None) -> None:
+        """One routed query's similarity to the nearest training query (input drift)."""
+        drift = self.input_drift
+        if drift is None or feature != drift.feature or not math.isfinite(similarity):
+            return
+        bucket = self._bucket(self.clock() if at is None else at)
+        pending = self._pending
+        pending[self._key(feature, _ROUTER, bucket, "rt")] += 1
+        pending[self._key(feature, _ROUTER, bucket, f"b{drift.bin(similarity)}")] += 1
+        if similarity < drift.min_similarity:
+            pending[self._key(feature, _ROUTER, bucket, "cold")] += 1
+
+    async def input_drift_state(self, window_s: float | None = None,
+                                now: float | None = None) -> dict[str, object] | None:
+        """Routed queries over the window, the share below the cold-start similarity with
+        its interval, the training share and limit, and the PSI (None: no detector)."""
+        drift = self.input_drift
+        if drift is None:
+            return None
+        bins = [f"b{i}" for i in range(len(drift.expected))]
+        routed, cold, *hist = await self._sums(drift.feature, _ROUTER, ("rt", "cold", *bins),
+                                               window_s or drift.window_s, now)
+        low, high = _interval(int(cold), int(routed), self.audit_confidence)
+        return {"queries": int(routed), "below": int(cold), "share": rate(cold, routed),
+                "low": low, "high": high, "baseline": drift.baseline,
+                "limit": drift.max_share, "min_similarity": drift.min_similarity,
+                "psi": psi(drift.expected, hist)}
+
+    async def _evaluate_input_drift(self, now: float) -> list[AnyAlert]:
+        drift = self.input_drift
+        state = await self.input_drift_state(now=now)
+        if drift is None or state is None:
+            return []
+        key = f"{drift.feature}/{_ROUTER}/{AlertKind.INPUT_DRIFT.value}"
+        tracker = self._trackers.setdefault(key, Tracker())
+        low, high, queries = state["low"], state["high"], state["queries"]
+        condition = queries >= drift.min_queries and bound_condition(  # type: ignore[operator]
+            tracker.firing, low, high, drift.max_share)  # type: ignore[arg-type]
+        change = tracker.step(condition, now, 0.0)
+        if change is None:
+            return []
+        return [SignalAlert(change, AlertKind.INPUT_DRIFT, drift.feature, _ROUTER,
+                            state["share"], low, high, drift.max_share,  # type: ignore[arg-type]
+                            queries, drift.window_s, now, tracker.since,  # type: ignore[arg-type]
+                            f"training share {100 * drift.baseline:.1f}%, PSI "
+                            f"{state['psi']:.2f}")]
 
     def observer(self) -> RunObserver:
         return SloObserver(self)
@@ -243,6 +296,8 @@ class SloMonitor:
             features[feature] = {
                 "runs": int(runs), "cost": cost, "tiers": tiers,
                 "audit": await self._audit_summary(feature, "*", window, now),
+                "input_drift": await self.input_drift_state(now=now)
+                if self.input_drift and self.input_drift.feature == feature else None,
                 "alerts": [k for k in self.active() if k.startswith(f"{feature}/")]}
         return {"at": now, "window_s": window, "features": features}
 
@@ -299,6 +354,7 @@ class SloMonitor:
                     changes.append(Alert(change, target, window, long.rate, short.rate,
                                          long.runs, now, tracker.since, kind))
         changes += await self._evaluate_audits(now)
+        changes += await self._evaluate_input_drift(now)
         return changes
 
     def _audit_limits(self) -> list[tuple[str, str, float, AlertKind]]:
@@ -523,15 +579,19 @@ def sinks_from_spec(spec: SloSpec | None) -> list[AlertSink]:
 
 def monitor_for_policy(policy: Policy, feature: str, store: Store | None,
                        base_dir: str | os.PathLike[str] = ".",
-                       audit: AuditSampler | None = None) -> SloMonitor | None:
-    """The monitor of a policy: its ``slo:`` block, and the audit's alert (through the same
-    sinks; logging only without an ``slo:`` block), counting the audits; None when neither."""
+                       audit: AuditSampler | None = None,
+                       routing: Routing | None = None) -> SloMonitor | None:
+    """The monitor of a policy: its ``slo:`` block (with ``slo.input_drift``, on
+    ``routing``'s learned router), and the audit's alert (through the same sinks; logging
+    only without an ``slo:`` block), counting the audits; None when neither."""
     spec, alpha = policy.slo, None if audit is None else audit.alpha
     tiers = [t.name for t in policy.tiers]
     if spec is not None:
         snapshot = None if spec.snapshot is None else os.path.join(base_dir, spec.snapshot)
         monitor = monitor_from_spec(spec, feature, store, tiers=tiers, snapshot_path=snapshot,
                                     audit_alpha=alpha)
+        if spec.input_drift is not None:
+            monitor.input_drift = input_drift_target(spec, feature, routing)
     elif alpha is not None:
         monitor = SloMonitor((), store=store, sinks=sinks_from_spec(None), tiers=tiers,
                              storm_rate=None, audit_alpha=alpha, audit_features=(feature,))
@@ -542,11 +602,30 @@ def monitor_for_policy(policy: Policy, feature: str, store: Store | None,
     return monitor
 
 
+def input_drift_target(spec: SloSpec, feature: str,
+                       routing: Routing | None) -> InputDriftTarget:
+    """``slo.input_drift`` on the policy's learned router (``ConfigError`` without one)."""
+    from cascade.routing import LearnedRouter
+
+    router = None if routing is None else routing.router
+    drift = spec.input_drift
+    if not isinstance(router, LearnedRouter) or drift is None:
+        raise ConfigError("slo.input_drift needs a learned router (routing.router kind knn, "
+                          "mf or bert)")
+    return InputDriftTarget.from_router(feature, router, margin=drift.margin,
+                                        max_share=drift.max_share, window_s=drift.window_s,
+                                        min_queries=drift.min_queries)
+
+
 class SloObserver(RunObserver):
     """Counts every finished run into its monitor (memory only: no I/O here)."""
 
     def __init__(self, monitor: SloMonitor) -> None:
         self.monitor = monitor
+
+    def routed(self, run: RunInfo, decision: RouteDecision) -> None:
+        if decision.similarity is not None:  # a learned router's: input drift
+            self.monitor.record_route(run.feature, decision.similarity)
 
     def run_finished(self, run: RunInfo, result: Result | None,
                      error: BaseException | None) -> None:
@@ -554,5 +633,24 @@ class SloObserver(RunObserver):
             self.monitor.record_result(result)
 
 
-__all__ = ["DEFAULT_WINDOWS", "Alert", "AlertDeliveryError", "AlertKind", "AlertSink", "AlertState",
-           "BurnWindow", "EscalationTarget", "FalseAcceptTarget", "SignalAlert", "SloMonitor", "SloObserver", "TierWindow", "drift_z", "monitor_for_policy", "monitor_from_spec", "rate", "sinks_from_spec"]
+__all__ = [
+    "DEFAULT_WINDOWS",
+    "Alert",
+    "AlertDeliveryError",
+    "AlertKind",
+    "AlertSink",
+    "AlertState",
+    "BurnWindow",
+    "EscalationTarget",
+    "FalseAcceptTarget",
+    "SignalAlert",
+    "SloMonitor",
+    "SloObserver",
+    "TierWindow",
+    "drift_z",
+    "input_drift_target",
+    "monitor_for_policy",
+    "monitor_from_spec",
+    "rate",
+    "sinks_from_spec",
+]
