@@ -107,6 +107,10 @@ async def test_fires_after_the_switch_to_unfamiliar_queries_and_not_before() -> 
     assert state is not None and state["share"] < 0.05 and state["psi"] < 0.5
     snapshot = await monitor.snapshot()
     assert 80 <= snapshot["features"]["faq"]["input_drift"]["queries"] <= 90  # type: ignore[index]
+    from cascade.cli._report import _drift_line
+
+    line = _drift_line(snapshot["features"]["faq"]["input_drift"])  # type: ignore[index]
+    assert line is not None and line.startswith("router input drift: ") and "PSI" in line
     spec = parse_policy(_POLICY + "slo: {input_drift: {margin: 0.2, min_queries: 5}}\n"
                         "routing: {router: {kind: knn, artifact: unused}}\n").slo
     assert spec is not None

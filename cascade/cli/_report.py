@@ -118,6 +118,17 @@ def _audit_cells(audit: dict[str, object]) -> tuple[str, str, str, str]:
             "-" if limit is None else f"≤ {100 * limit:.0f}%")  # type: ignore[operator]
 
 
+def _drift_line(drift: dict[str, object] | None) -> str | None:
+    """Router input drift: live queries far from the training set, against the training's."""
+    if not drift:
+        return None
+    return (f"router input drift: {drift['below']} of {drift['queries']} queries below the "
+            f"cold-start similarity {drift['min_similarity']:.3f}: "  # type: ignore[str-format]
+            f"{100 * drift['share']:.1f}% \\[{100 * drift['low']:.1f}–"  # type: ignore[operator]
+            f"{100 * drift['high']:.1f}%] (training {100 * drift['baseline']:.1f}%, "  # type: ignore[operator]
+            f"limit {100 * drift['limit']:.1f}%), PSI {drift['psi']:.2f}")  # type: ignore[operator,str-format]
+
+
 def _audit_line(audit: dict[str, object] | None) -> str | None:
     """Every audited tier together, against the calibrated alpha."""
     if not audit:
@@ -165,6 +176,9 @@ def report_command(
         audits = _audit_table(feature, counts)
         if audits is not None:
             out.print(audits)
+        drift = _drift_line(counts.get("input_drift"))  # type: ignore[arg-type]
+        if drift is not None:
+            out.print(drift, highlight=False)
         audit = _audit_line(counts.get("audit"))  # type: ignore[arg-type]
         if audit is not None:
             out.print(audit, highlight=False)
