@@ -154,3 +154,28 @@ def test_the_policy_builds_false_accept_targets_and_wires_the_audit() -> None:
 def test_bad_false_accept_targets_are_policy_errors(slo: str, audit: str, match: str) -> None:
     with pytest.raises(PolicyError, match=match):
         parse_policy(_policy(slo, audit))
+
+
+async def test_signal_alerts_through_the_otel_and_webhook_shapes() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from test_metrics_otel import points
+
+    from cascade.telemetry import OTelSink
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    alert = SignalAlert(AlertState.FIRING, AlertKind.FALSE_ACCEPT, "faq", "small", 0.3, 0.15,
+                        0.5, 0.1, 30, 600.0, 1000.0, 990.0, episode=2)
+    await OTelSink(provider).send(alert)
+    found = points(reader)
+    [(attributes, active)] = found["cascade.slo.alert.active"]
+    assert active == 1 and attributes == {"cascade.feature": "faq", "cascade.tier.name": "small",
+                                          "cascade.slo.kind": "false_accept",
+                                          "cascade.slo.window": "false_accept"}
+    assert found["cascade.slo.estimate"][0][1] == 0.3
+    body = alert.to_dict()
+    assert (body["alert"], body["status"], body["episode"], body["low"]) == (
+        "faq/small/false_accept", "firing", 2, 0.15)
+    assert "30" in alert.describe() and "limit 10.0%" in alert.describe()
+    provider.shutdown()
