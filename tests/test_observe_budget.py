@@ -107,3 +107,22 @@ def test_the_engine_adds_the_gauge_when_it_has_budgets_and_metrics() -> None:
     assert Cascade(tiers).budget_gauge is None  # no budgets
     assert Cascade(tiers, resilience=Resilience(budgets=_BUDGETS),
                    metrics=False).budget_gauge is None
+
+
+async def test_two_features_report_through_one_gauge_per_provider() -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    gauges = []
+    for feature in ("faq", "chat"):
+        resilience = Resilience(budgets=(BudgetSpec(name="daily", period="day", usd=2.0),))
+        assert resilience.budgets is not None
+        gauges.append(BudgetGauge(resilience.budgets, feature, meter_provider=provider))
+        await gauges[-1].refresh()
+    found = {a["cascade.feature"]: v for a, v in points(reader)[BUDGET_GAUGE]}
+    assert found == {"faq": 2.0, "chat": 2.0}  # an SDK keeps one instrument per name
+    del gauges[0]  # a Cascade gone: its gauge is no longer reported
+    import gc
+
+    gc.collect()
+    assert {a["cascade.feature"] for a, _ in points(reader)[BUDGET_GAUGE]} == {"chat"}
+    provider.shutdown()

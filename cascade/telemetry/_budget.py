@@ -11,6 +11,8 @@ the attribute's cardinality stays bounded)."""
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -53,11 +55,7 @@ class BudgetGauge(RunObserver):
         self._values: dict[tuple[tuple[str, str], ...], float] = {}
         self.refresh_failures = 0
         self._own = meter_provider is not None
-        meter = (meter_provider or metrics.get_meter_provider()).get_meter("cascade")
-        self.gauge = meter.create_observable_gauge(
-            BUDGET_GAUGE, callbacks=[self._observe], unit="1",
-            description="left of each spending budget in its current period (unit: the "
-                        "cascade.budget.unit attribute, usd or requests)")
+        _register(self, meter_provider)
 
     def run_finished(self, run: RunInfo, result: Result | None,
                      error: BaseException | None) -> None:
@@ -95,7 +93,8 @@ class BudgetGauge(RunObserver):
         """No SDK installed (the API's proxy provider): nothing would read the values."""
         return not self._own and isinstance(metrics.get_meter_provider(), _ProxyMeterProvider)
 
-    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
+    def observations(self) -> list[Observation]:
+        """The values last read, as the gauge reports them."""
         return [Observation(value, dict(attributes))
                 for attributes, value in self._values.items()]
 
@@ -122,6 +121,33 @@ class BudgetGauge(RunObserver):
                 yield self
             finally:
                 tg.cancel_scope.cancel()
+
+
+# One observable gauge per meter provider, reporting every live BudgetGauge bound to it: an SDK
+# keeps the first instrument of a name (and its callback) and ignores later ones, so one per
+# Cascade would silently drop every feature but the first.
+_GLOBAL = object()  # the global provider, whatever it is when the gauge is created
+_REGISTRY: dict[int, tuple[object, weakref.WeakSet[BudgetGauge]]] = {}
+_LOCK = threading.Lock()
+
+
+def _register(gauge: BudgetGauge, provider: metrics.MeterProvider | None) -> None:
+    owner: object = _GLOBAL if provider is None else provider
+    with _LOCK:
+        found = _REGISTRY.get(id(owner))
+        if found is None:
+            members: weakref.WeakSet[BudgetGauge] = weakref.WeakSet()
+            meter = (provider or metrics.get_meter_provider()).get_meter("cascade")
+
+            def observe(options: CallbackOptions) -> Iterable[Observation]:
+                return [o for member in list(members) for o in member.observations()]
+
+            meter.create_observable_gauge(
+                BUDGET_GAUGE, callbacks=[observe], unit="1",
+                description="left of each spending budget in its current period (unit: "
+                            "the cascade.budget.unit attribute, usd or requests)")
+            found = _REGISTRY[id(owner)] = (owner, members)  # (owner kept: its id stays its)
+        found[1].add(gauge)
 
 
 __all__ = ["BUDGET_GAUGE", "BudgetGauge"]
