@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import random
 import tempfile
@@ -31,6 +32,8 @@ from pathlib import Path
 import anyio
 
 from cascade import Cascade, parse_policy
+from cascade._calibrate import Target, TargetKind, choose, record_chain
+from cascade.policy import Policy
 from cascade.providers import load_routerbench_csv
 from cascade.state import MemoryStore
 from cascade.telemetry import AuditSampler, EscalationTarget, SloMonitor, clopper_pearson
@@ -39,13 +42,14 @@ from verifiers import AnswerKind
 
 CHEAP, MID, DEAR = "mistralai/mistral-7b-chat", "mistralai/mixtral-8x7b-chat", "gpt-4-1106-preview"
 WORSE = "WizardLM/WizardLM-13B-V1.2"  # the mid model's stand-in in the `model` scenario
+THRESHOLD = 0.75  # mid's, as calibrated on ARC train
 POLICY = """\
 feature: drift
 tiers:
   - {{name: small, model: {cheap}, provider: {{kind: replay, data: '{data}'}},
      estimator: {{kind: agreement, answer: choice}}, threshold: never}}
   - {{name: mid, model: {mid}, provider: {{kind: replay, data: '{data}'}},
-     estimator: {{kind: agreement, answer: choice}}, threshold: 0.75}}
+     estimator: {{kind: agreement, answer: choice}}, threshold: {threshold}}}
   - {{name: large, model: {dear}, provider: {{kind: replay, data: '{data}'}}}}
 telemetry: {{metrics: false}}
 """
@@ -109,9 +113,12 @@ async def calibrate(engine: Cascade, prompts: list[str]) -> tuple[float, float]:
 
 
 async def simulate(data: Path, scenario: str, audit_rate: float, seed: int,
-                   step_s: float, audit_window: int) -> dict[str, object]:
+                   step_s: float, audit_window: int, recal_window: int) -> dict[str, object]:
     """``dataset``: ARC test, then Winogrande test. ``model``: ARC test, its second half
-    answered by a worse mid model (mistral-7b's recorded answers in mixtral's place)."""
+    answered by a worse mid model (mistral-7b's recorded answers in mixtral's place). After
+    the switch, the first ``recal_window`` requests of the new traffic are served as before;
+    then mid's threshold is recalibrated on them (``cascade calibrate``'s code path) and the
+    rest of the new traffic is served with it."""
     router = data / "routerbench"
     with tempfile.TemporaryDirectory() as tmp:
         table = Path(tmp) / "all.csv"
@@ -119,7 +126,8 @@ async def simulate(data: Path, scenario: str, audit_rate: float, seed: int,
                  router / "winograde_test.csv"]
         combined_csv(files, table)
         prompts = [[r.prompt for r in load_routerbench_csv(f).rows] for f in files]
-        policy = parse_policy(POLICY.format(cheap=CHEAP, mid=MID, dear=DEAR, data=table))
+        policy = parse_policy(POLICY.format(cheap=CHEAP, mid=MID, dear=DEAR, data=table,
+                                            threshold=THRESHOLD))
         async with Cascade.from_policy(policy) as engine:
             calibrated, alpha = await calibrate(engine, prompts[0])
         if scenario == "dataset":
@@ -128,15 +136,28 @@ async def simulate(data: Path, scenario: str, audit_rate: float, seed: int,
             half = len(prompts[1]) // 2
             plan = [("ARC test, mixtral", MID, prompts[1][:half]),
                     ("ARC test, worse mid model", WORSE, prompts[1][half:])]
+        (new_name, new_mid, new_prompts) = plan[1]
+        window, rest = new_prompts[:recal_window], new_prompts[recal_window:]
+        plan[1] = (f"{new_name}, first {len(window)}", new_mid, window)
         clock = Clock()
         target = min(0.45, calibrated + 0.05)
         monitor = SloMonitor([EscalationTarget("drift", "mid", target, "large", calibrated)],
                              store=MemoryStore(clock=clock), clock=clock,
                              tiers=("small", "mid", "large"))
         audit: AuditSampler | None = None
-        phases, series = [], []
-        for name, mid, batch in plan:
-            text = POLICY.format(cheap=CHEAP, mid=mid, dear=DEAR, data=table)
+        phases: list[Phase] = []
+        series: list[dict[str, object]] = []
+        threshold, recal = THRESHOLD, None
+        rows = row_numbers(table)
+        for step, (name, mid, batch) in enumerate([*plan, (None, new_mid, rest)]):
+            text = POLICY.format(cheap=CHEAP, mid=mid, dear=DEAR, data=table,
+                                 threshold=_yaml(threshold))
+            if name is None:  # recalibrate on the window of new traffic, then serve the rest
+                recal = await recalibrate(parse_policy(text), window, rest, rows, calibrated)
+                threshold = recal["threshold"]
+                name = f"{new_name}, rest, recalibrated"
+                text = POLICY.format(cheap=CHEAP, mid=mid, dear=DEAR, data=table,
+                                     threshold=_yaml(threshold))
             async with Cascade.from_policy(parse_policy(text),
                                            observers=[monitor.observer()]) as engine:
                 if audit is None:
@@ -146,9 +167,49 @@ async def simulate(data: Path, scenario: str, audit_rate: float, seed: int,
                 engine.observers.observers += (audit,)
                 phases.append(Phase(name))
                 await run_phase(engine, monitor, audit, clock, step_s, phases[-1], batch, series)
+        assert recal is not None
+        after = phases[-1].escalations / max(phases[-1].judged, 1)
+        recal.update(live_after=after, within_2pp=abs(after - calibrated) <= 0.02)
     return {"scenario": scenario, "calibrated_escalation": calibrated, "target": target,
-            "alpha": alpha, "audit_rate": audit_rate, "audit_window": audit_window, "seconds_per_request": step_s,
+            "alpha": alpha, "audit_rate": audit_rate, "audit_window": audit_window,
+            "seconds_per_request": step_s, "recalibration": recal,
             "phases": [summary(p) for p in phases], "series": series}
+
+
+def _yaml(threshold: float) -> str:
+    return "never" if math.isinf(threshold) else repr(threshold)
+
+
+def row_numbers(table: Path) -> dict[str, int]:
+    """Prompt -> its 1-based row in the replay table (the first, as the replay finds it)."""
+    out: dict[str, int] = {}
+    for i, row in enumerate(load_routerbench_csv(table).rows, 1):
+        out.setdefault(row.prompt, i)
+    return out
+
+
+async def recalibrate(policy: Policy, window: list[str], rest: list[str], rows: dict[str, int],
+                      rate: float) -> dict[str, object]:
+    """``cascade calibrate --target escalation=RATE`` on ``window`` for the mid tier (small
+    stays evidence-only: it never accepts, so every query reaches mid): the same recording
+    (``record_chain``: each tier's estimator sees the cheaper tiers' answers) and the same
+    choice (``choose``). Also recorded on ``rest``: mid's escalation rate there with the old
+    and the new threshold, offline (the live rate with the new one is measured by running)."""
+    async with Cascade.from_policy(policy) as engine:
+        tiers = engine.tiers
+        on_window = await record_chain(tiers, [(p, rows[p]) for p in window])
+        on_rest = await record_chain(tiers, [(p, rows[p]) for p in rest])
+    choice = choose(Target(TargetKind.ESCALATION, rate), on_window[1:])
+    threshold = choice.thresholds[0]
+    mid_window, mid_rest = on_window[1].confidence, on_rest[1].confidence
+    return {"target": rate, "window": len(window), "rest": len(rest), "threshold": threshold,
+            "levels": sorted({round(float(c), 6) for c in mid_window}),
+            "achievable": sorted({float((mid_window < level).mean())
+                                  for level in [*set(mid_window.tolist()), math.inf]}),
+            "window_before": float((mid_window < THRESHOLD).mean()),
+            "window_after": float((mid_window < threshold).mean()),
+            "rest_before": float((mid_rest < THRESHOLD).mean()),
+            "rest_after": float((mid_rest < threshold).mean())}
 
 
 async def run_phase(engine: Cascade, monitor: SloMonitor, audit: AuditSampler, clock: Clock,
@@ -212,6 +273,8 @@ def figure(report: dict[str, object], out: Path) -> None:
     top.axhline(report["target"], ls="--", c="black", label="SLO target")  # type: ignore[arg-type]
     switch = report["phases"][0]["requests"]  # type: ignore[index]
     top.axvline(switch + 0.5, c="red", label=f"switch: {report['phases'][1]['name']}")  # type: ignore[index]
+    recal = switch + report["phases"][1]["requests"]  # type: ignore[index]
+    top.axvline(recal + 0.5, c="blue", ls="-.", label="recalibrated on the requests before")
     for kind, colour in (("fast", "orange"), ("slow", "purple"), ("drift", "green"),
                          ("storm", "brown"), ("audit", "red")):
         firing = [i + 1 for i, s in enumerate(series) if any(  # type: ignore[arg-type]
@@ -254,6 +317,23 @@ def markdown(report: dict[str, object]) -> str:
         lines.append(f"| {p['name']} | {p['requests']} | {p['escalation_rate']:.3f} | {first} "
                      f"| {p['audited']} | {p['audit_estimate']:.3f} [{low:.3f}, {high:.3f}] "
                      f"| {p['false_accept_truth']:.3f} |")
+    r = report["recalibration"]  # type: ignore[index]
+    lines += ["", (f"Recalibration (`cascade calibrate --target escalation="
+                   f"{r['target']:.3f}`'s recording and choice, on the first {r['window']} "
+                   f"requests of the new traffic): mid's threshold {THRESHOLD} -> "
+                   f"{_yaml(r['threshold'])} (its confidence takes {len(r['levels'])} values "
+                   f"there: {', '.join(f'{v:g}' for v in r['levels'])}). Escalation rate of mid, "
+                   f"target {r['target']:.3f} ± 0.020:"), "",
+              "| data | old threshold | recalibrated |", "| --- | --- | --- |",
+              (f"| calibration window ({r['window']}) | {r['window_before']:.3f} | "
+               f"{r['window_after']:.3f} |"),
+              (f"| rest of the new traffic ({r['rest']}), offline | {r['rest_before']:.3f} | "
+               f"{r['rest_after']:.3f} |"),
+              (f"| rest of the new traffic, live through the engine | - | "
+               f"{r['live_after']:.3f} |"), "",
+              (f"The escalation rates any threshold can give on the window: "
+               f"{', '.join(f'{a:.3f}' for a in r['achievable'])}."), "",
+              f"Back within ±2 pp of the target: **{'yes' if r['within_2pp'] else 'no'}**."]
     return "\n".join(lines) + "\n"
 
 
@@ -268,10 +348,12 @@ def main() -> None:
     parser.add_argument("--audit-rate", type=float, default=0.25)
     parser.add_argument("--audit-window", type=int, default=40, help="audits per estimate")
     parser.add_argument("--seconds-per-request", type=float, default=10.0)
+    parser.add_argument("--recal-window", type=int, default=150, help="requests of the new "
+                        "traffic recalibrated on (then the rest is served recalibrated)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     report = anyio.run(simulate, args.data, args.scenario, args.audit_rate, args.seed,
-                       args.seconds_per_request, args.audit_window)
+                       args.seconds_per_request, args.audit_window, args.recal_window)
     args.out.mkdir(parents=True, exist_ok=True)
     kept = {k: v for k, v in report.items() if k != "series"}  # (the figure has the series)
     (args.out / f"drift-{args.scenario}.json").write_text(json.dumps(kept, indent=1))

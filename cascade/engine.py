@@ -51,6 +51,7 @@ from cascade.resilience import DeploymentHealth, Resilience, RunScope
 from cascade.routing import RouteContext, RouteTier
 from cascade.telemetry import (
     AttemptInfo,
+    BudgetGauge,
     EstimateInfo,
     MetricsObserver,
     Observers,
@@ -59,7 +60,7 @@ from cascade.telemetry import (
     SloMonitor,
     TracingObserver,
     current_trace_id,
-    monitor_from_spec,
+    monitor_for_policy,
 )
 from cascade.types import (
     Attempt,
@@ -213,15 +214,19 @@ class Cascade:
         self._clock = clock
         self._resources = resources
         self.slo, self.audit = slo, audit
+        self.resilience = resilience or Resilience()
+        budgets = self.resilience.budgets
+        self.budget_gauge = BudgetGauge(budgets, feature) if metrics and budgets else None
         self.observers = Observers((TracingObserver(tracer, record_content=record_content),
                                     *([MetricsObserver()] if metrics else []),
                                     *([slo.observer()] if slo is not None else []),
-                                    *([audit] if audit is not None else []), *observers))
+                                    *([audit] if audit is not None else []),
+                                    *([self.budget_gauge] if self.budget_gauge else []),
+                                    *observers))
         self._background: AsyncExitStack | None = None
         self._running = 0  # runs in flight (their deadlines may coincide: ``_cut_at``)
         self.routing = routing
         self._route_tiers = tuple(RouteTier(t.name, t.model) for t in self.tiers)
-        self.resilience = resilience or Resilience()
 
     @classmethod
     def from_policy(cls, policy: Policy, *, base_dir: str | Path = ".",
@@ -238,15 +243,12 @@ class Cascade:
         resilience = Resilience(policy.resilience, policy.budgets,
                                 on_budget_exhausted=policy.on_budget_exhausted)
         feature = policy.feature or "default"
-        slo = None if policy.slo is None else monitor_from_spec(
-            policy.slo, feature, resilience.store, tiers=[t.name for t in policy.tiers],
-            snapshot_path=None if policy.slo.snapshot is None
-            else str(Path(base_dir) / policy.slo.snapshot))
+        audit = _audit_sampler(policy, tiers, resilience)
+        slo = monitor_for_policy(policy, feature, resilience.store, base_dir, audit, routing)
         return cls(tiers, feature=feature, deadline_s=policy.deadline_s,
                    clock=clock, resources=factory, routing=routing, resilience=resilience,
                    observers=observers, record_content=policy.telemetry.record_content,
-                   metrics=policy.telemetry.metrics, slo=slo,
-                   audit=_audit_sampler(policy, tiers, resilience))
+                   metrics=policy.telemetry.metrics, slo=slo, audit=audit)
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, env: Mapping[str, str] | None = None,
@@ -257,12 +259,11 @@ class Cascade:
                                observers=observers)
 
     async def __aenter__(self) -> Cascade:
-        if (self.slo is not None or self.audit is not None) and self._background is None:
-            self._background = AsyncExitStack()  # the SLO monitor's evaluations, the audits
-            if self.slo is not None:
-                await self._background.enter_async_context(self.slo.running())
-            if self.audit is not None:
-                await self._background.enter_async_context(self.audit.running())
+        runners = [r for r in (self.slo, self.audit, self.budget_gauge) if r is not None]
+        if runners and self._background is None:
+            self._background = AsyncExitStack()  # SLO evaluations, audits, the budget gauge
+            for runner in runners:
+                await self._background.enter_async_context(runner.running())
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,

@@ -154,7 +154,7 @@ async def test_the_policy_builds_the_monitor_on_the_resilience_store() -> None:
     ("{escalation_rate: [{from: small, target: 0.6}]}", "could never fire"),
     (("{escalation_rate: [{from: small, target: 0.1}], windows: [{long_s: 60, short_s: 600, "
       "burn_rate: 2}]}"), "must be less than long_s"),
-    ("{escalation_rate: []}", "at least 1"),
+    ("{escalation_rate: []}", "needs escalation_rate, false_accept and/or input_drift"),
     ("{escalation_rate: [{from: small, target: 0.1}], alerts: {webhook: {url: 'ftp://x'}}}",
      "http"),
 ])

@@ -1,5 +1,6 @@
 """``cascade report``: per feature, runs and cost, and per tier the escalation rate against its
-SLO, acceptances, fallbacks and cost, with the alerts firing — a rich table, or ``--json``."""
+SLO, acceptances, fallbacks and cost, the audit's false-accept estimate with its interval
+against its target, with the alerts firing — a rich table, or ``--json``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from cascade.policy import Policy, RedisStoreSpec, load_policy
 from cascade.state import RedisStore
 from cascade.telemetry import monitor_from_spec
 
-_HELP = ("Escalation rates per tier against their SLO, acceptances, fallbacks and cost, and "
+_HELP = ("Escalation rates per tier against their SLO, acceptances, fallbacks and cost, the "
+         "audit's false-accept estimate per tier (audited answers, interval, target), and "
          "the alerts firing. Reads the shared store (Redis) of the policy's resilience.store "
          "— the counters every process adds to — or, with --snapshot, the JSON file the "
          "monitor rewrites after each evaluation (the policy's slo.snapshot). From Redis, "
@@ -41,8 +43,10 @@ def _from_store(policy: Policy, window_s: float | None) -> dict[str, object]:
         store = RedisStore(store_spec.url.get_secret_value(), prefix=store_spec.prefix,
                            timeout_s=store_spec.timeout_s)
         try:
+            audit = policy.telemetry.audit
             monitor = monitor_from_spec(policy.slo, policy.feature or "default", store,  # type: ignore[arg-type]
-                                        tiers=[t.name for t in policy.tiers])
+                                        tiers=[t.name for t in policy.tiers],
+                                        audit_alpha=None if audit is None else audit.alpha)
             monitor.sinks = ()  # a report sends nothing
             await monitor.evaluate()
             return await monitor.snapshot(window_s)
@@ -83,6 +87,63 @@ def _table(feature: str, data: dict[str, object], window_s: float) -> Table:
     return table
 
 
+def _audit_table(feature: str, data: dict[str, object]) -> Table | None:
+    """Per audited tier: answers audited, false accepts, the estimate with its interval,
+    the SLO's target (None when nothing is audited nor targeted)."""
+    rows = [(row["tier"], row["audit"]) for row in data["tiers"]  # type: ignore[attr-defined]
+            if row.get("audit")]
+    if not rows:
+        return None
+    table = Table(title=f"{feature}: audit of accepted answers", title_justify="left")
+    table.caption = ("audited: accepted answers re-asked of the judge; false: the judge "
+                     "disagreed; FA SLO: slo.false_accept")
+    for column in ("tier", "audited", "false", "false-accept rate \\[interval]", "FA SLO"):
+        table.add_column(column, justify="left" if column == "tier" else "right", no_wrap=True)
+    for tier, audit in rows:
+        table.add_row(tier, *_audit_cells(audit))
+    return table
+
+
+def _audit_cells(audit: dict[str, object]) -> tuple[str, str, str, str]:
+    """audited, false, "estimate [low–high]" (red when the lower bound is above the limit),
+    limit."""
+    limit = audit["limit"]
+    shown = "-"
+    if audit["audited"]:
+        shown = (f"{100 * audit['rate']:.1f}% \\[{100 * audit['low']:.1f}–"  # type: ignore[operator]
+                 f"{100 * audit['high']:.1f}%]")  # type: ignore[operator]
+        if limit is not None and audit["low"] > limit:  # type: ignore[operator]
+            shown = f"[bold red]{shown}[/]"
+    return (str(audit["audited"]), str(audit["false_accepts"]), shown,
+            "-" if limit is None else f"≤ {100 * limit:.0f}%")  # type: ignore[operator]
+
+
+def _drift_line(drift: dict[str, object] | None) -> str | None:
+    """Router input drift: live queries far from the training set, against the training's."""
+    if not drift:
+        return None
+    return (f"router input drift: {drift['below']} of {drift['queries']} queries below the "
+            f"cold-start similarity {drift['min_similarity']:.3f}: "  # type: ignore[str-format]
+            f"{100 * drift['share']:.1f}% \\[{100 * drift['low']:.1f}–"  # type: ignore[operator]
+            f"{100 * drift['high']:.1f}%] (training {100 * drift['baseline']:.1f}%, "  # type: ignore[operator]
+            f"limit {100 * drift['limit']:.1f}%), PSI {drift['psi']:.2f}")  # type: ignore[operator,str-format]
+
+
+def _audit_line(audit: dict[str, object] | None) -> str | None:
+    """Every audited tier together, against the calibrated alpha."""
+    if not audit:
+        return None
+    audited, rate, limit = audit["audited"], audit["rate"], audit["limit"]
+    text = f"audit: {audited} accepted answers re-asked of the judge"
+    if audited:
+        text += (f", {audit['false_accepts']} false accepts: {100 * rate:.1f}% "  # type: ignore[operator]
+                 f"\\[{100 * audit['low']:.1f}–{100 * audit['high']:.1f}%, "  # type: ignore[operator]
+                 f"{100 * audit['confidence']:.0f}% interval]")  # type: ignore[operator]
+    if limit is not None:
+        text += f"; calibrated alpha {100 * limit:.1f}%"  # type: ignore[operator]
+    return text
+
+
 @app.command("report", help=_HELP)
 def report_command(
     policy: Annotated[Path | None, typer.Option(help="the feature's policy: read its "
@@ -112,6 +173,15 @@ def report_command(
         out.print("no runs counted yet")
     for feature, counts in features.items():
         out.print(_table(feature, counts, float(data["window_s"])))  # type: ignore[arg-type]
+        audits = _audit_table(feature, counts)
+        if audits is not None:
+            out.print(audits)
+        drift = _drift_line(counts.get("input_drift"))  # type: ignore[arg-type]
+        if drift is not None:
+            out.print(drift, highlight=False)
+        audit = _audit_line(counts.get("audit"))  # type: ignore[arg-type]
+        if audit is not None:
+            out.print(audit, highlight=False)
         alerts = counts.get("alerts") or []
         out.print("alerts firing: " + (", ".join(alerts) if alerts else "none"),  # type: ignore[arg-type]
                   highlight=False)

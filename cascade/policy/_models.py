@@ -681,6 +681,21 @@ class Policy(_Spec):
                                           or names.index(target.to) <= names.index(target.tier)):
                 raise ValueError(f"escalation_rate.to: {target.to!r} is not a tier after "
                                  f"{target.tier!r}")
+        if slo.input_drift is not None and "routing" in info.data and not isinstance(
+                getattr(info.data["routing"], "router", None), LearnedRouterSpec):
+            raise ValueError("input_drift needs a learned router (routing.router kind knn, "
+                             "mf or bert)")
+        if "telemetry" not in info.data:  # its own error is reported
+            return slo
+        audit = info.data["telemetry"].audit
+        judge = None if audit is None else (audit.judge or names[-1])
+        for i, quality in enumerate(slo.false_accept):
+            if audit is None:
+                raise ValueError("false_accept needs telemetry.audit (the audit's judge "
+                                 "estimates the false-accept rate)")
+            if quality.tier not in names[:names.index(judge)]:
+                raise ValueError(f"false_accept[{i}].tier: {quality.tier!r} is not a tier of "
+                                 f"this policy below the audit's judge {judge!r}")
         return slo
 
     @field_validator("budgets")

@@ -125,6 +125,27 @@ class EscalationTargetSpec(_Spec):
                                      "away from it (either way)")
 
 
+class FalseAcceptSpec(_Spec):
+    """At most ``max`` of the answers ``tier`` accepted are wrong, as the audit's judge sees
+    them (needs ``telemetry.audit``)."""
+
+    tier: str = Field(description="a tier below the audit's judge")
+    max: float = Field(gt=0, lt=1, description="the highest acceptable false-accept rate: "
+                       "alert when the interval's lower bound exceeds it, resolve when its "
+                       "upper bound falls below it")
+
+
+class InputDriftSpec(_Spec):
+    """Alert when live queries stop looking like the learned router's training set: the share
+    below its cold-start similarity, against that share on the training set (held out)."""
+
+    margin: float = Field(0.1, gt=0, lt=1, description="alert when the live share's interval "
+                          "lies above the training share plus this")
+    max_share: float | None = Field(None, gt=0, lt=1, description="or this share, if given")
+    window_s: float = Field(3600, gt=0, le=31 * 86400, description="over the last window_s")
+    min_queries: int = Field(50, ge=1, description="fewer routed queries never fire")
+
+
 class WebhookSpec(_Spec):
     url: SecretStr = Field(description="http(s) URL that receives a JSON POST per change")
     secret: SecretStr | None = Field(None, description="HMAC-SHA256 key of the "
@@ -149,7 +170,10 @@ class AlertsSpec(_Spec):
 class SloSpec(_Spec):
     """Escalation-rate SLOs of this feature (docs/observability.md)."""
 
-    escalation_rate: tuple[EscalationTargetSpec, ...] = Field(min_length=1)
+    escalation_rate: tuple[EscalationTargetSpec, ...] = Field(
+        (), description="escalation-rate targets per tier hop")
+    false_accept: tuple[FalseAcceptSpec, ...] = Field(
+        (), description="accepted-answer quality targets per tier, from the audit's estimate")
     windows: tuple[BurnWindowSpec, ...] = Field(
         (BurnWindowSpec(name="fast", long_s=3600, short_s=300, burn_rate=2.0),
          BurnWindowSpec(name="slow", long_s=21600, short_s=1800, burn_rate=1.5)),
@@ -162,12 +186,17 @@ class SloSpec(_Spec):
                                      "this share escalates over the shortest short window "
                                      "(null: off)")
     drift_z: float = Field(4.0, gt=0, description="|z| of the threshold-drift test that fires")
+    input_drift: InputDriftSpec | None = Field(None, description="router input drift "
+                                                "(needs a learned router)")
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
     snapshot: str | None = Field(None, description="JSON file (relative to the policy) the "
                                  "monitor rewrites after each evaluation, for `cascade report`")
 
     @model_validator(mode="after")
     def _reachable(self) -> SloSpec:
+        if not (self.escalation_rate or self.false_accept or self.input_drift):
+            raise ValueError("an slo: block needs escalation_rate, false_accept and/or "
+                             "input_drift")
         for target in self.escalation_rate:
             for window in self.windows:
                 if target.target * window.burn_rate >= 1:
@@ -177,5 +206,5 @@ class SloSpec(_Spec):
         return self
 
 
-__all__ = ["AlertsSpec", "AuditSpec", "BurnWindowSpec", "EscalationTargetSpec", "SloSpec", "TelemetrySpec",
-           "WebhookSpec"]
+__all__ = ["AlertsSpec", "AuditSpec", "BurnWindowSpec", "EscalationTargetSpec", "FalseAcceptSpec",
+           "InputDriftSpec", "SloSpec", "TelemetrySpec", "WebhookSpec"]

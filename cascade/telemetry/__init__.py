@@ -9,6 +9,7 @@ from cascade.telemetry._alerts import (
     WebhookSink,
     sign,
 )
+from cascade.telemetry._budget import BUDGET_GAUGE, BudgetGauge
 from cascade.telemetry._events import (
     AttemptInfo,
     BreakerTransition,
@@ -19,6 +20,7 @@ from cascade.telemetry._events import (
     RunInfo,
     SeamEvent,
 )
+from cascade.telemetry._input_drift import InputDriftTarget, held_out_similarities, psi
 from cascade.telemetry._metrics import BREAKER_STATE, METER_NAME, MetricsObserver
 from cascade.telemetry._observers import Observers, RunObserver
 from cascade.telemetry._slo import (
@@ -30,11 +32,15 @@ from cascade.telemetry._slo import (
     AlertState,
     BurnWindow,
     EscalationTarget,
+    FalseAcceptTarget,
+    SignalAlert,
     SloMonitor,
     SloObserver,
     TierWindow,
     drift_z,
+    monitor_for_policy,
     monitor_from_spec,
+    sinks_from_spec,
 )
 from cascade.telemetry._tracing import (
     TRACER_NAME,
@@ -59,6 +65,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "BREAKER_STATE",
+    "BUDGET_GAUGE",
     "DEFAULT_WINDOWS",
     "METER_NAME",
     "SIGNATURE_HEADER",
@@ -74,10 +81,13 @@ __all__ = [
     "AuditSampler",
     "BreakerTransition",
     "BudgetDecision",
+    "BudgetGauge",
     "BurnWindow",
     "EscalationTarget",
     "EstimateInfo",
     "FallbackEvent",
+    "FalseAcceptTarget",
+    "InputDriftTarget",
     "LogSink",
     "MetricsObserver",
     "OTelSink",
@@ -86,6 +96,7 @@ __all__ = [
     "RunInfo",
     "RunObserver",
     "SeamEvent",
+    "SignalAlert",
     "SloMonitor",
     "SloObserver",
     "TierWindow",
@@ -95,7 +106,11 @@ __all__ = [
     "current_trace_id",
     "drift_z",
     "get_tracer",
+    "held_out_similarities",
     "inject_traceparent",
+    "monitor_for_policy",
     "monitor_from_spec",
+    "psi",
     "sign",
+    "sinks_from_spec",
 ]

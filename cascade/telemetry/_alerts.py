@@ -21,7 +21,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from cascade.telemetry._slo import Alert, AlertDeliveryError, AlertState
+from cascade.telemetry._slo import Alert, AlertDeliveryError, AlertState, AnyAlert, SignalAlert
 
 SIGNATURE_HEADER = "X-Cascade-Signature"  # "sha256=<hex HMAC-SHA256 of the body>"
 TIMESTAMP_HEADER = "X-Cascade-Timestamp"
@@ -33,12 +33,9 @@ class LogSink:
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.log = logger or logging.getLogger("cascade.slo")
 
-    async def send(self, alert: Alert) -> None:
+    async def send(self, alert: AnyAlert) -> None:
         level = logging.WARNING if alert.state is AlertState.FIRING else logging.INFO
-        self.log.log(level, "SLO %s %s: escalation rate %.1f%% over %gs (short window "
-                     "%.1f%%), target %.1f%%, %d runs", alert.key, alert.state.value,
-                     100 * alert.rate_long, alert.window.long_s, 100 * alert.rate_short,
-                     100 * alert.target.target, alert.runs_long)
+        self.log.log(level, "SLO %s %s: %s", alert.key, alert.state.value, alert.describe())
 
 
 class _Retryable(Exception):
@@ -76,7 +73,7 @@ class WebhookSink:
         return f"WebhookSink({httpx.URL(self.url).copy_with(query=None, userinfo=b'')!s}, " \
                f"signed={self._secret is not None})"
 
-    async def send(self, alert: Alert) -> None:
+    async def send(self, alert: AnyAlert) -> None:
         body = json.dumps(alert.to_dict(), sort_keys=True).encode()
         headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: f"{time.time():.0f}"}
         if self._secret is not None:
@@ -112,7 +109,9 @@ class WebhookSink:
 
 class OTelSink:
     """``cascade.slo.alert.active`` (gauge: 1 firing, 0 resolved) and
-    ``cascade.slo.notifications`` (counter), per feature / tier / window."""
+    ``cascade.slo.notifications`` (counter), per feature / tier / window (the kind, for
+    audit and drift alerts) / kind; ``cascade.slo.burn_rate`` (escalation alerts) or
+    ``cascade.slo.estimate`` (audit and drift alerts) at each change."""
 
     def __init__(self, meter_provider: metrics.MeterProvider | None = None) -> None:
         meter = (meter_provider or metrics.get_meter_provider()).get_meter("cascade")
@@ -122,13 +121,20 @@ class OTelSink:
                                                   "{notification}", "alert changes")
         self.burn = meter.create_gauge("cascade.slo.burn_rate", "1",
                                        "long-window escalation rate / target at the change")
+        self.estimate = meter.create_gauge("cascade.slo.estimate", "1",
+                                           "false-accept rate or input-drift share at the change")
 
-    async def send(self, alert: Alert) -> None:
-        attributes = {"cascade.feature": alert.target.feature,
-                      "cascade.tier.name": alert.target.tier,
-                      "cascade.slo.window": alert.window.label}
+    async def send(self, alert: AnyAlert) -> None:
+        attributes = {"cascade.feature": alert.feature, "cascade.tier.name": alert.subject,
+                      "cascade.slo.kind": alert.kind.value}
+        match alert:
+            case Alert():
+                attributes["cascade.slo.window"] = alert.window.label
+                self.burn.set(alert.burn_long, attributes)
+            case SignalAlert():
+                attributes["cascade.slo.window"] = alert.label
+                self.estimate.set(alert.value, attributes)
         self.active.set(1 if alert.state is AlertState.FIRING else 0, attributes)
-        self.burn.set(alert.burn_long, attributes)
         self.notifications.add(1, {**attributes, "cascade.slo.state": alert.state.value})
 
 

@@ -28,50 +28,11 @@ from cascade.errors import ProviderError
 from cascade.resilience import Resilience, RunScope
 from cascade.telemetry._events import RunInfo
 from cascade.telemetry._observers import RunObserver
+from cascade.telemetry._stats import clopper_pearson
 from cascade.types import Request, Result
 from verifiers import AnswerKind, normalise
 
 log = logging.getLogger("cascade.audit")
-
-
-def _binomial_cdf(k: int, n: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(n, p)."""
-    if k < 0:
-        return 0.0
-    if k >= n or p <= 0.0:
-        return 1.0
-    if p >= 1.0:
-        return 0.0
-    log_p, log_q = math.log(p), math.log1p(-p)
-    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
-             + i * log_p + (n - i) * log_q for i in range(k + 1)]
-    top = max(terms)
-    return min(1.0, math.exp(top) * math.fsum(math.exp(t - top) for t in terms))
-
-
-def _solve(f: Callable[[float], float], target: float, increasing: bool) -> float:
-    lo, hi = 0.0, 1.0
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if (f(mid) < target) == increasing:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
-def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """The exact (Clopper–Pearson) two-sided interval of a binomial proportion ``k / n``."""
-    if not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    if not 0 < confidence < 1:
-        raise ValueError("confidence must be in (0, 1)")
-    if n == 0:
-        return 0.0, 1.0
-    tail = (1 - confidence) / 2
-    low = 0.0 if k == 0 else _solve(lambda p: 1 - _binomial_cdf(k - 1, n, p), tail, True)
-    high = 1.0 if k == n else _solve(lambda p: _binomial_cdf(k, n, p), tail, False)
-    return low, high
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +80,9 @@ class AuditSampler(RunObserver):
             raise ValueError(f"audit window must be at least 1, got {window}")
         self._recent: deque[tuple[bool, bool | None]] = deque(maxlen=window)  # (false, wrong)
         self.window = window
+        # told of each audit (feature, tier, false accept): the SLO monitor counts them and
+        # raises the alerts; without a listener the sampler logs its own alert
+        self.listeners: list[Callable[[str, str, bool], None]] = []
 
     def run_finished(self, run: RunInfo, result: Result | None,
                      error: BaseException | None) -> None:
@@ -156,7 +120,10 @@ class AuditSampler(RunObserver):
             self.labelled += 1
             self.wrong += int(wrong)
         self._recent.append((false, wrong))
-        self._check_alert()
+        for listener in self.listeners:
+            listener(result.feature, result.tier_name, false)
+        if not self.listeners:
+            self._check_alert()
 
     def estimate(self) -> AuditEstimate:
         """Over every audit, or the last ``window``; ``dropped`` and ``cost`` are totals."""

@@ -15,7 +15,7 @@ sinks run off the request path, in ``running()``'s background task."""
 
 from __future__ import annotations
 
-import enum
+import dataclasses
 import json
 import logging
 import math
@@ -25,148 +25,43 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import anyio
 
-from cascade.errors import CascadeError
+from cascade.errors import ConfigError
 from cascade.state import Add, MemoryStore, StateError, Store
+from cascade.telemetry._alert_model import (
+    DEFAULT_WINDOWS,
+    Alert,
+    AlertDeliveryError,
+    AlertKind,
+    AlertSink,
+    AlertState,
+    AnyAlert,
+    BurnWindow,
+    EscalationTarget,
+    FalseAcceptTarget,
+    SignalAlert,
+    Tracker,
+    bound_condition,
+)
 from cascade.telemetry._events import RunInfo
+from cascade.telemetry._input_drift import InputDriftTarget, psi
 from cascade.telemetry._observers import RunObserver
-from cascade.types import Climb, Decision, Result, climbs
+from cascade.telemetry._stats import clopper_pearson as _interval
+from cascade.types import Climb, Decision, Result, RouteDecision, climbs
 
 if TYPE_CHECKING:
-    from cascade.policy import SloSpec
+    from cascade._tier import Routing
+    from cascade.policy import Policy, SloSpec
+    from cascade.telemetry._audit import AuditSampler
 
 log = logging.getLogger("cascade.slo")
 
 
+_ROUTER = "router"  # the counters' "tier" of routed queries (input drift)
 _PENDING_WARN = 20_000  # counter keys recorded but never flushed: nobody evaluates
-
-
-class AlertDeliveryError(CascadeError):
-    """An alert sink could not deliver a notification (after its retries)."""
-
-
-@dataclass(frozen=True, slots=True)
-class BurnWindow:
-    """Fire when the rate over ``long_s`` and over ``short_s`` are both at least
-    ``burn_rate`` × the target."""
-
-    long_s: float
-    short_s: float
-    burn_rate: float
-    name: str = ""
-
-    def __post_init__(self) -> None:
-        if not 0 < self.short_s < self.long_s or not math.isfinite(self.long_s):
-            raise ValueError(f"window {self.name!r}: need 0 < short_s < long_s, "
-                             f"got {self.short_s} and {self.long_s}")
-        if not self.burn_rate > 0:
-            raise ValueError(f"window {self.name!r}: burn_rate must be > 0")
-
-    @property
-    def label(self) -> str:
-        return self.name or f"{self.long_s:g}s/{self.short_s:g}s@{self.burn_rate:g}x"
-
-
-# The workbook's pairs (1 h with 5 min, 6 h with 30 min) with burn rates an escalation
-# target can reach: its 14.4x and 6x assume a 0.1 % budget; 30 % x 14.4 is no rate at all.
-DEFAULT_WINDOWS = (BurnWindow(3600, 300, 2.0, "fast"), BurnWindow(21600, 1800, 1.5, "slow"))
-
-
-@dataclass(frozen=True, slots=True)
-class EscalationTarget:
-    """At most ``target`` of the answers judged at tier ``tier`` of ``feature`` escalate
-    (``to``: the tier they escalate to, for the message)."""
-
-    feature: str
-    tier: str
-    target: float
-    to: str | None = None
-    calibrated: float | None = None  # the rate calibration predicted (threshold drift)
-
-    def __post_init__(self) -> None:
-        if not 0 < self.target < 1:
-            raise ValueError(f"escalation target of tier {self.tier!r} must be in (0, 1)")
-        if self.calibrated is not None and not 0 < self.calibrated < 1:
-            raise ValueError(f"calibrated escalation rate of tier {self.tier!r} must be in (0, 1)")
-
-
-class AlertKind(enum.Enum):
-    BURN_RATE = "burn_rate"  # the SLO's error budget burns too fast (a window pair)
-    STORM = "storm"  # almost every answer escalates: the tier is effectively dead
-    DRIFT = "drift"  # the rate moved away from the calibrated one (either way)
-
-
-class AlertState(enum.Enum):
-    FIRING = "firing"
-    RESOLVED = "resolved"
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """A change of one alert (one target × one window pair), as sent to the sinks."""
-
-    state: AlertState
-    target: EscalationTarget
-    window: BurnWindow
-    rate_long: float
-    rate_short: float
-    runs_long: int
-    at: float  # wall-clock seconds
-    since: float  # when it fired
-    kind: AlertKind = AlertKind.BURN_RATE
-
-    @property
-    def key(self) -> str:
-        return f"{self.target.feature}/{self.target.tier}/{self.window.label}"
-
-    @property
-    def burn_long(self) -> float:
-        return self.rate_long / self.target.target
-
-    def to_dict(self) -> dict[str, object]:
-        return {"status": self.state.value, "alert": self.key, "feature": self.target.feature,
-                "tier": self.target.tier, "to": self.target.to,
-                "target": self.target.target, "window": self.window.label,
-                "long_s": self.window.long_s, "short_s": self.window.short_s,
-                "burn_rate_threshold": self.window.burn_rate, "burn_rate": self.burn_long,
-                "rate_long": self.rate_long, "rate_short": self.rate_short,
-                "runs_long": self.runs_long, "at": self.at, "since": self.since,
-                "kind": self.kind.value}
-
-
-class AlertSink(Protocol):
-    async def send(self, alert: Alert) -> None:
-        """Deliver one change; raise ``AlertDeliveryError`` when it cannot."""
-        ...
-
-
-@dataclass(slots=True)
-class _Tracker:
-    """One alert's state machine: fire on the condition; resolve after it has been false
-    for ``resolve_after_s`` without a break (hysteresis: no flapping)."""
-
-    firing: bool = False
-    since: float = 0.0
-    clear_since: float | None = None
-
-    def step(self, condition: bool, now: float, resolve_after_s: float) -> AlertState | None:
-        if condition:
-            self.clear_since = None
-            if not self.firing:
-                self.firing, self.since = True, now
-                return AlertState.FIRING
-            return None
-        if not self.firing:
-            return None
-        if self.clear_since is None:
-            self.clear_since = now
-        if now - self.clear_since >= resolve_after_s:
-            self.firing, self.clear_since = False, None
-            return AlertState.RESOLVED
-        return None
 
 
 def rate(escalations: float, runs: float) -> float:
@@ -212,16 +107,29 @@ class SloMonitor:
     drift_z: float = 4.0  # |z| of the threshold-drift test that fires (targets with calibrated)
     tiers: Sequence[str] = ()  # every tier of the feature, for the report (default: targets')
     snapshot_path: str | None = None  # written after every evaluation (cascade report)
+    quality: Sequence[FalseAcceptTarget] = ()  # false-accept targets (audited answers)
+    audit_alpha: float | None = None  # the audit's calibrated alpha: alert above it (tier *)
+    audit_confidence: float = 0.95  # of the Clopper-Pearson intervals
+    audit_window_s: float | None = None  # audits counted over (default: the longest window)
+    audit_features: Sequence[str] = ()  # features audited (default: the targets')
+    input_drift: InputDriftTarget | None = None  # router input drift (a learned router's)
+    dedup: bool = True  # one notification per alert episode among monitors sharing the store
+    claim_ttl_s: float = 7 * 86400  # an episode's claim outlives its last change this long
+    suppressed: int = 0  # changes another monitor sharing the store had already sent
     _features: set[str] = field(default_factory=set)
     _pending: Counter[str] = field(default_factory=Counter)
-    _trackers: dict[str, _Tracker] = field(default_factory=dict)
+    _trackers: dict[str, Tracker] = field(default_factory=dict)
     _by_tier: dict[tuple[str, str], EscalationTarget] = field(default_factory=dict)
     delivery_failures: int = 0
     _warned: bool = False
 
     def __post_init__(self) -> None:
-        if not self.targets or not self.windows:
+        if not (self.targets or self.quality or self.audit_alpha is not None
+                or self.input_drift is not None) \
+                or not self.windows:
             raise ValueError("an SLO monitor needs at least one target and one window")
+        if self.audit_alpha is not None and not 0 < self.audit_alpha < 1:
+            raise ValueError("audit_alpha must be in (0, 1)")
         if self.store is None:
             self.store = MemoryStore()
         if self.bucket_s is None:
@@ -229,9 +137,10 @@ class SloMonitor:
         if self.bucket_s <= 0 or any(w.short_s < self.bucket_s for w in self.windows):
             raise ValueError("bucket_s must be > 0 and at most every short window")
         self._by_tier = {(t.feature, t.tier): t for t in self.targets}
-        self._features = {t.feature for t in self.targets}
+        self._features = {t.feature for t in (*self.targets, *self.quality)} | set(
+            self.audit_features) | ({self.input_drift.feature} if self.input_drift else set())
         if not self.tiers:
-            self.tiers = tuple(dict.fromkeys(t.tier for t in self.targets))
+            self.tiers = tuple(dict.fromkeys(t.tier for t in (*self.targets, *self.quality)))
 
     # --- counting (sync, on the request path) ------------------------------------------------
 
@@ -270,6 +179,65 @@ class SloMonitor:
                 self.record(feature, attempt.tier_name, attempt.decision is Decision.ESCALATE, at)
                 if attempt.decision is Decision.ACCEPT and result.accepted:
                     pending[self._key(feature, attempt.tier_name, bucket, "acc")] += 1
+
+    def record_audit(self, feature: str, tier: str, false_accept: bool,
+                     at: float | None = None) -> None:
+        """One audited answer of ``tier`` (``false_accept``: the judge disagreed); counted
+        per tier and over every tier (``*``), shared through the store like the runs."""
+        if feature not in self._features:
+            return
+        bucket = self._bucket(self.clock() if at is None else at)
+        for name in (tier, "*"):
+            self._pending[self._key(feature, name, bucket, "audit")] += 1
+            if false_accept:
+                self._pending[self._key(feature, name, bucket, "fa")] += 1
+
+    def record_route(self, feature: str, similarity: float, at: float | None = None) -> None:
+        """One routed query's similarity to the nearest training query (input drift)."""
+        drift = self.input_drift
+        if drift is None or feature != drift.feature or not math.isfinite(similarity):
+            return
+        bucket = self._bucket(self.clock() if at is None else at)
+        pending = self._pending
+        pending[self._key(feature, _ROUTER, bucket, "rt")] += 1
+        pending[self._key(feature, _ROUTER, bucket, f"b{drift.bin(similarity)}")] += 1
+        if similarity < drift.min_similarity:
+            pending[self._key(feature, _ROUTER, bucket, "cold")] += 1
+
+    async def input_drift_state(self, window_s: float | None = None,
+                                now: float | None = None) -> dict[str, object] | None:
+        """Routed queries over the window, the share below the cold-start similarity with
+        its interval, the training share and limit, and the PSI (None: no detector)."""
+        drift = self.input_drift
+        if drift is None:
+            return None
+        bins = [f"b{i}" for i in range(len(drift.expected))]
+        routed, cold, *hist = await self._sums(drift.feature, _ROUTER, ("rt", "cold", *bins),
+                                               window_s or drift.window_s, now)
+        low, high = _interval(int(cold), int(routed), self.audit_confidence)
+        return {"queries": int(routed), "below": int(cold), "share": rate(cold, routed),
+                "low": low, "high": high, "baseline": drift.baseline,
+                "limit": drift.max_share, "min_similarity": drift.min_similarity,
+                "psi": psi(drift.expected, hist)}
+
+    async def _evaluate_input_drift(self, now: float) -> list[AnyAlert]:
+        drift = self.input_drift
+        state = await self.input_drift_state(now=now)
+        if drift is None or state is None:
+            return []
+        key = f"{drift.feature}/{_ROUTER}/{AlertKind.INPUT_DRIFT.value}"
+        tracker = self._trackers.setdefault(key, Tracker())
+        low, high, queries = state["low"], state["high"], state["queries"]
+        condition = queries >= drift.min_queries and bound_condition(  # type: ignore[operator]
+            tracker.firing, low, high, drift.max_share)  # type: ignore[arg-type]
+        change = tracker.step(condition, now, 0.0)
+        if change is None:
+            return []
+        return [SignalAlert(change, AlertKind.INPUT_DRIFT, drift.feature, _ROUTER,
+                            state["share"], low, high, drift.max_share,  # type: ignore[arg-type]
+                            queries, drift.window_s, now, tracker.since,  # type: ignore[arg-type]
+                            f"training share {100 * drift.baseline:.1f}%, PSI "
+                            f"{state['psi']:.2f}")]
 
     def observer(self) -> RunObserver:
         return SloObserver(self)
@@ -323,11 +291,29 @@ class SloMonitor:
                               "escalation_rate": rate(esc, judged), "accepted": int(acc),
                               "fallbacks": int(fb), "cost": spent,
                               "target": None if target is None else target.target,
-                              "to": None if target is None else target.to})
+                              "to": None if target is None else target.to,
+                              "audit": await self._audit_summary(feature, tier, window, now)})
             features[feature] = {
                 "runs": int(runs), "cost": cost, "tiers": tiers,
+                "audit": await self._audit_summary(feature, "*", window, now),
+                "input_drift": await self.input_drift_state(now=now)
+                if self.input_drift and self.input_drift.feature == feature else None,
                 "alerts": [k for k in self.active() if k.startswith(f"{feature}/")]}
         return {"at": now, "window_s": window, "features": features}
+
+    async def _audit_summary(self, feature: str, tier: str, window_s: float,
+                             now: float) -> dict[str, object] | None:
+        """Audited answers of ``tier`` (``*``: all) with the false-accept estimate and its
+        interval, and its limit (the SLO's max; alpha for ``*``); None if never audited and
+        without a limit."""
+        limit = self.audit_alpha if tier == "*" else next(
+            (q.max for q in self.quality if (q.feature, q.tier) == (feature, tier)), None)
+        audited, false, low, high = await self.audit_estimate(feature, tier, window_s, now)
+        if not audited and limit is None:
+            return None
+        return {"audited": audited, "false_accepts": false, "rate": rate(false, audited),
+                "low": low, "high": high, "confidence": self.audit_confidence,
+                "limit": limit}
 
     async def write_snapshot(self, path: str) -> None:
         """``snapshot()`` as JSON, replacing ``path`` atomically."""
@@ -341,11 +327,12 @@ class SloMonitor:
 
         await anyio.to_thread.run_sync(write)
 
-    async def evaluate(self) -> list[Alert]:
+    async def evaluate(self) -> list[AnyAlert]:
         """Flush, read every window, step every alert; the changes (also sent by
         ``deliver``)."""
         await self.flush()
-        now, changes = self.clock(), []
+        now = self.clock()
+        changes: list[AnyAlert] = []
         for target in self.targets:
             for window, kind in self._detectors(target):
                 long = await self.counts(target, window.long_s, now)
@@ -359,13 +346,47 @@ class SloMonitor:
                         condition = (long.runs >= self.min_runs and long.rate >= threshold
                                      and short.runs > 0 and short.rate >= threshold)
                 key = f"{target.feature}/{target.tier}/{window.label}"
-                tracker = self._trackers.setdefault(key, _Tracker())
+                tracker = self._trackers.setdefault(key, Tracker())
                 resolve = self.resolve_after_s if self.resolve_after_s is not None \
                     else window.short_s
                 change = tracker.step(condition, now, resolve)
                 if change is not None:
                     changes.append(Alert(change, target, window, long.rate, short.rate,
                                          long.runs, now, tracker.since, kind))
+        changes += await self._evaluate_audits(now)
+        changes += await self._evaluate_input_drift(now)
+        return changes
+
+    def _audit_limits(self) -> list[tuple[str, str, float, AlertKind]]:
+        """(feature, tier, limit, kind) of every false-accept alert: the SLO's targets, and
+        the calibrated alpha over every audited tier."""
+        limits = [(q.feature, q.tier, q.max, AlertKind.FALSE_ACCEPT) for q in self.quality]
+        if self.audit_alpha is not None:
+            features = self.audit_features or sorted(self._features)
+            limits += [(f, "*", self.audit_alpha, AlertKind.AUDIT) for f in features]
+        return limits
+
+    async def audit_estimate(self, feature: str, tier: str, window_s: float | None = None,
+                             now: float | None = None) -> tuple[int, int, float, float]:
+        """(audited, false accepts, low, high) of ``tier`` (``*``: all) over the window."""
+        window = window_s or self.audit_window_s or max(w.long_s for w in self.windows)
+        audited, false = await self._sums(feature, tier, ("audit", "fa"), window, now)
+        low, high = _interval(int(false), int(audited), self.audit_confidence)
+        return int(audited), int(false), low, high
+
+    async def _evaluate_audits(self, now: float) -> list[AnyAlert]:
+        changes: list[AnyAlert] = []
+        window = self.audit_window_s or max(w.long_s for w in self.windows)
+        for feature, tier, limit, kind in self._audit_limits():
+            audited, false, low, high = await self.audit_estimate(feature, tier, window, now)
+            key = f"{feature}/{tier}/{kind.value}"
+            tracker = self._trackers.setdefault(key, Tracker())
+            condition = audited > 0 and bound_condition(tracker.firing, low, high, limit)
+            change = tracker.step(condition, now, 0.0)
+            if change is not None:
+                changes.append(SignalAlert(change, kind, feature, tier, rate(false, audited),
+                                           low, high, limit, audited, window, now,
+                                           tracker.since))
         return changes
 
     def _detectors(self, target: EscalationTarget) -> list[tuple[BurnWindow, AlertKind]]:
@@ -386,10 +407,53 @@ class SloMonitor:
     def active(self) -> list[str]:
         return sorted(k for k, t in self._trackers.items() if t.firing)
 
-    async def deliver(self, alerts: Sequence[Alert]) -> None:
-        """Send each change to every sink, concurrently; a sink that fails is logged and
-        counted, never raised (the others still get it)."""
-        async def send(sink: AlertSink, alert: Alert) -> None:
+    async def claim(self, alert: AnyAlert) -> int | None:
+        """Claim ``alert``'s change in the store, so that of every monitor sharing it (other
+        processes, Redis) exactly one sends it: the episode number (1 for the alert's first
+        firing), or None when another monitor already sent this change.
+
+        One counter per alert: even while resolved, odd while firing. A change is claimed
+        with a compare-and-increment — an add limited to the value just read plus one, which
+        the store applies only if nobody changed the counter in between."""
+        key = f"{self.prefix}:alert:{alert.key}"
+        store: Store = self.store  # type: ignore[assignment]  (set in __post_init__)
+        (value,) = await store.get([key])
+        current = int(value)
+        firing = current % 2 == 1
+        if firing == (alert.state is AlertState.FIRING):
+            return None  # already fired (or resolved) by another monitor
+        ok, _ = await store.add([Add(key, 1, current + 1, ttl_s=self.claim_ttl_s)])
+        if not ok:
+            return None
+        await store.raise_to(key, current + 1, ttl_s=self.claim_ttl_s)  # (extends its life)
+        return current // 2 + 1
+
+    async def _claimed(self, alerts: Sequence[AnyAlert]) -> list[AnyAlert]:
+        """The changes this monitor is the one to send, with their episode; a store that
+        cannot be reached lets every change through (a duplicate beats a lost page)."""
+        if not self.dedup:
+            return list(alerts)
+        out: list[AnyAlert] = []
+        for alert in alerts:
+            try:
+                episode = await self.claim(alert)
+            except StateError as exc:
+                log.warning("alert %s: not deduplicated (%s)", alert.key, exc)
+                out.append(alert)
+                continue
+            if episode is None:
+                self.suppressed += 1
+                log.debug("alert %s %s: already sent by another monitor", alert.key,
+                          alert.state.value)
+            else:
+                out.append(dataclasses.replace(alert, episode=episode))
+        return out
+
+    async def deliver(self, alerts: Sequence[AnyAlert]) -> None:
+        """Send each change this monitor claims (``claim``) to every sink, concurrently; a
+        sink that fails is logged and counted, never raised (the others still get it)."""
+        alerts = await self._claimed(alerts)
+        async def send(sink: AlertSink, alert: AnyAlert) -> None:
             try:
                 await sink.send(alert)
             except AlertDeliveryError as exc:
@@ -460,8 +524,8 @@ class _InFlight:
         self.count = 0
         self.done = anyio.Event()
 
-    async def run(self, deliver: Callable[[Sequence[Alert]], object],
-                  alerts: Sequence[Alert]) -> None:
+    async def run(self, deliver: Callable[[Sequence[AnyAlert]], object],
+                  alerts: Sequence[AnyAlert]) -> None:
         self.count += 1
         try:
             await deliver(alerts)  # type: ignore[misc]
@@ -478,10 +542,28 @@ class _InFlight:
 
 def monitor_from_spec(spec: SloSpec, feature: str, store: Store | None = None,
                       clock: Callable[[], float] = time.time, tiers: Sequence[str] = (),
-                      snapshot_path: str | None = None) -> SloMonitor:
-    """The monitor a policy's ``slo:`` block describes, counting in ``store``."""
+                      snapshot_path: str | None = None,
+                      audit_alpha: float | None = None) -> SloMonitor:
+    """The monitor a policy's ``slo:`` block describes, counting in ``store``
+    (``audit_alpha``: the audit's calibrated false-accept rate, alerted on too)."""
+    return SloMonitor(
+        [EscalationTarget(feature, t.tier, t.target, t.to, t.calibrated)
+         for t in spec.escalation_rate],
+        [BurnWindow(w.long_s, w.short_s, w.burn_rate, w.name) for w in spec.windows],
+        store=store, sinks=sinks_from_spec(spec), clock=clock, min_runs=spec.min_runs,
+        resolve_after_s=spec.resolve_after_s, interval_s=spec.evaluate_every_s,
+        tiers=tuple(tiers), snapshot_path=snapshot_path, storm_rate=spec.storm_rate,
+        drift_z=spec.drift_z, quality=[FalseAcceptTarget(feature, q.tier, q.max)
+                                       for q in spec.false_accept],
+        audit_alpha=audit_alpha, audit_features=(feature,))
+
+
+def sinks_from_spec(spec: SloSpec | None) -> list[AlertSink]:
+    """The alert sinks of ``slo.alerts`` (no ``slo:`` block: logging only)."""
     from cascade.telemetry._alerts import LogSink, OTelSink, WebhookSink
 
+    if spec is None:
+        return [LogSink()]
     sinks: list[AlertSink] = []
     if spec.alerts.log:
         sinks.append(LogSink())
@@ -492,14 +574,47 @@ def monitor_from_spec(spec: SloSpec, feature: str, store: Store | None = None,
         sinks.append(WebhookSink(hook.url.get_secret_value(),
                                  secret=hook.secret.get_secret_value() if hook.secret else None,
                                  max_attempts=hook.max_attempts, timeout_s=hook.timeout_s))
-    return SloMonitor(
-        [EscalationTarget(feature, t.tier, t.target, t.to, t.calibrated)
-         for t in spec.escalation_rate],
-        [BurnWindow(w.long_s, w.short_s, w.burn_rate, w.name) for w in spec.windows],
-        store=store, sinks=sinks, clock=clock, min_runs=spec.min_runs,
-        resolve_after_s=spec.resolve_after_s, interval_s=spec.evaluate_every_s,
-        tiers=tuple(tiers), snapshot_path=snapshot_path, storm_rate=spec.storm_rate,
-        drift_z=spec.drift_z)
+    return sinks
+
+
+def monitor_for_policy(policy: Policy, feature: str, store: Store | None,
+                       base_dir: str | os.PathLike[str] = ".",
+                       audit: AuditSampler | None = None,
+                       routing: Routing | None = None) -> SloMonitor | None:
+    """The monitor of a policy: its ``slo:`` block (with ``slo.input_drift``, on
+    ``routing``'s learned router), and the audit's alert (through the same sinks; logging
+    only without an ``slo:`` block), counting the audits; None when neither."""
+    spec, alpha = policy.slo, None if audit is None else audit.alpha
+    tiers = [t.name for t in policy.tiers]
+    if spec is not None:
+        snapshot = None if spec.snapshot is None else os.path.join(base_dir, spec.snapshot)
+        monitor = monitor_from_spec(spec, feature, store, tiers=tiers, snapshot_path=snapshot,
+                                    audit_alpha=alpha)
+        if spec.input_drift is not None:
+            monitor.input_drift = input_drift_target(spec, feature, routing)
+    elif alpha is not None:
+        monitor = SloMonitor((), store=store, sinks=sinks_from_spec(None), tiers=tiers,
+                             storm_rate=None, audit_alpha=alpha, audit_features=(feature,))
+    else:
+        return None
+    if audit is not None:
+        audit.listeners.append(monitor.record_audit)
+    return monitor
+
+
+def input_drift_target(spec: SloSpec, feature: str,
+                       routing: Routing | None) -> InputDriftTarget:
+    """``slo.input_drift`` on the policy's learned router (``ConfigError`` without one)."""
+    from cascade.routing import LearnedRouter
+
+    router = None if routing is None else routing.router
+    drift = spec.input_drift
+    if not isinstance(router, LearnedRouter) or drift is None:
+        raise ConfigError("slo.input_drift needs a learned router (routing.router kind knn, "
+                          "mf or bert)")
+    return InputDriftTarget.from_router(feature, router, margin=drift.margin,
+                                        max_share=drift.max_share, window_s=drift.window_s,
+                                        min_queries=drift.min_queries)
 
 
 class SloObserver(RunObserver):
@@ -508,11 +623,34 @@ class SloObserver(RunObserver):
     def __init__(self, monitor: SloMonitor) -> None:
         self.monitor = monitor
 
+    def routed(self, run: RunInfo, decision: RouteDecision) -> None:
+        if decision.similarity is not None:  # a learned router's: input drift
+            self.monitor.record_route(run.feature, decision.similarity)
+
     def run_finished(self, run: RunInfo, result: Result | None,
                      error: BaseException | None) -> None:
         if result is not None:
             self.monitor.record_result(result)
 
 
-__all__ = ["DEFAULT_WINDOWS", "Alert", "AlertDeliveryError", "AlertKind", "AlertSink", "AlertState",
-           "BurnWindow", "EscalationTarget", "SloMonitor", "SloObserver", "TierWindow", "drift_z", "monitor_from_spec", "rate"]
+__all__ = [
+    "DEFAULT_WINDOWS",
+    "Alert",
+    "AlertDeliveryError",
+    "AlertKind",
+    "AlertSink",
+    "AlertState",
+    "BurnWindow",
+    "EscalationTarget",
+    "FalseAcceptTarget",
+    "SignalAlert",
+    "SloMonitor",
+    "SloObserver",
+    "TierWindow",
+    "drift_z",
+    "input_drift_target",
+    "monitor_for_policy",
+    "monitor_from_spec",
+    "rate",
+    "sinks_from_spec",
+]
