@@ -28,6 +28,7 @@ from cascade._ensemble import Called, call_tier, paid, with_answer_chosen
 from cascade._fallback import estimator_for
 from cascade._request import PromptLike, check_deadline, make_request
 from cascade._tier import Routing, Tier
+from cascade._timeouts import timeout
 from cascade.errors import (
     BudgetDeniedError,
     BudgetExceededError,
@@ -338,20 +339,11 @@ class Cascade:
     async def _climb(self, state: _RunState, runnable: Sequence[bool],
                      deadline: float | None) -> Result:
         started, trace_id = self._clock(), current_trace_id()
+        if deadline is None:  # nothing to cut: no cancel scope (one less on every run)
+            await self._steps(state, runnable)
+            return self._finish(state, False, started, trace_id)
         with anyio.move_on_after(_cut_at(deadline, self._running - 1)) as scope:
-            start = await self._start(state, runnable)
-            for index, tier in enumerate(self.tiers):
-                if index < start:
-                    continue  # routed past: not run, not recorded as an attempt
-                if not runnable[index]:
-                    state.attempts.append(self._skipped(index, tier))
-                    continue
-                last = not any(runnable[index + 1:])
-                if await self._attempt(index, tier, state, last) is Decision.ACCEPT:
-                    break
-                if state.stop is not None:
-                    break
-            await self._budget_fallback(state, runnable)
+            await self._steps(state, runnable)
         if scope.cancelled_caught and state.in_flight is not None:
             cut = self._timed_out(state.in_flight, state)
             state.attempts.append(cut)
@@ -359,6 +351,22 @@ class Cascade:
             if cut.answer is not None:  # an ensemble member that answered before the deadline
                 state.best = (cut.tier, cut.answer)
         return self._finish(state, scope.cancelled_caught, started, trace_id)
+
+    async def _steps(self, state: _RunState, runnable: Sequence[bool]) -> None:
+        """Route, then climb the tiers until one is accepted or the climb must stop."""
+        start = await self._start(state, runnable)
+        for index, tier in enumerate(self.tiers):
+            if index < start:
+                continue  # routed past: not run, not recorded as an attempt
+            if not runnable[index]:
+                state.attempts.append(self._skipped(index, tier))
+                continue
+            last = not any(runnable[index + 1:])
+            if await self._attempt(index, tier, state, last) is Decision.ACCEPT:
+                break
+            if state.stop is not None:
+                break
+        await self._budget_fallback(state, runnable)
 
     def stream(self, prompt: PromptLike, *, metadata: Mapping[str, str] | None = None,
                deadline_s: float | None = None, max_tokens: int | None = None,
@@ -477,7 +485,7 @@ class Cascade:
         began, first = time.time_ns(), len(scope.events)
         estimate, failure = None, None
         try:
-            with anyio.fail_after(tier.timeout_s):
+            async with timeout(tier.timeout_s):
                 estimate = await estimator.estimate(ctx)
                 if tier.degeneracy_checks:
                     estimate = guard_estimate(estimate, ctx)

@@ -28,6 +28,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
+from cascade._timeouts import timeout
 from cascade.errors import (
     AuthenticationError,
     BreakerOpenError,
@@ -302,7 +303,7 @@ async def _try(c: _Call, index: int, permit: Permit | bool) -> Completion:
             if r.retry.max_attempts > 1 and c.retry == 0:  # counted when sent: the budget's base
                 await r.retry_budget.on_request(state.key)
             started = r.clock()
-            with anyio.fail_after(c.target.timeout_s):
+            async with timeout(c.target.timeout_s):
                 completion = await deployment.provider.complete(c.call)
         finally:
             state.bulkhead.release()
