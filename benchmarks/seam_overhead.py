@@ -72,6 +72,37 @@ async def direct(runs: int) -> float:
     return statistics.median(samples)
 
 
+async def scopes(n: int = 50_000) -> None:
+    """What one timeout scope costs to enter and leave around an instant await (why the
+    request path uses ``asyncio.timeout``: cascade/_timeouts.py)."""
+    import asyncio
+
+    async def instant() -> None:
+        return None
+
+    def fail_after() -> object:
+        return anyio.fail_after(60)
+
+    def native() -> object:
+        return asyncio.timeout(60)
+
+    for name, make, is_async in (("anyio.fail_after", fail_after, False),
+                                 ("asyncio.timeout", native, True)):
+        samples = []
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(n):
+                if is_async:
+                    async with make():  # type: ignore[attr-defined]
+                        await instant()
+                else:
+                    with make():  # type: ignore[attr-defined]
+                        await instant()
+            samples.append((time.perf_counter() - started) / n * 1e6)
+        print(f"{name}: {statistics.median(samples):.2f} µs per scope "
+              f"(5 rounds: {min(samples):.2f} – {max(samples):.2f})")
+
+
 async def main(rounds: int, runs: int) -> None:
     measured = engines()
     for e in measured.values():  # warm up
@@ -97,5 +128,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--runs", type=int, default=400)
+    parser.add_argument("--scopes", action="store_true",
+                        help="only time a timeout scope (anyio.fail_after vs asyncio.timeout)")
     args = parser.parse_args()
-    anyio.run(main, args.rounds, args.runs)
+    if args.scopes:
+        anyio.run(scopes)
+    else:
+        anyio.run(main, args.rounds, args.runs)
