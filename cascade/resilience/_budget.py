@@ -203,7 +203,7 @@ class Budgets:
         """Take ``usd`` (the worst-case cost) and ``requests`` from every applicable
         counter at once, or nothing: then ``Denied`` names the first rule that would break."""
         usd = _amount("usd", usd)
-        if isinstance(requests, bool) or not isinstance(requests, int) or requests < 0:
+        if type(requests) is not int or requests < 0:  # (bool is not int here)
             raise BudgetArgumentError("requests", f"an integer >= 0, got {requests!r}")
         plan: list[tuple[BudgetRule, str, Add]] = []
         for rule, stem, ttl in self._applicable(feature, metadata):
