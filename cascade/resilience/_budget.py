@@ -35,6 +35,7 @@ class BudgetScope(enum.Enum):
 
 _SECONDS = {Period.MINUTE: 60, Period.HOUR: 3600, Period.DAY: 86400}
 _KEY_GRACE_S = 3600.0  # counters outlive their period by this much, for late settles
+_MAX_PLANS = 4096  # (feature, caller) key plans cached per Budgets
 
 
 def bucket(period: Period, now: float) -> tuple[float, float]:
@@ -166,7 +167,10 @@ class Budgets:
             raise ResilienceConfigError("rules", f"rule names must be unique: {duplicates}")
         self._store = store
         self._clock = clock
-        self._buckets: dict[Period, tuple[float, float, str]] = {}
+        self._caller_keys = tuple(dict.fromkeys(
+            r.caller_key for r in self._rules if r.scope is BudgetScope.CALLER))
+        self._plans: dict[tuple[str, tuple[str | None, ...]],
+                          tuple[float, float, list[tuple[BudgetRule, str, float]]]] = {}
 
     @property
     def rules(self) -> tuple[BudgetRule, ...]:
@@ -176,7 +180,20 @@ class Budgets:
                     ) -> list[tuple[BudgetRule, str, float]]:
         """(rule, key stem, ttl) for every rule that applies to this request, in rule order."""
         now = self._clock()
-        out = []
+        callers = tuple(metadata.get(key) for key in self._caller_keys)
+        known = self._plans.get((feature, callers))
+        if known is None or not known[0] <= now < known[1]:
+            known = self._plan(feature, metadata, now)
+            if len(self._plans) >= _MAX_PLANS:  # many callers: start over rather than grow
+                self._plans.clear()
+            self._plans[(feature, callers)] = known
+        return [(rule, stem, end - now + _KEY_GRACE_S) for rule, stem, end in known[2]]
+
+    def _plan(self, feature: str, metadata: Mapping[str, str], now: float
+              ) -> tuple[float, float, list[tuple[BudgetRule, str, float]]]:
+        """The applicable rules' counter stems for the period buckets holding ``now``, and
+        the span of time they hold for (cached by ``_applicable``)."""
+        out, valid_from, valid_until = [], -math.inf, math.inf
         for rule in self._rules:
             if rule.scope is BudgetScope.CALLER:
                 caller = metadata.get(rule.caller_key)
@@ -185,18 +202,10 @@ class Budgets:
                 stem = _stem(rule.name, None if rule.across_features else feature, str(caller))
             else:
                 stem = _stem(rule.name, feature, None)
-            end, name = self._bucket(rule.period, now)
-            out.append((rule, f"{stem}:{name}", end - now + _KEY_GRACE_S))
-        return out
-
-    def _bucket(self, period: Period, now: float) -> tuple[float, str]:
-        """The end and key suffix (``day1764633600``) of ``bucket(period, now)``, remembered
-        until the clock leaves it (every call asks)."""
-        known = self._buckets.get(period)
-        if known is None or not known[0] <= now < known[1]:
-            start, end = bucket(period, now)
-            known = self._buckets[period] = (start, end, f"{period.value}{int(start)}")
-        return known[1], known[2]
+            start, end = bucket(rule.period, now)
+            valid_from, valid_until = max(valid_from, start), min(valid_until, end)
+            out.append((rule, f"{stem}:{rule.period.value}{int(start)}", end))
+        return valid_from, valid_until, out
 
     async def reserve(self, feature: str, metadata: Mapping[str, str], usd: float,
                       requests: int = 1) -> Reservation | Denied:
