@@ -13,13 +13,13 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from benchmarks import cli as bench_cli
-from benchmarks.bench import SuiteReport, _kept
-from benchmarks.detect import answer_kind, empty_responses
-from benchmarks.methods import REGISTRY
-from benchmarks.replay import Curve
-from benchmarks.report import _dense, markdown, plot
-from benchmarks.sweep import pareto
+from cascade.bench import _cli as bench_cli
+from cascade.bench._bench import SuiteReport, _kept
+from cascade.bench._detect import answer_kind, empty_responses
+from cascade.bench._methods import REGISTRY
+from cascade.bench._replay import Curve
+from cascade.bench._report import _dense, markdown, plot
+from cascade.bench._sweep import pareto
 from cascade.cli import _bench, app
 from cascade.providers import load_table
 from verifiers import AnswerKind
@@ -124,7 +124,7 @@ def test_plain_progress_lines_when_not_a_terminal() -> None:
 def test_default_output_is_outside_the_repository(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("CASCADE_BENCH_OUT", raising=False)
     first = bench_cli.default_out()
-    assert bench_cli.REPO not in first.parents
+    assert Path(__file__).resolve().parents[1] not in first.parents
     monkeypatch.setenv("CASCADE_BENCH_OUT", str(tmp_path / "x"))
     assert bench_cli.default_out() == tmp_path / "x"
 
@@ -181,7 +181,7 @@ def test_hulls_are_drawn_as_cost_mixtures_and_plots_render(tmp_path: Path) -> No
 
 @pytest.mark.data
 def test_detected_answer_kinds_match_the_built_in_suites(shared_data: Path) -> None:
-    from benchmarks.suites import SUITES
+    from cascade.bench._suites import SUITES
 
     files = {"arc": "routerbench/arc_challenge_test.csv", "winogrande": "routerbench/winograde_test.csv",
              "mbpp": "routerbench/mbpp_test.csv", "gsm8k": "routellm_gsm8k/gsm8k_responses.csv"}

@@ -1,4 +1,4 @@
-"""``cascade bench``: the offline replay benchmark (runs from a source checkout).
+"""``cascade bench``: the offline replay benchmark (installed with the ``[bench]`` extra).
 
 Honest on any file: every requested method either runs or is reported as not run, with the
 reason, on the console and in ``bench.md`` (and ``cascade bench`` exits non-zero when an
@@ -22,18 +22,18 @@ import anyio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks.bench import EstimatorMethod, SuiteReport, run_suite, runs_needed
-from benchmarks.detect import answer_kind, empty_responses
-from benchmarks.methods import REGISTRY, methods_for
-from benchmarks.replay import SplitRule, Suite, open_side
-from benchmarks.report import markdown, plot, write_json
-from benchmarks.suites import SUITES
+from cascade.bench._bench import EstimatorMethod, SuiteReport, run_suite, runs_needed
+from cascade.bench._detect import answer_kind, empty_responses
+from cascade.bench._methods import REGISTRY, methods_for
+from cascade.bench._replay import SplitRule, Suite, open_side
+from cascade.bench._report import markdown, plot, write_json
+from cascade.bench._suites import SUITES
 from cascade.errors import CascadeError
 from cascade.providers import load_table
 from verifiers import AnswerKind
 
 REPO = Path(__file__).resolve().parent.parent
-ROUTERS = ("knn", "mf", "bert", "knn-static", "mf-static", "rules", "causal_llm")  # benchmarks.routing
+ROUTERS = ("knn", "mf", "bert", "knn-static", "mf-static", "rules", "causal_llm")  # cascade.bench._routing
 METHODS = tuple(REGISTRY)
 
 
@@ -41,8 +41,19 @@ class BenchError(CascadeError):
     """A bench run that cannot start or cannot write its results where asked."""
 
 
-def default_data() -> Path:
-    return Path(os.environ.get("CASCADE_BENCH_DATA") or REPO.parent / "shared" / "data")
+def _checkout() -> Path | None:
+    """The source checkout this package runs from, if any (None when installed from a wheel)."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / "cascade" / "bench").is_dir() else None
+
+
+def default_data() -> Path | None:
+    """``$CASCADE_BENCH_DATA``, else ``../shared/data`` beside a source checkout; None when
+    installed (the built-in suites then need ``--data``)."""
+    if os.environ.get("CASCADE_BENCH_DATA"):
+        return Path(os.environ["CASCADE_BENCH_DATA"])
+    root = _checkout()
+    return None if root is None else root.parent / "shared" / "data"
 
 
 def default_out() -> Path:
@@ -233,6 +244,17 @@ def _suites(suite_names: Sequence[str], csv: Path | None, train: Path | None, po
     return suites
 
 
+def _data_for(suites: Sequence[Suite], data: Path | None) -> Path:
+    """The recorded-data folder (``${DATA}``): only a --csv suite runs without one."""
+    if data is not None:
+        return data
+    needing = [s.name for s in suites if s.files is None]
+    if needing:
+        raise BenchError(f"{', '.join(needing)} read(s) the recorded data (${{DATA}}): give --data "
+                         "FOLDER or set CASCADE_BENCH_DATA (or bench your own file with --csv)")
+    return Path.cwd()  # unused: a --csv suite names its files itself
+
+
 def not_run(reports: Sequence[SuiteReport], methods: Sequence[str] | None, routers: Sequence[str]) -> list[str]:
     """Explicitly requested methods and routers that produced no curve on any suite."""
     asked = [m for m in (methods or []) if m != "none"] + list(routers)
@@ -243,7 +265,6 @@ def bench(suite_names: Sequence[str], *, data: Path | None, out: Path | None, cs
           train: Path | None, policy: Path | None, split: SplitRule, methods: Sequence[str] | None,
           rounds: int, console: Console, routers: Sequence[str] = (),
           answer: AnswerKind | None = None) -> list[SuiteReport]:
-    data = data or default_data()
     out = out or default_out()
     bad = [r for r in routers if r not in ROUTERS]
     if bad:
@@ -255,6 +276,7 @@ def bench(suite_names: Sequence[str], *, data: Path | None, out: Path | None, cs
         raise BenchError("--method none (single models and routers only) goes alone")
     notes: list[str] = []
     suites = _suites(suite_names, csv, train, policy, split, out, answer, notes)
+    data = _data_for(suites, data or default_data())
     command = "cascade bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "cascade bench"
     outputs = Outputs(out, command)
     for path in outputs.targets([SuiteReport(s.name, 0, 0.0, []) for s in suites]):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench import SuiteReport
-from benchmarks.metrics import hull
+from cascade.bench._bench import SuiteReport
+from cascade.bench._metrics import hull
 
 
 def _pct(value: object) -> str:
