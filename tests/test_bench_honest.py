@@ -9,6 +9,7 @@ import io
 import subprocess
 from pathlib import Path
 
+import anyio
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
@@ -119,6 +120,45 @@ def test_plain_progress_lines_when_not_a_terminal() -> None:
     assert "[toy] single models — 0/100 engine runs" in lines[1]
     assert len([line for line in lines if "engine runs, " in line and "— 60/100" in line]) == 1  # 30 s later
     assert lines[-1].startswith("[toy] done — 100/100 engine runs, 50 s")
+
+
+def test_a_silent_phase_still_prints_a_line_every_interval() -> None:
+    """Encoding and training call no progress: off a terminal the heartbeat names the phase."""
+    buffer = io.StringIO()
+    now = [0.0]
+    reporter = bench_cli.Reporter(Console(file=buffer, force_terminal=False), every=30, clock=lambda: now[0])
+    with reporter:
+        reporter.tick()  # before any suite: nothing to say
+        reporter.start("toy", 10)
+        reporter.phase("cascade: verifier")
+        now[0] = 29.0
+        reporter.tick()
+        now[0] = 31.0
+        reporter.tick()
+        reporter.tick()  # just printed: silent
+        now[0] = 62.0
+        reporter.tick()
+    lines = buffer.getvalue().splitlines()
+    still = [line for line in lines if "still running" in line]
+    assert [line.split(" — ")[0] for line in still] == ["[toy] cascade: verifier (still running)"] * 2
+    assert still[0].endswith("31 s") and still[1].endswith("62 s")
+    assert len(lines) == 4  # started, the phase, two heartbeats
+
+
+def test_the_heartbeat_runs_beside_the_work() -> None:
+    buffer = io.StringIO()
+    reporter = bench_cli.Reporter(Console(file=buffer, force_terminal=False), every=0.01)
+
+    async def main() -> None:
+        reporter.start("toy", 1)
+        reporter.phase("encoding")
+        async with anyio.create_task_group() as group:
+            group.start_soon(reporter.heartbeat)
+            await anyio.sleep(0.2)
+            group.cancel_scope.cancel()
+
+    anyio.run(main)
+    assert "[toy] encoding (still running)" in buffer.getvalue()
 
 
 def test_default_output_is_outside_the_repository(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

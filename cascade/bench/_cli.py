@@ -26,7 +26,7 @@ from cascade.bench._bench import EstimatorMethod, SuiteReport, run_suite, runs_n
 from cascade.bench._detect import answer_kind, empty_responses
 from cascade.bench._methods import REGISTRY, methods_for
 from cascade.bench._replay import SplitRule, Suite, open_side
-from cascade.bench._report import markdown, plot, write_json
+from cascade.bench._report import markdown, plot, ran_line, write_json
 from cascade.bench._suites import SUITES
 from cascade.errors import CascadeError
 from cascade.providers import load_table
@@ -137,6 +137,7 @@ class Reporter:
         self.bars: Progress | None = None
         self.task: int | None = None
         self.done, self.total, self.label, self.last, self.started = 0, 0, "", 0.0, 0.0
+        self.current = ""  # the phase running now
 
     def __enter__(self) -> Reporter:
         if self.console.is_terminal:
@@ -158,6 +159,7 @@ class Reporter:
             self._line("started")
 
     def phase(self, text: str) -> None:
+        self.current = text
         if self.bars is not None and self.task is not None:
             self.bars.update(self.task, description=f"{self.label}: {text}")
         else:
@@ -169,6 +171,17 @@ class Reporter:
             self.bars.advance(self.task, k)
         elif self.clock() - self.last >= self.every:
             self._line("engine runs")
+
+    def tick(self) -> None:
+        """Off a terminal, a line when nothing was printed for ``every`` seconds (encoding and
+        training run without engine runs: the log still shows the phase is alive)."""
+        if self.bars is None and self.label and self.clock() - self.last >= self.every:
+            self._line(f"{self.current or 'engine runs'} (still running)")
+
+    async def heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(min(self.every, 5.0))
+            self.tick()
 
     def finish(self) -> None:
         if self.bars is not None and self.task is not None:
@@ -210,23 +223,34 @@ async def _run(suites: Sequence[Suite], data: Path, method_names: Sequence[str] 
                first_notes: Sequence[str] = ()) -> list[SuiteReport]:
     reports: list[SuiteReport] = []
     with Reporter(console) as reporter:
-        for i, suite in enumerate(suites):
-            methods: list[EstimatorMethod] = methods_for(suite, method_names)
-            train, test = open_side(suite, data, "train"), open_side(suite, data, "test")
-            total = runs_needed(train, test, len(methods), len(routers))
-            await train.engine.aclose()
-            await test.engine.aclose()
-            reporter.start(suite.name, total)
-            report = await run_suite(suite, data, methods, reporter.advance, rounds, routers,
-                                     phase=reporter.phase)
-            if i == 0 and first_notes:
-                report.notes[:0] = list(first_notes)
-            reporter.finish()
-            for note in report.notes:
-                console.print(f"[{suite.name}] note: {note}", markup=False, highlight=False, soft_wrap=True)
-            reports.append(report)
-            outputs.write(reports, [s.name for s in suites[i + 1:]])
+        async with anyio.create_task_group() as beats:
+            beats.start_soon(reporter.heartbeat)
+            await _suites_in_turn(suites, data, method_names, rounds, console, routers, outputs,
+                                  first_notes, reporter, reports)
+            beats.cancel_scope.cancel()
     return reports
+
+
+async def _suites_in_turn(suites: Sequence[Suite], data: Path, method_names: Sequence[str] | None,
+                          rounds: int, console: Console, routers: Sequence[str], outputs: Outputs,
+                          first_notes: Sequence[str], reporter: Reporter, reports: list[SuiteReport]) -> None:
+    for i, suite in enumerate(suites):
+        methods: list[EstimatorMethod] = methods_for(suite, method_names)
+        train, test = open_side(suite, data, "train"), open_side(suite, data, "test")
+        total = runs_needed(train, test, len(methods), len(routers))
+        await train.engine.aclose()
+        await test.engine.aclose()
+        reporter.start(suite.name, total)
+        report = await run_suite(suite, data, methods, reporter.advance, rounds, routers,
+                                 phase=reporter.phase)
+        if i == 0 and first_notes:
+            report.notes[:0] = list(first_notes)
+        reporter.finish()
+        console.print(f"[{suite.name}] {ran_line(report)}", markup=False, highlight=False, soft_wrap=True)
+        for note in report.notes:
+            console.print(f"[{suite.name}] note: {note}", markup=False, highlight=False, soft_wrap=True)
+        reports.append(report)
+        outputs.write(reports, [s.name for s in suites[i + 1:]])
 
 
 def _suites(suite_names: Sequence[str], csv: Path | None, train: Path | None, policy: Path | None,

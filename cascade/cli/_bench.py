@@ -42,7 +42,8 @@ def bench(
         help="built-in suites: arc, winogrande, mbpp, gsm8k, mot-date (default: all, unless "
         "--csv or --policy is given)")] = None,
     data: Annotated[Path | None, typer.Option(
-        help="recorded-data folder (default $CASCADE_BENCH_DATA, else ../shared/data)")] = None,
+        help="recorded-data folder of the built-in suites (default $CASCADE_BENCH_DATA, else "
+        "../shared/data beside a source checkout; needed when installed)")] = None,
     csv: Annotated[Path | None, typer.Option(
         help="any RouterBench- or RouteLLM-format CSV to bench (its test rows); quality cells "
         "may be 0/1, True/False or graded scores in [0, 1]")] = None,
