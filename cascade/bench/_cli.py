@@ -308,7 +308,7 @@ def bench(suite_names: Sequence[str], *, data: Path | None, out: Path | None, cs
     console.print(f"cascade bench: {len(suites)} suite(s) ({', '.join(s.name for s in suites)}); "
                   f"results in {out}", markup=False, highlight=False, soft_wrap=True)
     reports = anyio.run(_run, suites, data, methods, rounds, console, routers, outputs, notes)
-    console.print(markdown(reports), markup=False, highlight=False)
+    console.print(markdown(reports), markup=False, highlight=False, soft_wrap=True)  # rows unbroken in logs
     console.print(f"wrote {out / 'bench.md'}, {out / 'bench.json'} and one PNG per suite",
                   markup=False, highlight=False, soft_wrap=True)
     return reports
