@@ -104,6 +104,20 @@ def test_unknown_method_or_router_is_bad_input(tmp_path: Path) -> None:
         assert result.exit_code == 2 and f"no {'method' if flag == '--method' else 'router kind'} {name}" in result.output
 
 
+def test_bench_without_its_extra_stops_at_once_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *rest: None if name == "matplotlib" else real(name, *rest))
+    path = tmp_path / "t.csv"
+    write_csv(path, ("['A']", "['B']"))
+    result = CliRunner().invoke(app, ["bench", "--csv", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "needs matplotlib" in result.output and "cascade-engine[bench]" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_plain_progress_lines_when_not_a_terminal() -> None:
     buffer = io.StringIO()
     now = [0.0]
