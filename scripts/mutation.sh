@@ -22,9 +22,9 @@ DECISIONS=(
   'cascade.routing._select.*'
   'cascade.engine.x__accepts_anything__*' 'cascade.engine.xǁCascadeǁ_judged__*'
   'cascade.engine.xǁCascadeǁ_start__*' 'cascade.engine.xǁCascadeǁ_finish__*'
-  'benchmarks.metrics.x_hull__*' 'benchmarks.metrics.x_hull_value__*' 'benchmarks.metrics.x_aiq__*'
-  'benchmarks.metrics.x_cost_to_reach__*' 'benchmarks.metrics.x__pgr_curve__*'
-  'benchmarks.metrics.x_apgr__*' 'benchmarks.metrics.x_cpt__*' 'benchmarks.metrics.x_curve_points__*'
+  'cascade.bench._metrics.x_hull__*' 'cascade.bench._metrics.x_hull_value__*' 'cascade.bench._metrics.x_aiq__*'
+  'cascade.bench._metrics.x_cost_to_reach__*' 'cascade.bench._metrics.x__pgr_curve__*'
+  'cascade.bench._metrics.x_apgr__*' 'cascade.bench._metrics.x_cpt__*' 'cascade.bench._metrics.x_curve_points__*'
 )
 [ $# -gt 0 ] && DECISIONS=("$@")
 ROOT=$PWD

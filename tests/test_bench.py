@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from benchmarks.bench import EstimatorMethod, run_suite
-from benchmarks.cli import csv_suite
-from benchmarks.metrics import aiq
-from benchmarks.replay import Side, Suite
-from benchmarks.report import markdown
+from cascade.bench._bench import EstimatorMethod, run_suite
+from cascade.bench._cli import csv_suite
+from cascade.bench._metrics import aiq
+from cascade.bench._replay import Side, Suite
+from cascade.bench._report import markdown
 from cascade.cli import app
 from verifiers import Capability, Estimate, EstimateContext
 
@@ -123,7 +123,7 @@ def test_threshold_grids_start_at_always_accept() -> None:
 
     import numpy as np
 
-    from benchmarks.sweep import threshold_grid
+    from cascade.bench._sweep import threshold_grid
     from verifiers._agreement_search import _grid
 
     train = np.array([0.3, 0.3, 0.5, 0.7, 0.9])
@@ -164,7 +164,7 @@ async def test_rules_router_finds_the_length_rule_on_train(tmp_path: Path) -> No
 def test_causal_grade_maps_are_monotone_and_priced_on_train() -> None:
     import numpy as np
 
-    from benchmarks.causal import LEVELS, options
+    from cascade.bench._causal import LEVELS, options
 
     grades = np.array([1, 2, 5, 5, 0])  # 0: unparseable, goes to the default
     labels = np.array([[1, 1], [1, 1], [0, 1], [0, 1], [0, 1]], dtype=float)
@@ -182,7 +182,7 @@ async def test_causal_router_on_the_bench_grades_once_and_replays(tmp_path: Path
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The real SmolLM2 grader grades each toy query once (cached); every setting is then
     measured through the engine's causal-LLM router on the recorded replies."""
-    import benchmarks.causal as causal
+    import cascade.bench._causal as causal
 
     monkeypatch.setattr(causal, "CACHE", tmp_path / "cache")
     data = tmp_path / "toy.csv"

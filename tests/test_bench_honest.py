@@ -9,17 +9,18 @@ import io
 import subprocess
 from pathlib import Path
 
+import anyio
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from benchmarks import cli as bench_cli
-from benchmarks.bench import SuiteReport, _kept
-from benchmarks.detect import answer_kind, empty_responses
-from benchmarks.methods import REGISTRY
-from benchmarks.replay import Curve
-from benchmarks.report import _dense, markdown, plot
-from benchmarks.sweep import pareto
+from cascade.bench import _cli as bench_cli
+from cascade.bench._bench import SuiteReport, _kept
+from cascade.bench._detect import answer_kind, empty_responses
+from cascade.bench._methods import REGISTRY
+from cascade.bench._replay import Curve
+from cascade.bench._report import _dense, markdown, plot
+from cascade.bench._sweep import pareto
 from cascade.cli import _bench, app
 from cascade.providers import load_table
 from verifiers import AnswerKind
@@ -103,6 +104,20 @@ def test_unknown_method_or_router_is_bad_input(tmp_path: Path) -> None:
         assert result.exit_code == 2 and f"no {'method' if flag == '--method' else 'router kind'} {name}" in result.output
 
 
+def test_bench_without_its_extra_stops_at_once_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *rest: None if name == "matplotlib" else real(name, *rest))
+    path = tmp_path / "t.csv"
+    write_csv(path, ("['A']", "['B']"))
+    result = CliRunner().invoke(app, ["bench", "--csv", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "needs matplotlib" in result.output and "cascade-engine[bench]" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_plain_progress_lines_when_not_a_terminal() -> None:
     buffer = io.StringIO()
     now = [0.0]
@@ -121,10 +136,49 @@ def test_plain_progress_lines_when_not_a_terminal() -> None:
     assert lines[-1].startswith("[toy] done — 100/100 engine runs, 50 s")
 
 
+def test_a_silent_phase_still_prints_a_line_every_interval() -> None:
+    """Encoding and training call no progress: off a terminal the heartbeat names the phase."""
+    buffer = io.StringIO()
+    now = [0.0]
+    reporter = bench_cli.Reporter(Console(file=buffer, force_terminal=False), every=30, clock=lambda: now[0])
+    with reporter:
+        reporter.tick()  # before any suite: nothing to say
+        reporter.start("toy", 10)
+        reporter.phase("cascade: verifier")
+        now[0] = 29.0
+        reporter.tick()
+        now[0] = 31.0
+        reporter.tick()
+        reporter.tick()  # just printed: silent
+        now[0] = 62.0
+        reporter.tick()
+    lines = buffer.getvalue().splitlines()
+    still = [line for line in lines if "still running" in line]
+    assert [line.split(" — ")[0] for line in still] == ["[toy] cascade: verifier (still running)"] * 2
+    assert still[0].endswith("31 s") and still[1].endswith("62 s")
+    assert len(lines) == 4  # started, the phase, two heartbeats
+
+
+def test_the_heartbeat_runs_beside_the_work() -> None:
+    buffer = io.StringIO()
+    reporter = bench_cli.Reporter(Console(file=buffer, force_terminal=False), every=0.01)
+
+    async def main() -> None:
+        reporter.start("toy", 1)
+        reporter.phase("encoding")
+        async with anyio.create_task_group() as group:
+            group.start_soon(reporter.heartbeat)
+            await anyio.sleep(0.2)
+            group.cancel_scope.cancel()
+
+    anyio.run(main)
+    assert "[toy] encoding (still running)" in buffer.getvalue()
+
+
 def test_default_output_is_outside_the_repository(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("CASCADE_BENCH_OUT", raising=False)
     first = bench_cli.default_out()
-    assert bench_cli.REPO not in first.parents
+    assert Path(__file__).resolve().parents[1] not in first.parents
     monkeypatch.setenv("CASCADE_BENCH_OUT", str(tmp_path / "x"))
     assert bench_cli.default_out() == tmp_path / "x"
 
@@ -181,7 +235,7 @@ def test_hulls_are_drawn_as_cost_mixtures_and_plots_render(tmp_path: Path) -> No
 
 @pytest.mark.data
 def test_detected_answer_kinds_match_the_built_in_suites(shared_data: Path) -> None:
-    from benchmarks.suites import SUITES
+    from cascade.bench._suites import SUITES
 
     files = {"arc": "routerbench/arc_challenge_test.csv", "winogrande": "routerbench/winograde_test.csv",
              "mbpp": "routerbench/mbpp_test.csv", "gsm8k": "routellm_gsm8k/gsm8k_responses.csv"}

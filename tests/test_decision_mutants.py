@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from scipy.optimize import brentq
 from scipy.stats import binom
 
-from benchmarks.metrics import hull
+from cascade.bench._metrics import hull
 from cascade import Cascade, parse_policy
 from cascade.routing import RouteTargetKind, start_tier, starts
 from verifiers import (

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.bench import run_suite
-from benchmarks.cli import csv_suite
-from benchmarks.metrics import aiq
+from cascade.bench._bench import run_suite
+from cascade.bench._cli import csv_suite
+from cascade.bench._metrics import aiq
 from cascade.errors import ReplayDataError
 from cascade.providers import load_table
 from cascade.routing import KnnWeighting, correctness_data, load_router_model, train_knn

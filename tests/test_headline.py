@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench import run_suite
-from benchmarks.methods import methods_for
-from benchmarks.suites import SUITES
+from cascade.bench._bench import run_suite
+from cascade.bench._methods import methods_for
+from cascade.bench._suites import SUITES
 
 pytestmark = [pytest.mark.anyio, pytest.mark.data]
 PUBLISHED = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "bench-mot-date-vote.json"

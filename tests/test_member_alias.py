@@ -72,9 +72,9 @@ def test_the_same_model_twice_needs_names(tmp_path: Path) -> None:
 async def test_the_bench_agreement_cascade_pairs_two_prompts_of_one_model(tmp_path: Path) -> None:
     """As MoT DATE's CoT + PoT: two tiers of one model; the plan search pairs them as an
     ensemble told apart by tier name, and the plan runs through the engine on test."""
-    from benchmarks.bench import run_suite
-    from benchmarks.methods import REGISTRY
-    from benchmarks.replay import SplitRule, Suite
+    from cascade.bench._bench import run_suite
+    from cascade.bench._methods import REGISTRY
+    from cascade.bench._replay import SplitRule, Suite
     from verifiers import AnswerKind
 
     rows = 60

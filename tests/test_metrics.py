@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.metrics import (
+from cascade.bench._metrics import (
     Gap, aiq, apgr, bootstrap, cost_to_reach, cpt, curve_points, hull, paired_margin,
 )
 
@@ -75,7 +75,7 @@ def test_paired_margin_resamples_the_same_queries_for_every_method() -> None:
 
 def test_metric_boundaries_are_exact() -> None:
     """Each boundary once, by hand (mutation testing found these untested)."""
-    from benchmarks.metrics import hull_value
+    from cascade.bench._metrics import hull_value
 
     vertices = hull(POINTS)  # (1, 0.5), (2, 0.8), (4, 0.9)
     assert hull_value(vertices, 1.0) == 0.5 and hull_value(vertices, 0.999) is None

@@ -7,7 +7,8 @@ import importlib
 import pytest
 
 MODULES = ["cascade", "cascade.policy", "cascade.providers", "cascade.routing", "cascade.telemetry", "verifiers",
-           "cascade.errors", "cascade.resilience", "cascade.state", "cascade.server"]
+           "cascade.errors", "cascade.resilience", "cascade.state", "cascade.server", "cascade.bench",
+           "cascade.tuning"]
 
 
 @pytest.mark.parametrize("name", MODULES)

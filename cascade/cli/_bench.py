@@ -1,9 +1,10 @@
-"""``cascade bench``: the offline replay benchmark. Its code lives in ``benchmarks/`` (a
-source checkout), imported only when the command runs."""
+"""``cascade bench``: the offline replay benchmark. Its code is ``cascade.bench`` (the
+``[bench]`` extra), imported only when the command runs."""
 
 from __future__ import annotations
 
 import enum
+import importlib.util
 import os
 from pathlib import Path
 from typing import Annotated
@@ -13,10 +14,11 @@ import typer
 from cascade.cli._app import EXIT_BAD_INPUT, EXIT_RUN_FAILED, _fail, app, err
 from cascade.errors import CascadeError
 
-# Listed here so that --help needs no import of benchmarks/; tests/test_bench.py checks them
-# against benchmarks.methods.REGISTRY and benchmarks.cli.ROUTERS.
+# Listed here so that --help needs no import of cascade.bench; tests/test_bench.py checks them
+# against cascade.bench._methods.REGISTRY and cascade.bench._cli.ROUTERS.
 METHODS = ("vote", "verifier", "agreement")
 ROUTERS = ("knn", "mf", "bert", "knn-static", "mf-static", "rules", "causal_llm")
+BENCH_NEEDS = ("matplotlib", "sklearn")  # the [bench] extra, checked before hours of work
 
 
 class Split(str, enum.Enum):
@@ -40,7 +42,8 @@ def bench(
         help="built-in suites: arc, winogrande, mbpp, gsm8k, mot-date (default: all, unless "
         "--csv or --policy is given)")] = None,
     data: Annotated[Path | None, typer.Option(
-        help="recorded-data folder (default $CASCADE_BENCH_DATA, else ../shared/data)")] = None,
+        help="recorded-data folder of the built-in suites (default $CASCADE_BENCH_DATA, else "
+        "../shared/data beside a source checkout; needed when installed)")] = None,
     csv: Annotated[Path | None, typer.Option(
         help="any RouterBench- or RouteLLM-format CSV to bench (its test rows); quality cells "
         "may be 0/1, True/False or graded scores in [0, 1]")] = None,
@@ -65,14 +68,13 @@ def bench(
     """Replay recorded answers through the engine: cost–quality curves, AIQ, APGR, CPT.
     Exits 1 when a method or router asked for by name ran on no suite (the notes say why)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    try:
-        from benchmarks.cli import bench as run_bench
-        from benchmarks.cli import not_run
-        from benchmarks.replay import SplitRule
-        from verifiers import AnswerKind
-    except ImportError as exc:
-        raise _fail(f"cascade bench runs from a source checkout of cascade ({exc})",
-                    EXIT_BAD_INPUT) from None
+    absent = [name for name in BENCH_NEEDS if importlib.util.find_spec(name) is None]
+    if absent:
+        raise _fail(f"cascade bench needs {', '.join(absent)}: pip install 'cascade-engine[bench]'",
+                    EXIT_BAD_INPUT)
+    from cascade.bench import SplitRule, not_run
+    from cascade.bench import bench as run_bench
+    from verifiers import AnswerKind
     if train is not None and csv is None:
         raise _fail("--train needs --csv", EXIT_BAD_INPUT)
     try:

@@ -13,7 +13,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from cascade._route_calibrate import RouteCalibration, RouteTarget, calibrate_router
+from cascade.tuning._route_calibrate import RouteCalibration, RouteTarget, calibrate_router
 from cascade.cli._app import EXIT_BAD_INPUT, EXIT_RUN_FAILED, _fail, app, out, output_file, written
 from cascade.errors import CascadeError
 from cascade.policy import load_policy

@@ -10,7 +10,7 @@ import anyio
 import typer
 from rich.table import Table
 
-from cascade._ensemble_search import SearchResult, SearchTarget, describe, search_ensemble
+from cascade.tuning._ensemble_search import SearchResult, SearchTarget, describe, search_ensemble
 from cascade.cli._app import EXIT_BAD_INPUT, EXIT_RUN_FAILED, _fail, app, out
 from cascade.errors import CascadeError
 from cascade.policy import load_policy

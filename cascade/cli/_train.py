@@ -12,7 +12,7 @@ import anyio
 import typer
 from rich.table import Table
 
-from cascade._calibrate import Calibration, Target, calibrate
+from cascade.tuning._calibrate import Calibration, Target, calibrate
 from cascade.cli._app import (
     EXIT_BAD_INPUT, EXIT_RUN_FAILED, _fail, app, err, out, output_file, written,
 )

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.replay import Curve, Outcomes, Progress, Side, alone, run_setting
-from benchmarks.sweep import Setting, pareto
+from cascade.bench._replay import Curve, Outcomes, Progress, Side, alone, run_setting
+from cascade.bench._sweep import Setting, pareto
 from cascade._tier import Routing, Tier
 from cascade.policy import RoutingMode
 from cascade.routing import CausalLLMRouter, parse_grade, router_text

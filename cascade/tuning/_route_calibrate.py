@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import numpy as np
 
-from cascade._calibrate import record_tier, replayed_policy
+from cascade.tuning._calibrate import record_tier, replayed_policy
 from cascade.engine import Cascade
 from cascade.errors import ConfigError
 from cascade.policy import Policy

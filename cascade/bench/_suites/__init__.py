@@ -1,14 +1,15 @@
-"""The built-in bench suites: policy YAMLs over ../shared/data, with the published c_max each
+"""The built-in bench suites: policy YAMLs over ../shared/data, shipped as package data
+(read with ``importlib.resources``, so they work from a wheel), with the published c_max each
 data set's peers were compared under (../shared/BASELINES.md)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib.resources import files
 
-from benchmarks.replay import SplitRule, Suite
+from cascade.bench._replay import SplitRule, Suite
 from verifiers import AnswerKind
 
-HERE = Path(__file__).parent
+HERE = files(__name__)
 
 SUITES: dict[str, Suite] = {
     "arc": Suite("arc", HERE / "arc.yaml", SplitRule.FILES, c_max=2.2894,

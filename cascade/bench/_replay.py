@@ -1,7 +1,7 @@
 """The offline replay benchmark: the real engine on the replay provider, swept over settings
 chosen on a train split and measured on a test split.
 
-A *suite* is a policy YAML whose tiers are replay tiers (``benchmarks/suites/*.yaml``, or any
+A *suite* is a policy YAML whose tiers are replay tiers (``cascade/bench/_suites/*.yaml``, or any
 user policy), with ``${DATA}`` / ``${SPLIT}`` placeholders, plus a split rule. Every measured
 point comes from ``Cascade.run`` over the test queries: what is measured is what ships.
 """
@@ -14,13 +14,14 @@ import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import numpy as np
 
-from cascade import Cascade, Policy, Tier, load_policy
+from cascade import Cascade, Policy, Tier, load_policy, parse_policy
 from cascade._tier import Routing
-from cascade._calibrate import Recorded, record_tier
+from cascade.tuning._calibrate import Recorded, record_tier
 from cascade.errors import RunError
 from cascade.providers import ReplayProvider
 from cascade.types import Decision
@@ -44,7 +45,7 @@ class SplitRule(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Suite:
     name: str
-    policy: Path
+    policy: Path | Traversable  # a file, or package data (the built-in suites)
     split: SplitRule
     c_max: float | None = None  # the published c_max to compare AIQs under (BASELINES.md)
     seed: int = 0
@@ -113,13 +114,20 @@ def _policy(suite: Suite, data: Path, split: str) -> Policy:
     env = {"DATA": str(data), "SPLIT": split}
     if suite.files is not None:
         env["FILE"] = str(suite.files[0 if split == "train" else 1])
-    return load_policy(suite.policy, env=env)
+    if isinstance(suite.policy, Path):
+        return load_policy(suite.policy, env=env)
+    return parse_policy(suite.policy.read_text(encoding="utf-8"), source=str(suite.policy), env=env)
+
+
+def _base_dir(suite: Suite) -> Path:
+    """Where the suite's relative paths start: its folder (package data in a zip: none)."""
+    return suite.policy.parent if isinstance(suite.policy, Path) else Path.cwd()
 
 
 def open_side(suite: Suite, data: Path, split: str) -> Side:
     """Build the split's engine; its queries are every row (FILES) or its half (HALVES)."""
     file_split = "test" if split == "test" or suite.split is SplitRule.HALVES else "train"
-    engine = Cascade.from_policy(_policy(suite, data, file_split), base_dir=suite.policy.parent)
+    engine = Cascade.from_policy(_policy(suite, data, file_split), base_dir=_base_dir(suite))
     provider = engine.tiers[0].provider
     if not isinstance(provider, ReplayProvider):
         raise TypeError(f"{suite.policy}: the first tier is not a replay tier")

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import anyio
 
-from benchmarks.replay import Curve, Progress, Side, Suite, run_setting
-from cascade._ensemble_search import collect, describe, plan_tiers
+from cascade.bench._replay import Curve, Progress, Side, Suite, run_setting
+from cascade.tuning._ensemble_search import collect, describe, plan_tiers
 from cascade._tier import Tier
 from verifiers import AnswerKind, AnswerSet, CalibrationError, Point, frontier, search
 from verifiers._agreement_search import plans

@@ -1,4 +1,4 @@
-"""``cascade bench``: the offline replay benchmark (runs from a source checkout).
+"""``cascade bench``: the offline replay benchmark (installed with the ``[bench]`` extra).
 
 Honest on any file: every requested method either runs or is reported as not run, with the
 reason, on the console and in ``bench.md`` (and ``cascade bench`` exits non-zero when an
@@ -22,18 +22,18 @@ import anyio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks.bench import EstimatorMethod, SuiteReport, run_suite, runs_needed
-from benchmarks.detect import answer_kind, empty_responses
-from benchmarks.methods import REGISTRY, methods_for
-from benchmarks.replay import SplitRule, Suite, open_side
-from benchmarks.report import markdown, plot, write_json
-from benchmarks.suites import SUITES
+from cascade.bench._bench import EstimatorMethod, SuiteReport, run_suite, runs_needed
+from cascade.bench._detect import answer_kind, empty_responses
+from cascade.bench._methods import REGISTRY, methods_for
+from cascade.bench._replay import SplitRule, Suite, open_side
+from cascade.bench._report import markdown, plot, ran_line, write_json
+from cascade.bench._suites import SUITES
 from cascade.errors import CascadeError
 from cascade.providers import load_table
 from verifiers import AnswerKind
 
 REPO = Path(__file__).resolve().parent.parent
-ROUTERS = ("knn", "mf", "bert", "knn-static", "mf-static", "rules", "causal_llm")  # benchmarks.routing
+ROUTERS = ("knn", "mf", "bert", "knn-static", "mf-static", "rules", "causal_llm")  # cascade.bench._routing
 METHODS = tuple(REGISTRY)
 
 
@@ -41,8 +41,19 @@ class BenchError(CascadeError):
     """A bench run that cannot start or cannot write its results where asked."""
 
 
-def default_data() -> Path:
-    return Path(os.environ.get("CASCADE_BENCH_DATA") or REPO.parent / "shared" / "data")
+def _checkout() -> Path | None:
+    """The source checkout this package runs from, if any (None when installed from a wheel)."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / "cascade" / "bench").is_dir() else None
+
+
+def default_data() -> Path | None:
+    """``$CASCADE_BENCH_DATA``, else ``../shared/data`` beside a source checkout; None when
+    installed (the built-in suites then need ``--data``)."""
+    if os.environ.get("CASCADE_BENCH_DATA"):
+        return Path(os.environ["CASCADE_BENCH_DATA"])
+    root = _checkout()
+    return None if root is None else root.parent / "shared" / "data"
 
 
 def default_out() -> Path:
@@ -126,6 +137,7 @@ class Reporter:
         self.bars: Progress | None = None
         self.task: int | None = None
         self.done, self.total, self.label, self.last, self.started = 0, 0, "", 0.0, 0.0
+        self.current = ""  # the phase running now
 
     def __enter__(self) -> Reporter:
         if self.console.is_terminal:
@@ -147,6 +159,7 @@ class Reporter:
             self._line("started")
 
     def phase(self, text: str) -> None:
+        self.current = text
         if self.bars is not None and self.task is not None:
             self.bars.update(self.task, description=f"{self.label}: {text}")
         else:
@@ -158,6 +171,17 @@ class Reporter:
             self.bars.advance(self.task, k)
         elif self.clock() - self.last >= self.every:
             self._line("engine runs")
+
+    def tick(self) -> None:
+        """Off a terminal, a line when nothing was printed for ``every`` seconds (encoding and
+        training run without engine runs: the log still shows the phase is alive)."""
+        if self.bars is None and self.label and self.clock() - self.last >= self.every:
+            self._line(f"{self.current or 'engine runs'} (still running)")
+
+    async def heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(min(self.every, 5.0))
+            self.tick()
 
     def finish(self) -> None:
         if self.bars is not None and self.task is not None:
@@ -199,23 +223,34 @@ async def _run(suites: Sequence[Suite], data: Path, method_names: Sequence[str] 
                first_notes: Sequence[str] = ()) -> list[SuiteReport]:
     reports: list[SuiteReport] = []
     with Reporter(console) as reporter:
-        for i, suite in enumerate(suites):
-            methods: list[EstimatorMethod] = methods_for(suite, method_names)
-            train, test = open_side(suite, data, "train"), open_side(suite, data, "test")
-            total = runs_needed(train, test, len(methods), len(routers))
-            await train.engine.aclose()
-            await test.engine.aclose()
-            reporter.start(suite.name, total)
-            report = await run_suite(suite, data, methods, reporter.advance, rounds, routers,
-                                     phase=reporter.phase)
-            if i == 0 and first_notes:
-                report.notes[:0] = list(first_notes)
-            reporter.finish()
-            for note in report.notes:
-                console.print(f"[{suite.name}] note: {note}", markup=False, highlight=False, soft_wrap=True)
-            reports.append(report)
-            outputs.write(reports, [s.name for s in suites[i + 1:]])
+        async with anyio.create_task_group() as beats:
+            beats.start_soon(reporter.heartbeat)
+            await _suites_in_turn(suites, data, method_names, rounds, console, routers, outputs,
+                                  first_notes, reporter, reports)
+            beats.cancel_scope.cancel()
     return reports
+
+
+async def _suites_in_turn(suites: Sequence[Suite], data: Path, method_names: Sequence[str] | None,
+                          rounds: int, console: Console, routers: Sequence[str], outputs: Outputs,
+                          first_notes: Sequence[str], reporter: Reporter, reports: list[SuiteReport]) -> None:
+    for i, suite in enumerate(suites):
+        methods: list[EstimatorMethod] = methods_for(suite, method_names)
+        train, test = open_side(suite, data, "train"), open_side(suite, data, "test")
+        total = runs_needed(train, test, len(methods), len(routers))
+        await train.engine.aclose()
+        await test.engine.aclose()
+        reporter.start(suite.name, total)
+        report = await run_suite(suite, data, methods, reporter.advance, rounds, routers,
+                                 phase=reporter.phase)
+        if i == 0 and first_notes:
+            report.notes[:0] = list(first_notes)
+        reporter.finish()
+        console.print(f"[{suite.name}] {ran_line(report)}", markup=False, highlight=False, soft_wrap=True)
+        for note in report.notes:
+            console.print(f"[{suite.name}] note: {note}", markup=False, highlight=False, soft_wrap=True)
+        reports.append(report)
+        outputs.write(reports, [s.name for s in suites[i + 1:]])
 
 
 def _suites(suite_names: Sequence[str], csv: Path | None, train: Path | None, policy: Path | None,
@@ -233,6 +268,17 @@ def _suites(suite_names: Sequence[str], csv: Path | None, train: Path | None, po
     return suites
 
 
+def _data_for(suites: Sequence[Suite], data: Path | None) -> Path:
+    """The recorded-data folder (``${DATA}``): only a --csv suite runs without one."""
+    if data is not None:
+        return data
+    needing = [s.name for s in suites if s.files is None]
+    if needing:
+        raise BenchError(f"{', '.join(needing)} read(s) the recorded data (${{DATA}}): give --data "
+                         "FOLDER or set CASCADE_BENCH_DATA (or bench your own file with --csv)")
+    return Path.cwd()  # unused: a --csv suite names its files itself
+
+
 def not_run(reports: Sequence[SuiteReport], methods: Sequence[str] | None, routers: Sequence[str]) -> list[str]:
     """Explicitly requested methods and routers that produced no curve on any suite."""
     asked = [m for m in (methods or []) if m != "none"] + list(routers)
@@ -243,7 +289,6 @@ def bench(suite_names: Sequence[str], *, data: Path | None, out: Path | None, cs
           train: Path | None, policy: Path | None, split: SplitRule, methods: Sequence[str] | None,
           rounds: int, console: Console, routers: Sequence[str] = (),
           answer: AnswerKind | None = None) -> list[SuiteReport]:
-    data = data or default_data()
     out = out or default_out()
     bad = [r for r in routers if r not in ROUTERS]
     if bad:
@@ -255,6 +300,7 @@ def bench(suite_names: Sequence[str], *, data: Path | None, out: Path | None, cs
         raise BenchError("--method none (single models and routers only) goes alone")
     notes: list[str] = []
     suites = _suites(suite_names, csv, train, policy, split, out, answer, notes)
+    data = _data_for(suites, data or default_data())
     command = "cascade bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "cascade bench"
     outputs = Outputs(out, command)
     for path in outputs.targets([SuiteReport(s.name, 0, 0.0, []) for s in suites]):
@@ -262,7 +308,7 @@ def bench(suite_names: Sequence[str], *, data: Path | None, out: Path | None, cs
     console.print(f"cascade bench: {len(suites)} suite(s) ({', '.join(s.name for s in suites)}); "
                   f"results in {out}", markup=False, highlight=False, soft_wrap=True)
     reports = anyio.run(_run, suites, data, methods, rounds, console, routers, outputs, notes)
-    console.print(markdown(reports), markup=False, highlight=False)
+    console.print(markdown(reports), markup=False, highlight=False, soft_wrap=True)  # rows unbroken in logs
     console.print(f"wrote {out / 'bench.md'}, {out / 'bench.json'} and one PNG per suite",
                   markup=False, highlight=False, soft_wrap=True)
     return reports

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks.metrics import aiq, hull
-from cascade._calibrate import Recorded
+from cascade.bench._metrics import aiq, hull
+from cascade.tuning._calibrate import Recorded
 from verifiers import simulate_cascade
 
 

@@ -186,7 +186,7 @@ async def search_ensemble(policy: Policy, source: Path, data: Path, target: Sear
     and (with ``out``) write the chosen plan as a policy."""
     import anyio
 
-    from cascade._calibrate import replayed_policy
+    from cascade.tuning._calibrate import replayed_policy
     from cascade.providers import ReplayProvider
     from verifiers import pick, search
     from verifiers._agreement_search import plans

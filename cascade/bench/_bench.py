@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import metrics
-from benchmarks.replay import (
+from cascade.bench import _metrics as metrics
+from cascade.bench._replay import (
     Curve,
     Outcomes,
     Progress,
@@ -26,8 +26,8 @@ from benchmarks.replay import (
     run_setting,
     singles,
 )
-from benchmarks.agreement import AgreementFound, agreement_curve
-from benchmarks.sweep import best_chain
+from cascade.bench._agreement import AgreementFound, agreement_curve
+from cascade.bench._sweep import best_chain
 from verifiers import Estimator
 
 PerTier = Mapping[str, Estimator]  # tier name -> its estimator
@@ -43,7 +43,7 @@ class EstimatorMethod:
     name: str
     build: EstimatorBuilder | None = None
     lengths: tuple[int, ...] = (2, 3)
-    agreement: bool = False  # the agreement-cascade search (benchmarks/agreement.py) instead
+    agreement: bool = False  # the agreement-cascade search (cascade/bench/_agreement.py) instead
 
 
 @dataclass(slots=True)
@@ -142,7 +142,7 @@ async def run_suite(suite: Suite, data: Path, methods: Sequence[EstimatorMethod]
                 curves.append(curve)
                 ran.add(method.name)
         if routers:
-            from benchmarks.routing import router_curves  # torch: only when routers are benchmarked
+            from cascade.bench._routing import router_curves  # torch: only when routers are benchmarked
 
             found_curves = await router_curves(routers, train, test, single_train, judged_by, progress,
                                                notes, agreed, suite.name, phase=phase, ran=ran)

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import anyio
 import numpy as np
 
-from benchmarks.bench import EstimatorMethod, PerTier
-from benchmarks.replay import Side, Suite, bench_encoder
+from cascade.bench._bench import EstimatorMethod, PerTier
+from cascade.bench._replay import Side, Suite, bench_encoder
 from cascade.providers import ReplayProvider
 from verifiers._calibrate import GOOD
 from verifiers._trained import check_examples

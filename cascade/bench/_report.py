@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench import SuiteReport
-from benchmarks.metrics import hull
+from cascade.bench._bench import SuiteReport
+from cascade.bench._metrics import hull
 
 
 def _pct(value: object) -> str:
@@ -47,8 +47,17 @@ def markdown(reports: Sequence[SuiteReport]) -> str:
                 f"| {name} | {top[1]:.3f}, ${top[0]:.4f} | {_num(row['aiq'])}{_ci(row.get('aiq_ci95'))} "
                 f"| {_num(row.get('apgr'), 3)} | {_pct(row.get('cpt50'))} | {_pct(row.get('cpt80'))} "
                 f"| {_pct(row['cost_to_95'])} / {_pct(row['cost_to_99'])} |")
-        lines += ["", *_margins(report), *_notes(report)]
+        lines += ["", ran_line(report), "", *_margins(report), *_notes(report)]
     return "\n".join(lines)
+
+
+def ran_line(report: SuiteReport) -> str:
+    """What was measured: the single models by name, the references, and every method or
+    router that produced a curve (what did not run is a note)."""
+    singles = [c.name for c in report.curves if c.kind == "single"]
+    asked = ", ".join(sorted(report.ran)) or "none"
+    return (f"Ran: single models ({', '.join(singles)}), random mixing, oracle, oracle frontier; "
+            f"methods and routers: {asked}.")
 
 
 def _notes(report: SuiteReport) -> list[str]:

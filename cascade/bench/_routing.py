@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import anyio
 import numpy as np
 
-from benchmarks.agreement import AgreementFound, aliased, plan_label
-from benchmarks.bench import Judged
-from benchmarks.metrics import aiq
-from benchmarks.replay import Curve, Outcomes, Progress, Side, alone, bench_encoder, judged, run_setting
-from benchmarks.sweep import Setting, pareto, threshold_grid
-from cascade._calibrate import Recorded
+from cascade.bench._agreement import AgreementFound, aliased, plan_label
+from cascade.bench._bench import Judged
+from cascade.bench._metrics import aiq
+from cascade.bench._replay import Curve, Outcomes, Progress, Side, alone, bench_encoder, judged, run_setting
+from cascade.bench._sweep import Setting, pareto, threshold_grid
+from cascade.tuning._calibrate import Recorded
 from cascade._tier import Routing
 from cascade.policy import RoutingMode
 from cascade.routing import (
@@ -44,7 +44,7 @@ from cascade.routing import (
     train_knn,
     train_mf,
 )
-from cascade._ensemble_search import plan_tiers
+from cascade.tuning._ensemble_search import plan_tiers
 from cascade.routing._cv import KnnChoice
 from verifiers import CachedEncoder, Point, StaticEncoder, frontier, shared_static, simulate_cascade
 
@@ -54,7 +54,7 @@ STATIC_SUFFIX = "-static"
 
 
 RULES = "rules"  # a hand-writable length rule, its cut and tiers chosen on train (no model)
-CAUSAL = "causal_llm"  # SmolLM2-135M grades difficulty (benchmarks/causal.py)
+CAUSAL = "causal_llm"  # SmolLM2-135M grades difficulty (cascade/bench/_causal.py)
 LONG = 1_000_000  # characters: the rules router reads the whole prompt
 
 
@@ -254,7 +254,7 @@ async def router_curves(kinds: Sequence[str], train: Side, test: Side, single: M
         curves.append(await rules_curve(train, test, single, progress))
         ran.add(RULES)
     if CAUSAL in kinds:
-        from benchmarks.causal import causal_curve  # llama.cpp: only when benchmarked
+        from cascade.bench._causal import causal_curve  # llama.cpp: only when benchmarked
 
         tell("router: causal_llm")
         curves.append(await causal_curve(suite, train, test, single, progress, notes))
