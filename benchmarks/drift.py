@@ -32,7 +32,7 @@ from pathlib import Path
 import anyio
 
 from cascade import Cascade, parse_policy
-from cascade._calibrate import Target, TargetKind, choose, record_chain
+from cascade.tuning._calibrate import Target, TargetKind, choose, record_chain
 from cascade.policy import Policy
 from cascade.providers import load_routerbench_csv
 from cascade.state import MemoryStore
