@@ -32,11 +32,11 @@ from pathlib import Path
 import anyio
 
 from cascade import Cascade, parse_policy
-from cascade.tuning._calibrate import Target, TargetKind, choose, record_chain
 from cascade.policy import Policy
 from cascade.providers import load_routerbench_csv
 from cascade.state import MemoryStore
 from cascade.telemetry import AuditSampler, EscalationTarget, SloMonitor, clopper_pearson
+from cascade.tuning._calibrate import Target, TargetKind, choose, record_chain
 from cascade.types import Attempt, Decision, Result
 from verifiers import AnswerKind
 
