@@ -42,7 +42,7 @@ def serve(
         gateway_config = server.load_gateway_config(config)
         server.ApiKeys.build(gateway_config, os.environ)  # no keys: refuse to start
         server.check_policies(policies, gateway_config.default_model, gateway_config.models)
+        server.serve(policies, host=host, port=port, config_path=config, workers=workers,
+                     log_level=log_level)
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
-    server.serve(policies, host=host, port=port, config_path=config, workers=workers,
-                 log_level=log_level)

@@ -11,7 +11,8 @@ import uvicorn
 from starlette.applications import Starlette
 
 from cascade.server._app import create_app
-from cascade.server._config import load_gateway_config
+from cascade.server._config import GatewayConfig, MetricsAccess, load_gateway_config
+from cascade.server._metrics import install_meter_provider
 
 __all__ = ["app_from_environment", "serve"]
 
@@ -21,8 +22,14 @@ ENV_CONFIG = "CASCADE_GATEWAY_CONFIG"
 
 def app_from_environment() -> Starlette:
     """uvicorn's factory for worker processes (``cascade.server._run:app_from_environment``)."""
-    config = os.environ.get(ENV_CONFIG) or None
-    return create_app(load_gateway_config(config), policies=Path(os.environ[ENV_POLICIES]))
+    config = load_gateway_config(os.environ.get(ENV_CONFIG) or None)
+    return create_app(config, policies=Path(os.environ[ENV_POLICIES]),
+                      owns_meter_provider=_metrics(config))
+
+
+def _metrics(config: GatewayConfig) -> bool:
+    """This process's meter provider for GET /metrics (True: installed here)."""
+    return config.metrics is not MetricsAccess.OFF and install_meter_provider()
 
 
 def serve(policies: Path, *, host: str = "127.0.0.1", port: int = 8000,
@@ -37,5 +44,5 @@ def serve(policies: Path, *, host: str = "127.0.0.1", port: int = 8000,
         uvicorn.run("cascade.server._run:app_from_environment", factory=True, workers=workers,
                     **common)  # type: ignore[arg-type]
         return
-    app = create_app(config, policies=policies)
+    app = create_app(config, policies=policies, owns_meter_provider=_metrics(config))
     uvicorn.run(app, **common)  # type: ignore[arg-type]
