@@ -4,7 +4,7 @@ throughput (req/s).
 
     python _http_clients.py CLIENT PORT REQUESTS CONCURRENCY [RATE]
 
-CLIENT: httpx | cascade | gateway | litellm-router | litellm-proxy. With RATE > 0 requests
+CLIENT: httpx | cascade | gateway | gateway-no-metrics | floor-proxy | litellm-router | litellm-proxy. With RATE > 0 requests
 start at RATE per second whatever the answers (open loop, at most CONCURRENCY in flight);
 otherwise CONCURRENCY callers each send their next request when the previous one answered.
 """
@@ -99,7 +99,8 @@ async def litellm_router(port: int, requests: int, concurrency: int, rate: float
 
 
 CLIENTS = {"httpx": bare_httpx, "cascade": ours, "gateway": proxy,
-           "litellm-router": litellm_router, "litellm-proxy": proxy}
+           "litellm-router": litellm_router, "litellm-proxy": proxy, "floor-proxy": proxy,
+           "gateway-no-metrics": proxy}
 
 if __name__ == "__main__":
     name, port, requests, concurrency = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \

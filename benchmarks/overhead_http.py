@@ -89,6 +89,38 @@ def serve_upstream(port: int, latency_ms: float) -> None:
                 backlog=4096, limit_concurrency=None)
 
 
+def serve_floor(port: int, upstream_port: int) -> None:
+    """The least a Python proxy does: uvicorn (uvloop, httptools), a raw ASGI app that sends
+    the body to the upstream with one pooled httpx client and returns its bytes. No parsing,
+    no auth, no engine: what any gateway built on this stack pays for the extra hop."""
+    import httpx
+    import uvicorn
+
+    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{upstream_port}", trust_env=False,
+                               limits=httpx.Limits(max_connections=1000,
+                                                   max_keepalive_connections=1000))
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        if scope["path"] != "/v1/chat/completions":  # readiness
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        answer = await client.post(scope["path"], content=body,
+                                   headers={"content-type": "application/json"})
+        await send({"type": "http.response.start", "status": answer.status_code,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": answer.content})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                loop="uvloop", http="httptools", lifespan="off")
+
+
 def wait_ready(port: int, timeout: float = 20.0, path: str = "/v1/models",
                process: subprocess.Popen[bytes] | None = None) -> None:
     import httpx
@@ -305,10 +337,18 @@ def main() -> None:
     parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out")
     parser.add_argument("--no-gateway", action="store_true", help="leave cascade serve out")
     parser.add_argument("--json", type=Path, help="write every latency here")
+    parser.add_argument("--gateway-without-metrics", action="store_true",
+                        help="also a gateway with `metrics: off` (what GET /metrics costs)")
+    parser.add_argument("--floor", action="store_true", help="also a minimal Python proxy "
+                        "(uvicorn + httpx, no engine): what the extra hop itself costs")
     parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.upstream:
         serve_upstream(args.upstream, args.latency_ms)
+        return
+    if args.serve_floor:
+        serve_floor(*args.serve_floor)
         return
     with ExitStack() as stack:
         clients = start_all(args, stack)
@@ -331,6 +371,20 @@ def start_all(args: argparse.Namespace, stack: ExitStack) -> list[Client]:
             [*start_gateway(up), "--port", str(port)], port, "/healthz",
             env=dict(env, CASCADE_API_KEYS=f"bench={KEY}"), name="cascade serve"))
         clients.append(Client("gateway", me, gateway))
+    if args.gateway_without_metrics:
+        config = Path(tempfile.mkdtemp(prefix="cascade-bench-gwc-")) / "gateway.yaml"
+        config.write_text("metrics: off\n")
+        port = free_port()
+        bare = stack.enter_context(process(
+            [*start_gateway(up), "--port", str(port), "--config", str(config)], port,
+            "/healthz", env=dict(env, CASCADE_API_KEYS=f"bench={KEY}"), name="cascade serve"))
+        clients.append(Client("gateway-no-metrics", me, bare))
+    if args.floor:
+        port = free_port()
+        floor = stack.enter_context(process(
+            [sys.executable, __file__, "--serve-floor", str(port), str(up)], port, "/healthz",
+            name="floor proxy"))
+        clients.append(Client("floor-proxy", me, floor))
     if args.no_litellm:
         print("(LiteLLM left out: --no-litellm)")
     elif not args.litellm.exists():

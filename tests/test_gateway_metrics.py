@@ -113,6 +113,8 @@ def test_metrics_key_without_keys_is_refused(tmp_path: Path) -> None:
     assert config.metrics is MetricsAccess.KEY
     with pytest.raises(GatewayConfigError, match="metrics: key needs API keys"):
         ApiKeys.build(config, {})
+    file.write_text("metrics: off\n")  # YAML 1.1 reads it as false
+    assert load_gateway_config(file).metrics is MetricsAccess.OFF
     file.write_text("metrics: sometimes\n")
     with pytest.raises(GatewayConfigError, match="metrics"):
         load_gateway_config(file)

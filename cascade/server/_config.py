@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cascade.errors import ConfigError
 
@@ -86,6 +86,16 @@ class GatewayConfig(_Spec):
     models: dict[str, ModelRule] = Field(default_factory=dict)
     metrics: MetricsAccess = Field(MetricsAccess.OPEN, description="GET /metrics (Prometheus): "
                                    "open, key (a valid API key) or off")
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        """YAML reads a bare ``off`` as false (and ``on`` as true)."""
+        if value is False:
+            return MetricsAccess.OFF
+        if value is True:
+            return MetricsAccess.OPEN
+        return value
 
     def rule(self, model: str) -> ModelRule:
         return self.models.get(model) or ModelRule()
