@@ -277,6 +277,10 @@ class _EventStream:
         await send({"type": "http.response.body", "body": self._event(data), "more_body": True})
 
 
+def _model(gateway: Gateway, name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": int(gateway.started), "owned_by": "cascade"}
+
+
 async def list_models(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     try:
@@ -284,9 +288,20 @@ async def list_models(request: Request) -> Response:
         served = gateway.models()
     except CascadeError as exc:
         return error_response(exc)
-    return JSONResponse({"object": "list", "data": [
-        {"id": name, "object": "model", "created": int(gateway.started), "owned_by": "cascade"}
-        for name in served.names]})
+    return JSONResponse({"object": "list", "data": [_model(gateway, n) for n in served.names]})
+
+
+async def retrieve_model(request: Request) -> Response:
+    """``GET /v1/models/{model}``: a policy, or a ``router-<kind>-<threshold>`` name the
+    default policy can serve (built, as a request would); else 404 ``model_not_found``."""
+    gateway: Gateway = request.app.state.gateway
+    name = request.path_params["model"]
+    try:
+        gateway.caller(request)
+        await gateway.models().get(name)
+    except CascadeError as exc:
+        return error_response(exc)
+    return JSONResponse(_model(gateway, name))
 
 
 async def metrics_page(request: Request) -> Response:
@@ -366,6 +381,7 @@ def create_app(config: GatewayConfig, *, policies: Path | None = None,
     app = Starlette(routes=[
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_page, methods=["GET"]),
