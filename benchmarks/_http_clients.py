@@ -26,12 +26,17 @@ async def drive(call: Callable[[], Awaitable[object]], requests: int, concurrenc
     for _ in range(min(50, requests)):  # warm-up: connections, imports, caches
         await call()
     latencies: list[float] = []
+    errors: dict[str, int] = {}
     gate = asyncio.Semaphore(concurrency)
 
     async def one() -> None:
         async with gate:
             start = time.perf_counter()
-            await call()
+            try:
+                await call()
+            except Exception as exc:  # noqa: BLE001 - counted and reported, not hidden
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                return
             latencies.append(time.perf_counter() - start)
 
     start = time.perf_counter()
@@ -43,7 +48,7 @@ async def drive(call: Callable[[], Awaitable[object]], requests: int, concurrenc
     else:
         await asyncio.gather(*(one() for _ in range(requests)))
     elapsed = time.perf_counter() - start
-    return {"latencies": latencies, "throughput": requests / elapsed}
+    return {"latencies": latencies, "throughput": len(latencies) / elapsed, "errors": errors}
 
 
 def _poster(port: int, headers: dict[str, str]) -> tuple[object, Callable[[], Awaitable[object]]]:

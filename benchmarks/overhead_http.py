@@ -221,7 +221,8 @@ def measure(args: argparse.Namespace, clients: list[Client], cell: Cell) -> dict
     """Every client's pooled latencies over the rounds (rotating order, pauses between)."""
     total = args.requests if not cell.rate else int(cell.rate * args.rate_seconds)
     per_round = max(cell.concurrency if not cell.rate else 1, total // args.rounds)
-    cells: dict[str, dict] = {c.name: {"latencies": [], "throughput": []} for c in clients}
+    cells: dict[str, dict] = {c.name: {"latencies": [], "throughput": [], "errors": {}}
+                              for c in clients}
     for r in range(args.rounds):
         order = clients[r % len(clients):] + clients[:r % len(clients)]
         for client in order:
@@ -229,8 +230,10 @@ def measure(args: argparse.Namespace, clients: list[Client], cell: Cell) -> dict
                              cell.concurrency, cell.rate)
             cells[client.name]["latencies"] += got["latencies"]
             cells[client.name]["throughput"].append(got["throughput"])
+            for kind, count in got["errors"].items():
+                cells[client.name]["errors"][kind] = cells[client.name]["errors"].get(kind, 0) + count
             time.sleep(args.interval_s)
-    return {n: {"latencies": c["latencies"],
+    return {n: {"latencies": c["latencies"], "errors": c["errors"],
                 "throughput": sorted(c["throughput"])[len(c["throughput"]) // 2]}
             for n, c in cells.items()}
 
@@ -275,6 +278,9 @@ def rows(cell: Cell, cells: dict[str, dict], rng) -> list[str]:  # type: ignore[
     out = []
     for name, got in cells.items():
         lat = got["latencies"]
+        if not lat:
+            out.append(f"| {cell.label} | {name} | – | – | – | – | 0 | all: {got['errors']} | – |")
+            continue
         p50, p99 = _quantiles(lat, .5), _quantiles(lat, .99)
         if name == "httpx":
             a50 = a99 = "–"
@@ -291,12 +297,14 @@ def rows(cell: Cell, cells: dict[str, dict], rng) -> list[str]:  # type: ignore[
             else:
                 m, lo, hi = ratio(lat, ours, base, rng)
                 versus = f"{m:.1f}× [{lo:.1f}, {hi:.1f}] vs {PAIRS[name]}"
+        failed = ", ".join(f"{n} {k}" for k, n in got["errors"].items()) or "0"
         out.append(f"| {cell.label} | {name} | {_us(p50)} | {_us(p99)} | {a50} | {a99} "
-                   f"| {got['throughput']:,.0f} | {versus} |")
+                   f"| {got['throughput']:,.0f} | {failed} | {versus} |")
     return out
 
 
 def report(args: argparse.Namespace, clients: list[Client]) -> dict:
+    """Print the table, cell by cell; every latency, by cell and client."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -306,14 +314,16 @@ def report(args: argparse.Namespace, clients: list[Client]) -> dict:
           f"cell ({args.rate_seconds:g} s per open-loop cell) in {args.rounds} interleaved "
           f"rounds ({args.interval_s:g} s apart); added = latency - bare httpx latency at "
           "the same percentile, µs [95 % bootstrap interval]", flush=True)
-    print("| cell | client | p50 µs | p99 µs | added p50 µs | added p99 µs | req/s "
-          "| LiteLLM added p50 / ours |")
-    print("|---|---|---|---|---|---|---|---|", flush=True)
+    print("| cell | client | p50 µs | p99 µs | added p50 µs | added p99 µs | answers/s "
+          "| failed | LiteLLM added p50 / ours |")
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
     raw: dict = {}
     for cell in cells:
         got = measure(args, clients, cell)
         print("\n".join(rows(cell, got, rng)), flush=True)
         raw[cell.label] = got
+        if args.json:  # after every cell: a later failure loses nothing measured
+            args.json.write_text(json.dumps(raw))
     return raw
 
 
@@ -352,9 +362,7 @@ def main() -> None:
         return
     with ExitStack() as stack:
         clients = start_all(args, stack)
-        raw = report(args, clients)
-    if args.json:
-        args.json.write_text(json.dumps(raw))
+        report(args, clients)
 
 
 def start_all(args: argparse.Namespace, stack: ExitStack) -> list[Client]:
