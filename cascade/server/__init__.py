@@ -14,8 +14,8 @@ from cascade.server._config import (
     hash_key,
     load_gateway_config,
 )
-from cascade.server._models import Served, check_policies, load_models, parse_router_name
 from cascade.server._metrics import install_meter_provider, render_metrics
+from cascade.server._models import Served, check_policies, load_models, parse_router_name
 from cascade.server._run import serve
 from cascade.server._schema import ChatRequest, GatewayRequestError, parse_chat_request
 
