@@ -81,6 +81,9 @@ class GatewayConfig(_Spec):
     max_body_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
     grace_s: float = Field(30.0, ge=0, le=3600, description="in-flight requests may finish "
                            "this long after SIGTERM")
+    keep_alive_s: float = Field(75.0, gt=0, le=3600, description="an idle client connection "
+                                "is closed after this long; keep it above a load balancer's "
+                                "idle timeout (60 s on many), or it reuses closed connections")
     default_model: str | None = Field(None, description="the policy `router-<kind>-<threshold>` "
                                       "names map to (default: the only policy)")
     models: dict[str, ModelRule] = Field(default_factory=dict)

@@ -57,6 +57,7 @@ def serve(policies: Path, *, host: str = "127.0.0.1", port: int = 8000,
     path)."""
     config = load_gateway_config(config_path)
     common = {"host": host, "port": port, "timeout_graceful_shutdown": config.grace_s,
+              "timeout_keep_alive": config.keep_alive_s,
               "log_level": log_level, "lifespan": "on", "server_header": False,
               "access_log": access_log, **fast_io()}
     if workers > 1:
