@@ -168,6 +168,33 @@ async def test_models_list(gateway: str) -> None:
     assert all(m.object == "model" and m.owned_by == "cascade" for m in models.data)
 
 
+async def test_models_retrieve(gateway: str) -> None:
+    async with client(gateway) as c, client(gateway, "sk-wrong") as wrong:
+        model = await c.models.retrieve("chat")
+        with pytest.raises(openai.NotFoundError) as caught:
+            await c.models.retrieve("gpt-9")
+        with pytest.raises(openai.AuthenticationError):
+            await wrong.models.retrieve("chat")
+    assert (model.id, model.object, model.owned_by) == ("chat", "model", "cascade")
+    assert caught.value.code == "model_not_found"
+
+
+async def test_neutral_fields_and_a_passed_back_assistant_message_are_accepted(
+        gateway: str, upstream: StreamUpstream) -> None:
+    """What client libraries send as they are: an earlier reply's message object (null
+    refusal, annotations...), OpenAI's fields at their neutral values, safety_identifier."""
+    async with client(gateway) as c:
+        first = await c.chat.completions.create(model="chat",
+                                                messages=[{"role": "user", "content": "hi"}])
+        await c.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}, first.choices[0].message,
+                                    {"role": "user", "content": "more"}],
+            n=1, top_p=1, top_logprobs=0, service_tier="auto", modalities=["text"], store=False,
+            safety_identifier="user-1")
+    assert [m["role"] for m in upstream.bodies[-1]["messages"]] == ["user", "assistant", "user"]
+    assert upstream.bodies[-1]["messages"][1]["content"] == first.choices[0].message.content
+
+
 async def test_replay_tier_answers(gateway: str) -> None:
     async with client(gateway) as c:
         reply = await c.chat.completions.create(
@@ -322,6 +349,12 @@ MALFORMED: list[tuple[str, bytes | dict, int]] = [
     ("metadata value a number", {"model": "chat", "metadata": {"a": 1}, "messages": [{"role": "user", "content": "hi"}]}, 400),
     ("user a number", {"model": "chat", "user": 5, "messages": [{"role": "user", "content": "hi"}]}, 400),
     ("n 2", {"model": "chat", "n": 2, "messages": [{"role": "user", "content": "hi"}]}, 400),
+    ("n true", {"model": "chat", "n": True, "messages": [{"role": "user", "content": "hi"}]}, 400),
+    ("reasoning_effort", {"model": "chat", "reasoning_effort": "low", "messages": [{"role": "user", "content": "hi"}]}, 400),
+    ("prompt_cache_key", {"model": "chat", "prompt_cache_key": "k", "messages": [{"role": "user", "content": "hi"}]}, 400),
+    ("safety_identifier a number", {"model": "chat", "safety_identifier": 5, "messages": [{"role": "user", "content": "hi"}]}, 400),
+    ("message name", {"model": "chat", "messages": [{"role": "user", "content": "hi", "name": "bob"}]}, 400),
+    ("message unknown field", {"model": "chat", "messages": [{"role": "user", "content": "hi", "mood": "x"}]}, 400),
     ("unknown field", {"model": "chat", "frobnicate": 1, "messages": [{"role": "user", "content": "hi"}]}, 400),
     ("deep nesting", b"[" * 100_000 + b"]" * 100_000, 413),
     ("deeply nested small", b'{"model": ' + b"[" * 2000 + b"]" * 2000 + b"}", 400),

@@ -168,3 +168,12 @@ def test_serve_exits_2_on_a_broken_policy(tmp_path: Path) -> None:
     out = CliRunner().invoke(app, ["serve", "--policies", str(policies)],
                              env={"CASCADE_API_KEYS": "a=b"})
     assert out.exit_code == 2 and "tiers" in out.output
+
+
+def test_serve_runs_on_uvloop_and_httptools(caplog: pytest.LogCaptureFixture) -> None:
+    """The server extra's fast event loop and HTTP parser are what ``cascade serve`` asks
+    uvicorn for (not left to uvicorn's auto-detection)."""
+    from cascade.server._run import fast_io
+
+    assert fast_io() == {"loop": "uvloop", "http": "httptools"}
+    assert not caplog.records

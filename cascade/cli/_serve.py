@@ -22,6 +22,8 @@ def serve(
                                                 "per-model rules (docs/gateway.md)")] = None,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes", min=1, max=64)] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    access_log: Annotated[bool, typer.Option(help="uvicorn's access log, a line per request "
+                                             "(off: traces and metrics cover requests)")] = False,
     hash_key: Annotated[str | None, typer.Option(
         "--hash-key", help="print the sha256 of this API key for the config's `keys:`, "
         "and exit")] = None,
@@ -42,7 +44,7 @@ def serve(
         gateway_config = server.load_gateway_config(config)
         server.ApiKeys.build(gateway_config, os.environ)  # no keys: refuse to start
         server.check_policies(policies, gateway_config.default_model, gateway_config.models)
+        server.serve(policies, host=host, port=port, config_path=config, workers=workers,
+                     log_level=log_level, access_log=access_log)
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
-    server.serve(policies, host=host, port=port, config_path=config, workers=workers,
-                 log_level=log_level)

@@ -7,12 +7,14 @@ from cascade.server._config import (
     GatewayConfig,
     GatewayConfigError,
     KeySpec,
+    MetricsAccess,
     ModelRule,
     RefuseRule,
     TierRule,
     hash_key,
     load_gateway_config,
 )
+from cascade.server._metrics import install_meter_provider, render_metrics
 from cascade.server._models import Served, check_policies, load_models, parse_router_name
 from cascade.server._run import serve
 from cascade.server._schema import ChatRequest, GatewayRequestError, parse_chat_request
@@ -25,6 +27,7 @@ __all__ = [
     "GatewayConfigError",
     "GatewayRequestError",
     "KeySpec",
+    "MetricsAccess",
     "ModelRule",
     "RefuseRule",
     "Served",
@@ -33,9 +36,11 @@ __all__ = [
     "create_app",
     "error_response",
     "hash_key",
+    "install_meter_provider",
     "load_gateway_config",
     "load_models",
     "parse_chat_request",
     "parse_router_name",
+    "render_metrics",
     "serve",
 ]

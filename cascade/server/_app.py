@@ -35,8 +35,16 @@ from cascade.errors import (
     PromptTooLongError,
     RequestError,
 )
-from cascade.server._config import ApiKeys, GatewayConfig, RefuseRule, TierRule, environment
+from cascade.server._config import (
+    ApiKeys,
+    GatewayConfig,
+    MetricsAccess,
+    RefuseRule,
+    TierRule,
+    environment,
+)
 from cascade.server._forward import forward
+from cascade.server._metrics import PROMETHEUS_CONTENT_TYPE, render_metrics, shutdown_meter_provider
 from cascade.server._models import Served, load_models
 from cascade.server._schema import (
     ChatRequest,
@@ -101,6 +109,23 @@ class Gateway:
                 "Incorrect API key provided." if header else "You didn't provide an API key. "
                 "Send it as `Authorization: Bearer KEY`.", status=401, code="invalid_api_key")
         return ident
+
+    def metrics_reader(self, request: Request) -> None:
+        """``GET /metrics``: 404 when off, 401 without a valid key when key-protected."""
+        match self.config.metrics:
+            case MetricsAccess.OFF:
+                raise GatewayRequestError("GET /metrics is off (gateway config `metrics: off`)",
+                                          status=404, code="not_found")
+            case MetricsAccess.KEY:
+                header = request.headers.get("authorization", "")
+                scheme, _, key = header.partition(" ")
+                if not (scheme.lower() == "bearer" and key
+                        and self.keys.identify(key.strip()) is not None):
+                    raise GatewayRequestError("GET /metrics needs a valid API key "
+                                              "(`Authorization: Bearer KEY`)", status=401,
+                                              code="invalid_api_key")
+            case MetricsAccess.OPEN:
+                pass
 
     async def body(self, request: Request) -> Any:
         limit = self.config.max_body_bytes
@@ -252,6 +277,10 @@ class _EventStream:
         await send({"type": "http.response.body", "body": self._event(data), "more_body": True})
 
 
+def _model(gateway: Gateway, name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": int(gateway.started), "owned_by": "cascade"}
+
+
 async def list_models(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     try:
@@ -259,9 +288,31 @@ async def list_models(request: Request) -> Response:
         served = gateway.models()
     except CascadeError as exc:
         return error_response(exc)
-    return JSONResponse({"object": "list", "data": [
-        {"id": name, "object": "model", "created": int(gateway.started), "owned_by": "cascade"}
-        for name in served.names]})
+    return JSONResponse({"object": "list", "data": [_model(gateway, n) for n in served.names]})
+
+
+async def retrieve_model(request: Request) -> Response:
+    """``GET /v1/models/{model}``: a policy, or a ``router-<kind>-<threshold>`` name the
+    default policy can serve (built, as a request would); else 404 ``model_not_found``."""
+    gateway: Gateway = request.app.state.gateway
+    name = request.path_params["model"]
+    try:
+        gateway.caller(request)
+        await gateway.models().get(name)
+    except CascadeError as exc:
+        return error_response(exc)
+    return JSONResponse(_model(gateway, name))
+
+
+async def metrics_page(request: Request) -> Response:
+    """The process's metrics in Prometheus' text format (docs/gateway.md)."""
+    gateway: Gateway = request.app.state.gateway
+    try:
+        gateway.metrics_reader(request)
+        page = await anyio.to_thread.run_sync(render_metrics)
+    except CascadeError as exc:
+        return error_response(exc)
+    return Response(page, media_type=PROMETHEUS_CONTENT_TYPE)
 
 
 async def healthz(request: Request) -> Response:
@@ -307,9 +358,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(config: GatewayConfig, *, policies: Path | None = None,
-               served: Served | None = None, env: Mapping[str, str] | None = None) -> Starlette:
+               served: Served | None = None, env: Mapping[str, str] | None = None,
+               owns_meter_provider: bool = False) -> Starlette:
     """The app; ``policies`` are loaded at startup (or pass ``served`` already built). The
-    cascades are closed at shutdown."""
+    cascades are closed at shutdown, and the global meter provider too when
+    ``owns_meter_provider`` (``cascade serve`` installed it: the last OTLP push)."""
     gateway = Gateway(config, ApiKeys.build(config, environment() if env is None else env),
                       served, policies)
 
@@ -322,12 +375,16 @@ def create_app(config: GatewayConfig, *, policies: Path | None = None,
         finally:
             if gateway.served is not None:
                 await gateway.served.aclose()
+            if owns_meter_provider:
+                shutdown_meter_provider()
 
     app = Starlette(routes=[
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_page, methods=["GET"]),
     ], exception_handlers={HTTPException: _http_error}, lifespan=lifespan)
     app.state.gateway = gateway
     return app

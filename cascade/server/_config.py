@@ -10,16 +10,17 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cascade.errors import ConfigError
 
-__all__ = ["ApiKeys", "GatewayConfig", "GatewayConfigError", "KeySpec", "ModelRule",
-           "RefuseRule", "TierRule", "hash_key", "load_gateway_config"]
+__all__ = ["ApiKeys", "GatewayConfig", "GatewayConfigError", "KeySpec", "MetricsAccess",
+           "ModelRule", "RefuseRule", "TierRule", "hash_key", "load_gateway_config"]
 
 KEYS_ENV = "CASCADE_API_KEYS"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -28,6 +29,14 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 class GatewayConfigError(ConfigError):
     """The gateway's configuration file or key variable is invalid (the message names the
     field; never a key)."""
+
+
+class MetricsAccess(StrEnum):
+    """Who may read ``GET /metrics``."""
+
+    OPEN = "open"  # anyone who reaches the port (the usual Prometheus scrape)
+    KEY = "key"  # a valid gateway API key (`Authorization: Bearer KEY`)
+    OFF = "off"  # not served (404)
 
 
 class _Spec(BaseModel):
@@ -72,9 +81,24 @@ class GatewayConfig(_Spec):
     max_body_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
     grace_s: float = Field(30.0, ge=0, le=3600, description="in-flight requests may finish "
                            "this long after SIGTERM")
+    keep_alive_s: float = Field(75.0, gt=0, le=3600, description="an idle client connection "
+                                "is closed after this long; keep it above a load balancer's "
+                                "idle timeout (60 s on many), or it reuses closed connections")
     default_model: str | None = Field(None, description="the policy `router-<kind>-<threshold>` "
                                       "names map to (default: the only policy)")
     models: dict[str, ModelRule] = Field(default_factory=dict)
+    metrics: MetricsAccess = Field(MetricsAccess.OPEN, description="GET /metrics (Prometheus): "
+                                   "open, key (a valid API key) or off")
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        """YAML reads a bare ``off`` as false (and ``on`` as true)."""
+        if value is False:
+            return MetricsAccess.OFF
+        if value is True:
+            return MetricsAccess.OPEN
+        return value
 
     def rule(self, model: str) -> ModelRule:
         return self.models.get(model) or ModelRule()
@@ -106,6 +130,9 @@ class ApiKeys:
             raise GatewayConfigError(
                 f"no API keys: add `keys:` to the gateway config or set {config.keys_env}"
                 "=id=key (or `auth: false` for local development)")
+        if config.metrics is MetricsAccess.KEY and not keys:
+            raise GatewayConfigError("metrics: key needs API keys (`keys:` or "
+                                     f"{config.keys_env}), or `metrics: open` / `off`")
         return cls(keys)
 
 

@@ -20,7 +20,8 @@ __all__ = ["ChatRequest", "GatewayRequestError", "chat_chunk", "chat_completion"
 
 # honoured: passed to the engine
 HONOURED = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "temperature",
-                      "stop", "stream", "stream_options", "user", "metadata"})
+                      "stop", "stream", "stream_options", "user", "safety_identifier",
+                      "metadata"})
 # OpenAI fields the tiers cannot judge: the model's per-policy rule decides (docs/gateway.md)
 UNJUDGEABLE = frozenset({"tools", "tool_choice", "parallel_tool_calls", "functions",
                          "function_call", "response_format"})
@@ -29,7 +30,13 @@ UNJUDGEABLE = frozenset({"tools", "tool_choice", "parallel_tool_calls", "functio
 NEUTRAL: Mapping[str, tuple[Any, ...]] = {
     "n": (1,), "top_p": (1, 1.0), "presence_penalty": (0, 0.0), "frequency_penalty": (0, 0.0),
     "logprobs": (False,), "logit_bias": ({},), "store": (False,), "seed": (),
+    "top_logprobs": (0,), "service_tier": ("auto", "default"), "modalities": (["text"],),
+    "reasoning_effort": (), "verbosity": (), "prediction": (), "audio": (),
+    "web_search_options": (), "prompt_cache_key": (),
 }
+# keys of a message besides role and content: accepted only empty (an assistant message passed
+# back as the client library serialises it has them as null)
+_MESSAGE_EXTRAS = ("name", "refusal", "annotations", "audio")
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 MAX_METADATA = 16  # OpenAI's limits on metadata
 MAX_METADATA_VALUE = 512
@@ -102,6 +109,13 @@ def _messages(raw: object, unjudgeable: list[str]) -> tuple[Mapping[str, str], .
             continue
         if not isinstance(role, str) or role not in _ROLES:
             raise _bad(f"{where}.role must be one of {sorted(_ROLES)}, not {role!r}", where)
+        for key, value in message.items():
+            if key not in ("role", "content", "tool_calls", "function_call") and \
+                    value not in (None, "", []):
+                raise _bad(f"{where}.{key} is not supported by the cascade gateway (the tiers' "
+                           "calls carry a role and a text content only)" if key in _MESSAGE_EXTRAS
+                           else f"{where}: unrecognized message field {key}", f"{where}.{key}",
+                           "unsupported_parameter")
         content = message.get("content")
         if content is None:
             raise _bad(f"{where}.content is required", where)
@@ -119,7 +133,7 @@ def _stop(raw: object) -> tuple[str, ...] | None:
     return tuple(stops)
 
 
-def _metadata(raw: object, user: object) -> dict[str, str]:
+def _metadata(raw: object, user: object, safety_identifier: object = None) -> dict[str, str]:
     meta: dict[str, str] = {}
     if raw is not None:
         if not isinstance(raw, dict) or len(raw) > MAX_METADATA or not all(
@@ -133,6 +147,11 @@ def _metadata(raw: object, user: object) -> dict[str, str]:
         if not isinstance(user, str):
             raise _bad("user must be a string", "user")
         meta["user"] = user
+    if safety_identifier is not None:  # OpenAI's successor of `user`
+        if not isinstance(safety_identifier, str) or len(safety_identifier) > 64:
+            raise _bad("safety_identifier must be a string of at most 64 characters",
+                       "safety_identifier")
+        meta["safety_identifier"] = safety_identifier
     return meta
 
 
@@ -145,7 +164,8 @@ def _checked_fields(body: Mapping[str, Any], unjudgeable: list[str]) -> None:
                 unjudgeable.append(name)
             continue
         if name in NEUTRAL:
-            if value is not None and value not in NEUTRAL[name]:
+            if value is not None and not any(type(value) is type(a) and value == a
+                                             for a in NEUTRAL[name]):
                 raise _bad(f"{name}={value!r} is not supported by the cascade gateway "
                            f"(accepted: {', '.join(map(repr, NEUTRAL[name])) or 'null'})",
                            name, "unsupported_parameter")
@@ -184,7 +204,8 @@ def parse_chat_request(body: object) -> ChatRequest:
     return ChatRequest(model, messages, tokens, None if temperature is None else float(temperature),
                        _stop(body.get("stop")), bool(stream),
                        bool((options or {}).get("include_usage", False)),
-                       _metadata(body.get("metadata"), body.get("user")), tuple(unjudgeable))
+                       _metadata(body.get("metadata"), body.get("user"),
+                                 body.get("safety_identifier")), tuple(unjudgeable))
 
 
 # --- responses ---------------------------------------------------------------------------------
