@@ -144,8 +144,14 @@ async def run_suite(suite: Suite, data: Path, methods: Sequence[EstimatorMethod]
         if routers:
             from benchmarks.routing import router_curves  # torch: only when routers are benchmarked
 
-            found_curves = await router_curves(routers, train, test, single_train, judged_by, progress,
+            plain = [r for r in routers if not r.startswith("unified-")]
+            found_curves = await router_curves(plain, train, test, single_train, judged_by, progress,
                                                notes, agreed, suite.name, phase=phase, ran=ran)
+            if len(plain) < len(routers):  # the unified decision (benchmarks/unified.py)
+                from benchmarks.unified import unified_curves
+
+                found_curves += await unified_curves([r for r in routers if r not in plain], suite, train, test,
+                                                     single_train, single_test, notes, phase, ran)
             curves += [c for c in found_curves if _kept(c, notes)]
     finally:
         await train.engine.aclose()

@@ -33,7 +33,8 @@ from cascade.providers import load_table
 from verifiers import AnswerKind
 
 REPO = Path(__file__).resolve().parent.parent
-ROUTERS = ("knn", "mf", "bert", "knn-static", "mf-static", "rules", "causal_llm")  # benchmarks.routing
+ROUTERS = ("knn", "mf", "bert", "knn-static", "mf-static", "rules", "causal_llm",
+           "unified-knn", "unified-mf", "unified-knn-static", "unified-mf-static")  # benchmarks.routing
 METHODS = tuple(REGISTRY)
 
 

@@ -16,7 +16,8 @@ from cascade.errors import CascadeError
 # Listed here so that --help needs no import of benchmarks/; tests/test_bench.py checks them
 # against benchmarks.methods.REGISTRY and benchmarks.cli.ROUTERS.
 METHODS = ("vote", "verifier", "agreement")
-ROUTERS = ("knn", "mf", "bert", "knn-static", "mf-static", "rules", "causal_llm")
+ROUTERS = ("knn", "mf", "bert", "knn-static", "mf-static", "rules", "causal_llm",
+           "unified-knn", "unified-mf", "unified-knn-static", "unified-mf-static")
 
 
 class Split(str, enum.Enum):
