@@ -13,9 +13,11 @@ were called, and how their answers group (equal normalised answers share a group
 
 each with a per-tier intercept. A plan is a set ``S`` of waiting tiers to call next; its value
 is ``E[max quality over called ∪ S] − λ · Σ_{j∈S} cost_j`` (costs relative to the dearest
-tier's mean), where every estimate is Normal around its current value with the spread
-(fitted on train) by which it still moves until ``|called ∪ S|`` tiers have answered: calling
-is worth it when a later answer may beat the best one at hand. The best plan's cheapest tier is
+tier's mean), where the estimates are jointly Normal around their current values with the
+spreads and correlations (fitted on train) by which they still move until ``|called ∪ S|``
+tiers have answered: calling is worth it when a later answer may beat the best one at hand.
+The correlations matter: a weak tier's estimate moves a lot, but up mostly when it agrees with
+the others, which adds little to the maximum. The best plan's cheapest tier is
 called next (so a plan can skip tiers, and start anywhere); the empty plan stops, returning
 the called tier with the highest estimated quality (its answer, not necessarily the last)."""
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,15 +38,18 @@ __all__ = [
     "WAITING_FEATURES",
     "Step",
     "UnifiedModel",
+    "UnifiedSettings",
     "called_features",
     "load_unified",
     "waiting_features",
 ]
 
-CALLED_FEATURES = ("logit_prior", "agree_share", "agree_support", "others_seen", "no_answer")
+CALLED_FEATURES = ("logit_prior", "agree_share", "agree_support", "rival_support", "others_seen",
+                   "no_answer")
 WAITING_FEATURES = ("logit_prior", "plurality_share", "answers_seen", "plurality_if_two")
 _DRAWS = 64  # Normal draws for E[max] (fixed, antithetic: the decision is deterministic)
 _EPS = 1e-4
+_JITTER = 1e-10  # keeps a covariance with zero-spread tiers factorable
 FORMAT = "cascade-unified/1"
 
 
@@ -67,13 +72,18 @@ def called_features(prior: np.ndarray, called: Sequence[int],
     for i, (tier, group) in enumerate(zip(called, groups)):
         rows[i, 0] = _logit(prior[tier])
         if group is None:
-            rows[i, 4] = 1.0
+            rows[i, 5] = 1.0
         if k > 1:
             agree = [j for j in range(k) if j != i and group is not None and groups[j] == group]
             others = float(weights.sum() - weights[i])
+            rival: dict[int, float] = {}
+            for j in range(k):
+                if j != i and groups[j] is not None and groups[j] != group:
+                    rival[groups[j]] = rival.get(groups[j], 0.0) + float(weights[j])  # type: ignore[index]
             rows[i, 1] = len(agree) / (k - 1)
             rows[i, 2] = float(weights[agree].sum()) / others if others > 0 else 0.0
-            rows[i, 3] = 1.0
+            rows[i, 3] = max(rival.values()) / others if rival and others > 0 else 0.0
+            rows[i, 4] = 1.0
     return rows
 
 
@@ -115,11 +125,12 @@ class UnifiedModel:
     cost relative to the dearest's; ``base`` the prior when the router gives none."""
 
     models: tuple[str, ...]
-    w_called: np.ndarray  # (len(CALLED_FEATURES),)
+    w_called: np.ndarray  # (m, len(CALLED_FEATURES)): each tier's own weights
     b_called: np.ndarray  # (m,)
-    w_waiting: np.ndarray  # (len(WAITING_FEATURES),)
+    w_waiting: np.ndarray  # (m, len(WAITING_FEATURES))
     b_waiting: np.ndarray  # (m,)
     spread: np.ndarray  # (2, m, m + 1, m + 1)
+    corr: np.ndarray  # (m + 1, m + 1, m, m): correlation of the tiers' moves from k to n answers
     cost: np.ndarray  # (m,) relative expected cost of one call
     base: np.ndarray  # (m,) mean quality on train
     max_calls: int = 3
@@ -129,9 +140,10 @@ class UnifiedModel:
     def __post_init__(self) -> None:
         m = len(self.models)
         shapes = {"b_called": (self.b_called, (m,)), "b_waiting": (self.b_waiting, (m,)),
-                  "w_called": (self.w_called, (len(CALLED_FEATURES),)),
-                  "w_waiting": (self.w_waiting, (len(WAITING_FEATURES),)),
+                  "w_called": (self.w_called, (m, len(CALLED_FEATURES))),
+                  "w_waiting": (self.w_waiting, (m, len(WAITING_FEATURES))),
                   "spread": (self.spread, (2, m, m + 1, m + 1)), "cost": (self.cost, (m,)),
+                  "corr": (self.corr, (m + 1, m + 1, m, m)),
                   "base": (self.base, (m,))}
         for name, (value, shape) in shapes.items():
             if np.shape(value) != shape or not np.all(np.isfinite(value)):
@@ -141,6 +153,8 @@ class UnifiedModel:
             raise RouterArtifactError(f"unified model: 1 to 8 tiers, got {m}")
         if np.any(self.cost < 0) or np.any(self.spread < 0):
             raise RouterArtifactError("unified model: costs and spreads are non-negative")
+        if np.any(np.abs(self.corr) > 1 + 1e-9):
+            raise RouterArtifactError("unified model: correlations lie in [-1, 1]")
         if not 1 <= self.max_calls <= m:
             raise RouterArtifactError(f"unified model: max_calls must be in 1..{m}, got {self.max_calls}")
         bits = np.arange(1 << m)[:, None] >> np.arange(m)[None, :] & 1
@@ -158,11 +172,12 @@ class UnifiedModel:
         q = np.empty(m)
         waiting = [t for t in range(m) if t not in called]
         if called:
-            q[list(called)] = _sigmoid(called_features(prior, called, groups) @ self.w_called
-                                       + self.b_called[list(called)])
+            c = list(called)
+            q[c] = _sigmoid(np.einsum("ij,ij->i", called_features(prior, called, groups),
+                                      self.w_called[c]) + self.b_called[c])
         if waiting:
-            q[waiting] = _sigmoid(waiting_features(prior, waiting, groups) @ self.w_waiting
-                                  + self.b_waiting[waiting])
+            q[waiting] = _sigmoid(np.einsum("ij,ij->i", waiting_features(prior, waiting, groups),
+                                            self.w_waiting[waiting]) + self.b_waiting[waiting])
         return q
 
     def decide(self, prior: Sequence[float] | np.ndarray, called: Sequence[int],
@@ -193,12 +208,16 @@ class UnifiedModel:
         plans = masks[ok]
         n = sizes[ok]
         include = plans | done
-        std = np.where(plans, self.spread[0, np.arange(m)[None, :], k, n[:, None]],
-                       np.where(done, self.spread[1, np.arange(m)[None, :], k, n[:, None]], 0.0))
-        draws = np.clip(q[None, None, :] + std[:, None, :] * self._draws[None, :, :], 0.0, 1.0)
+        tiers = np.arange(m)[None, :]
+        std = np.where(plans, self.spread[0, tiers, k, n[:, None]],
+                       np.where(done, self.spread[1, tiers, k, n[:, None]], 0.0))
+        cov = std[:, :, None] * self.corr[k, n] * std[:, None, :] + _JITTER * np.eye(m)
+        moves = np.einsum("pij,rj->pri", np.linalg.cholesky(cov), self._draws)  # correlated
+        moves *= (std > 0)[:, None, :]  # the jitter moves nothing
+        draws = np.clip(q[None, None, :] + moves, 0.0, 1.0)
         best = np.where(include[:, None, :], draws, -np.inf).max(axis=2).mean(axis=1)
-        value = best - cost_weight * (plans.astype(float) @ self.cost)
-        choice = int(np.argmax(value))  # ties: the first, i.e. the plan of the fewest / cheapest bits
+        value = np.round(best - cost_weight * (plans.astype(float) @ self.cost), 9)
+        choice = int(np.argmax(value))  # ties: the first (stopping, else the lowest tiers)
         plan = tuple(int(t) for t in np.flatnonzero(plans[choice]))
         if not plan:
             return Step(None, answer, tuple(q), float(value[choice]))
@@ -211,7 +230,7 @@ class UnifiedModel:
         return {"format": FORMAT, "models": list(self.models), "max_calls": self.max_calls,
                 "w_called": self.w_called.tolist(), "b_called": self.b_called.tolist(),
                 "w_waiting": self.w_waiting.tolist(), "b_waiting": self.b_waiting.tolist(),
-                "spread": self.spread.tolist(), "cost": self.cost.tolist(), "base": self.base.tolist()}
+                "spread": self.spread.tolist(), "corr": self.corr.tolist(), "cost": self.cost.tolist(), "base": self.base.tolist()}
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=1), encoding="utf-8")
@@ -226,10 +245,34 @@ class UnifiedModel:
         idx = [self.models.index(name) for name in models]
         sizes = list(range(len(models) + 1))  # answers seen: 0..len(models)
         spread = self.spread[:, idx][:, :, sizes][:, :, :, sizes]
+        corr = self.corr[sizes][:, sizes][:, :, idx][:, :, :, idx]
         rel = self.cost[idx] / max(float(self.cost[idx].max()), 1e-12)
-        return UnifiedModel(tuple(models), self.w_called, self.b_called[idx], self.w_waiting,
-                            self.b_waiting[idx], spread, rel, self.base[idx],
+        return UnifiedModel(tuple(models), self.w_called[idx], self.b_called[idx],
+                            self.w_waiting[idx], self.b_waiting[idx], spread, corr, rel, self.base[idx],
                             min(self.max_calls, len(models)))
+
+
+@dataclass(frozen=True, slots=True)
+class UnifiedSettings:
+    """What the engine runs with ``routing.mode: unified``: the model bound to the policy's
+    tiers, λ, and how an answer's text becomes its group key (None: no answer found)."""
+
+    model: UnifiedModel
+    cost_weight: float
+    key: Callable[[str], str | None]
+
+    def prior(self, p_ok: Sequence[float | None]) -> np.ndarray:
+        """The router's P(good) per tier; where it gives none (a failed router), the tier's
+        mean quality on the training data."""
+        base = self.model.base
+        if len(p_ok) != base.size:
+            return base.copy()
+        return np.array([base[i] if v is None else float(v) for i, v in enumerate(p_ok)])
+
+    def groups(self, answers: Sequence[str]) -> list[int | None]:
+        seen: dict[str, int] = {}
+        keys = [self.key(a) for a in answers]
+        return [None if k is None else seen.setdefault(k, len(seen)) for k in keys]
 
 
 def load_unified(path: str | Path, max_calls: int | None = None) -> UnifiedModel:
@@ -242,7 +285,7 @@ def load_unified(path: str | Path, max_calls: int | None = None) -> UnifiedModel
         raise RouterArtifactError(f"{path}: not a unified model (format {FORMAT!r} expected)")
     try:
         arrays = {k: np.asarray(data[k], dtype=float) for k in
-                  ("w_called", "b_called", "w_waiting", "b_waiting", "spread", "cost", "base")}
+                  ("w_called", "b_called", "w_waiting", "b_waiting", "spread", "corr", "cost", "base")}
         models = tuple(str(m) for m in data["models"])
         calls = int(data["max_calls"]) if max_calls is None else max_calls
     except (KeyError, TypeError, ValueError) as exc:

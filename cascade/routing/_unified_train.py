@@ -110,10 +110,14 @@ def _rows(data: UnifiedData, rng: np.random.Generator, depth: int):  # type: ign
 
 
 def _logistic(rows: Sequence[tuple[np.ndarray, int, float]], m: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shared weights and a per-tier intercept; graded targets as two weighted samples."""
+    """Each tier's own weights and intercept (one fit on tier-crossed features, so a tier
+    with few rows borrows nothing but the regularisation); graded targets as two weighted
+    samples (quality q: a positive of weight q and a negative of weight 1 − q)."""
     from sklearn.linear_model import LogisticRegression
 
-    x = np.array([np.concatenate([f, np.eye(m)[t]]) for f, t, _ in rows]).reshape(-1, width + m)
+    x = np.zeros((len(rows), m * (width + 1)))
+    for r, (f, t, _) in enumerate(rows):
+        x[r, t * (width + 1):(t + 1) * (width + 1)] = np.append(f, 1.0)
     y = np.array([v for _, _, v in rows])
     xx = np.concatenate([x, x])
     yy = np.concatenate([np.ones(len(y)), np.zeros(len(y))])
@@ -122,18 +126,20 @@ def _logistic(rows: Sequence[tuple[np.ndarray, int, float]], m: int, width: int)
     if len(np.unique(yy[keep])) < 2:  # every answer right (or wrong): the base rate says it all
         rate = float(y.mean())
         logit = math.log(max(rate, 1e-4) / max(1 - rate, 1e-4))
-        return np.zeros(width), np.full(m, logit)
-    fit = LogisticRegression(C=10.0, fit_intercept=False, max_iter=2000)
+        return np.zeros((m, width)), np.full(m, logit)
+    fit = LogisticRegression(C=1.0, fit_intercept=False, max_iter=3000)
     fit.fit(xx[keep], yy[keep], sample_weight=ww[keep])
-    coef = fit.coef_[0]
-    return coef[:width], coef[width:]
+    coef = fit.coef_[0].reshape(m, width + 1)
+    return coef[:, :width], coef[:, width]
 
 
-def _spread(model: UnifiedModel, data: UnifiedData, rng: np.random.Generator, depth: int) -> np.ndarray:
-    """Root-mean-square move of each tier's estimate from k to n answers seen, by state."""
+def _moves(model: UnifiedModel, data: UnifiedData, rng: np.random.Generator,
+           depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """How each tier's estimate still moves from k to n answers seen: root-mean-square by
+    state (waiting, called) and the correlation between tiers (both among the first n)."""
     n, m = data.prior.shape
-    sq = np.zeros((2, m, m + 1, m + 1))
-    count = np.zeros((2, m, m + 1, m + 1))
+    sq, count = np.zeros((2, m, m + 1, m + 1)), np.zeros((2, m, m + 1, m + 1))
+    cross, pairs = np.zeros((m + 1, m + 1, m, m)), np.zeros((m + 1, m + 1, m, m))
     for row in range(n):
         prior = data.prior[row]
         for _ in range(PERMUTATIONS):
@@ -142,11 +148,33 @@ def _spread(model: UnifiedModel, data: UnifiedData, rng: np.random.Generator, de
                    for k in range(depth + 1)]
             for k in range(depth + 1):
                 for size in range(k + 1, depth + 1):
-                    for pos, t in enumerate(order[:size]):
+                    inside = order[:size]
+                    move = est[size][inside] - est[k][inside]
+                    for pos, t in enumerate(inside):
                         state = 1 if pos < k else 0
-                        sq[state, t, k, size] += (est[size][t] - est[k][t]) ** 2
+                        sq[state, t, k, size] += move[pos] ** 2
                         count[state, t, k, size] += 1
-    return np.sqrt(np.divide(sq, count, out=np.zeros_like(sq), where=count > 0))
+                    cross[k, size][np.ix_(inside, inside)] += np.outer(move, move)
+                    pairs[k, size][np.ix_(inside, inside)] += 1
+    spread = np.sqrt(np.divide(sq, count, out=np.zeros_like(sq), where=count > 0))
+    second = np.divide(cross, pairs, out=np.zeros_like(cross), where=pairs > 0)
+    scale = np.sqrt(np.clip(np.einsum("knii->kni", second), 0, None))
+    denom = scale[:, :, :, None] * scale[:, :, None, :]
+    corr = np.divide(second, denom, out=np.zeros_like(second), where=denom > 1e-12)
+    corr = np.clip(corr, -1.0, 1.0)
+    eye = np.eye(m)
+    for k in range(m + 1):
+        for size in range(m + 1):
+            corr[k, size] = _nearest_correlation(np.where(eye > 0, 1.0, corr[k, size]))
+    return spread, corr
+
+
+def _nearest_correlation(c: np.ndarray) -> np.ndarray:
+    """Clip negative eigenvalues (a pairwise estimate need not be positive semi-definite)."""
+    values, vectors = np.linalg.eigh((c + c.T) / 2)
+    fixed = vectors @ np.diag(np.clip(values, 1e-6, None)) @ vectors.T
+    d = np.sqrt(np.diag(fixed))
+    return np.clip(fixed / np.outer(d, d), -1.0, 1.0)  # type: ignore[no-any-return]
 
 
 def fit_unified(data: UnifiedData, max_calls: int = 3, seed: int = 0) -> UnifiedModel:
@@ -161,9 +189,9 @@ def fit_unified(data: UnifiedData, max_calls: int = 3, seed: int = 0) -> Unified
     rel = mean_cost / max(float(mean_cost.max()), 1e-12)
     base = data.quality.mean(axis=0)
     model = UnifiedModel(data.models, w_c, b_c, w_w, b_w, np.zeros((2, m, m + 1, m + 1)),
-                         rel, base, depth)
-    spread = _spread(model, data, np.random.default_rng(seed + 1), depth)
-    return UnifiedModel(data.models, w_c, b_c, w_w, b_w, spread, rel, base, depth)
+                         np.tile(np.eye(m), (m + 1, m + 1, 1, 1)), rel, base, depth)
+    spread, corr = _moves(model, data, np.random.default_rng(seed + 1), depth)
+    return UnifiedModel(data.models, w_c, b_c, w_w, b_w, spread, corr, rel, base, depth)
 
 
 @dataclass(frozen=True, slots=True)
