@@ -212,7 +212,7 @@ class UnifiedModel:
         std = np.where(plans, self.spread[0, tiers, k, n[:, None]],
                        np.where(done, self.spread[1, tiers, k, n[:, None]], 0.0))
         cov = std[:, :, None] * self.corr[k, n] * std[:, None, :] + _JITTER * np.eye(m)
-        moves = np.einsum("pij,rj->pri", np.linalg.cholesky(cov), self._draws)  # correlated
+        moves = self._draws @ np.linalg.cholesky(cov).transpose(0, 2, 1)  # correlated (p, r, m)
         moves *= (std > 0)[:, None, :]  # the jitter moves nothing
         draws = np.clip(q[None, None, :] + moves, 0.0, 1.0)
         best = np.where(include[:, None, :], draws, -np.inf).max(axis=2).mean(axis=1)
