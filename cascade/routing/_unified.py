@@ -17,8 +17,9 @@ tier's mean), where the estimates are jointly Normal around their current values
 spreads and correlations (fitted on train) by which they still move until ``|called ∪ S|``
 tiers have answered: calling is worth it when a later answer may beat the best one at hand.
 The correlations matter: a weak tier's estimate moves a lot, but up mostly when it agrees with
-the others, which adds little to the maximum. The best plan's cheapest tier is
-called next (so a plan can skip tiers, and start anywhere); the empty plan stops, returning
+the others, which adds little to the maximum. The best plan's most promising tier
+(highest current estimate; the cheaper on ties) is called next, so a plan can skip tiers and
+start anywhere, and the rest of the plan is reconsidered once its answer is in; the empty plan stops, returning
 the called tier with the highest estimated quality (its answer, not necessarily the last)."""
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ class UnifiedModel:
         plan = tuple(int(t) for t in np.flatnonzero(plans[choice]))
         if not plan:
             return Step(None, answer, tuple(q), float(value[choice]))
-        nxt = min(plan, key=lambda t: (self.cost[t], t))
+        nxt = max(plan, key=lambda t: (q[t], -self.cost[t], -t))  # the most promising first
         return Step(nxt, answer, tuple(q), float(value[choice]), plan)
 
     # --- artifact ----------------------------------------------------------------------------

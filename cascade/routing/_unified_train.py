@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cascade.errors import RoutingDataError
 from cascade.routing._select import RouteCalibrationError, RouteTargetKind
 from cascade.routing._unified import (
     CALLED_FEATURES,
@@ -37,8 +38,11 @@ __all__ = [
 PERMUTATIONS = 4  # random call orders sampled per training query
 
 
-class UnifiedDataError(ValueError):
+class UnifiedDataError(RoutingDataError):
     """Recorded data that cannot fit a unified model (shapes, ranges)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("unified data", message)
 
 
 @dataclass(frozen=True, slots=True)
