@@ -13,9 +13,9 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from cascade.routing._unified_train import UnifiedData, fit_unified  # noqa: E402
+from cascade.routing._unified_train import UnifiedData, fit_unified
 
 
 def _data(m: int, n: int = 150, seed: int = 0) -> UnifiedData:

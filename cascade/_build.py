@@ -36,7 +36,6 @@ from cascade.policy import (
     VoteSpec,
     estimator_kinds,
 )
-from verifiers import normalise
 from cascade.policy import LlamaCppProvider as LlamaSpec
 from cascade.policy import ReplayProvider as ReplaySpec
 from cascade.providers import Provider, ProviderFactory, ReplayProvider
@@ -65,6 +64,7 @@ from verifiers import (
     SelfConsistencyEstimator,
     SelfRatingEstimator,
     TokenLogprobEstimator,
+    normalise,
 )
 
 

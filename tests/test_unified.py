@@ -5,11 +5,11 @@ engine end to end on replay tiers, and the policy's errors."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import textwrap
 from pathlib import Path
 
-import anyio
 import numpy as np
 import pytest
 
@@ -33,7 +33,6 @@ from cascade.routing._unified_train import (
     candidate_models,
     cost_weight_grid,
     fit_unified,
-    replay_unified,
     sweep_unified,
 )
 from cascade.types import Decision, RouteDecision, TierScore
@@ -194,7 +193,7 @@ def test_the_curve_spans_cheapest_to_best_on_held_out_data() -> None:
     assert high.calls.max() == 1 and high.cost.mean() == pytest.approx(0.01)
     assert swept[0][1].quality.mean() >= float(test.quality.mean(axis=0).max()) - 0.02
     qualities = [float(r.quality.mean()) for _, r in swept]
-    assert all(b <= a + 0.01 for a, b in zip(qualities, qualities[1:]))
+    assert all(b <= a + 0.01 for a, b in itertools.pairwise(qualities))
 
 
 def test_artifact_round_trip_and_subset(tmp_path: Path) -> None:
