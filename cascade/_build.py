@@ -4,6 +4,8 @@ is in ``cascade._calls``."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import re
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from cascade.policy import (
     Price,
     SelfRatingSpec,
     TierSpec,
+    UnifiedSpec,
     VerifierSpec,
     VoteSpec,
     estimator_kinds,
@@ -47,6 +50,7 @@ from cascade.routing import (
     columns_for,
     load_router_model,
 )
+from cascade.routing._unified import UnifiedSettings, load_unified
 from cascade.resilience import Deployment
 from verifiers import (
     DEFAULT_RATING_PROMPT,
@@ -60,6 +64,7 @@ from verifiers import (
     SelfConsistencyEstimator,
     SelfRatingEstimator,
     TokenLogprobEstimator,
+    normalise,
 )
 
 
@@ -208,7 +213,20 @@ def build_routing(policy: Policy, tiers: list[Tier], factory: ProviderFactory,
     if isinstance(spec, CausalRouterSpec):
         grader = _grader(spec.grader, tiers, index, factory, policy)
     router = build_router(spec, tiers, index, default, base_dir)
-    return Routing(router, policy.routing.mode, spec.timeout_s, spec.max_chars, grader)
+    unified = None
+    if policy.routing.unified is not None and isinstance(spec, LearnedRouterSpec):
+        unified = _unified(policy.routing.unified, spec, tiers, base_dir)
+    return Routing(router, policy.routing.mode, spec.timeout_s, spec.max_chars, grader, unified)
+
+
+def _unified(spec: UnifiedSpec, router: LearnedRouterSpec, tiers: list[Tier],
+             base_dir: Path) -> UnifiedSettings:
+    path = Path(spec.artifact).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    model = load_unified(path).subset([router.models.get(t.name, t.model) for t in tiers])
+    if spec.max_calls is not None:
+        model = dataclasses.replace(model, max_calls=min(spec.max_calls, len(tiers)))
+    return UnifiedSettings(model, spec.cost_weight, functools.partial(normalise, kind=spec.answer))
 
 
 def build_router(spec: RouterSpec, tiers: list[Tier], index: dict[str, int], default: int,

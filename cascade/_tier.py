@@ -18,6 +18,7 @@ from cascade.providers import Provider, estimate_message_tokens
 from cascade.providers._base import with_system_prompt
 from cascade.resilience import Deployment, Target
 from cascade.routing._types import Router
+from cascade.routing._unified import UnifiedSettings
 from cascade.types import Completion, Message, ModelCall, Request
 from verifiers import Estimator
 
@@ -158,3 +159,4 @@ class Routing:
     timeout_s: float = 5.0
     max_chars: int = 500
     grader: Tier | None = None
+    unified: UnifiedSettings | None = None  # mode unified: the per-step decision

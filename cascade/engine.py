@@ -50,6 +50,7 @@ from cascade.policy import (
 from cascade.providers import ClientPool, ProviderFactory, estimate_message_tokens
 from cascade.resilience import DeploymentHealth, Resilience, RunScope
 from cascade.routing import RouteContext, RouteTier
+from cascade.routing._unified import UnifiedSettings
 from cascade.telemetry import (
     AttemptInfo,
     BudgetGauge,
@@ -114,6 +115,7 @@ class _RunState:
     peers: list[Peer] = field(default_factory=list)  # every answer paid for so far (evidence)
     stop: StopReason | None = None  # a budget or an unavailable tier ended the climb
     budget_limit: str = ""  # the budget that could not afford the next call
+    unified: bool = False  # routing.mode unified: attempts escalate until its decision stops
 
 
 _UNWIND_S = 0.0003  # CPU time to unwind one cancelled run on a small, busy machine (docs)
@@ -355,6 +357,9 @@ class Cascade:
     async def _steps(self, state: _RunState, runnable: Sequence[bool]) -> None:
         """Route, then climb the tiers until one is accepted or the climb must stop."""
         start = await self._start(state, runnable)
+        if self.routing is not None and self.routing.unified is not None:
+            start = len(self.tiers)  # routing.mode unified: its own steps, not the climb
+            await self._unified(state, runnable, self.routing.unified)
         for index, tier in enumerate(self.tiers):
             if index < start:
                 continue  # routed past: not run, not recorded as an attempt
@@ -393,6 +398,37 @@ class Cascade:
         self.observers.routed(state.run, decision)
         fitting = [i for i in range(len(self.tiers)) if runnable[i]]
         return next((i for i in fitting if i >= decision.start), fitting[-1])
+
+    async def _unified(self, state: _RunState, runnable: Sequence[bool],
+                       unified: UnifiedSettings) -> None:
+        """``routing.mode: unified``: per step, stop or call the tier whose expected quality
+        gain beats λ × its cost (``cascade.routing._unified``); the answer is the called tier's
+        of highest estimated quality (``ACCEPT``, its estimate as confidence). A tier that fails
+        or is cut by max_tokens is not called again and gives no answer."""
+        state.check, state.unified = False, True
+        prior = unified.prior([s.p_ok for s in state.route.scores] if state.route else [])
+        called: list[int] = []
+        answers: list[str] = []
+        open_ = list(runnable)
+        while state.stop is None:
+            step = unified.model.decide(prior, called, unified.groups(answers),
+                                        unified.cost_weight, open_)
+            if step.call is None:
+                break
+            open_[step.call] = False
+            await self._attempt(step.call, self.tiers[step.call], state, not any(open_))
+            attempt = state.attempts[-1]
+            if attempt.decision is Decision.ESCALATE and attempt.answer is not None and not (
+                    attempt.finish_reason == "length" and not self.tiers[step.call].accept_truncated):
+                called.append(step.call)
+                answers.append(attempt.answer)
+        quality = unified.model.qualities(prior, called, unified.groups(answers))
+        if called:
+            chosen = max(called, key=lambda t: quality[t])
+            at = next(i for i, a in enumerate(state.attempts) if a.tier == chosen)
+            state.attempts[at] = dataclasses.replace(
+                state.attempts[at], decision=Decision.ACCEPT, confidence=float(quality[chosen]))
+            state.best = (chosen, state.attempts[at].answer or "")
 
     async def _route(self, routing: Routing, request: Request,
                      state_scope: RunScope) -> RouteDecision:
@@ -508,7 +544,9 @@ class Cascade:
         calls = _calls_since(state, flight)
         confidence = None if estimate is None else estimate.confidence
         completion = called.completion
-        if completion.choices[0].truncated and not tier.accept_truncated:
+        if state.unified:  # routing.mode unified: the chosen answer is accepted after the steps
+            decision = Decision.ESCALATE
+        elif completion.choices[0].truncated and not tier.accept_truncated:
             decision = Decision.REJECT if last else Decision.ESCALATE  # cut by max_tokens
         elif not check or tier.estimator is None or _accepts_anything(tier) or confidence is not None and confidence >= (tier.threshold or 0.0):
             decision = Decision.ACCEPT

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from cascade.bench import _metrics as metrics
+from cascade.bench._agreement import AgreementFound, agreement_curve
 from cascade.bench._replay import (
     Curve,
     Outcomes,
@@ -26,7 +27,6 @@ from cascade.bench._replay import (
     run_setting,
     singles,
 )
-from cascade.bench._agreement import AgreementFound, agreement_curve
 from cascade.bench._sweep import best_chain
 from verifiers import Estimator
 
@@ -142,10 +142,18 @@ async def run_suite(suite: Suite, data: Path, methods: Sequence[EstimatorMethod]
                 curves.append(curve)
                 ran.add(method.name)
         if routers:
-            from cascade.bench._routing import router_curves  # torch: only when routers are benchmarked
+            from cascade.bench._routing import (
+                router_curves,  # torch: only when routers are benchmarked
+            )
 
-            found_curves = await router_curves(routers, train, test, single_train, judged_by, progress,
+            plain = [r for r in routers if not r.startswith("unified-")]
+            found_curves = await router_curves(plain, train, test, single_train, judged_by, progress,
                                                notes, agreed, suite.name, phase=phase, ran=ran)
+            if len(plain) < len(routers):  # the unified decision (cascade/bench/_unified.py)
+                from cascade.bench._unified import unified_curves
+
+                found_curves += await unified_curves([r for r in routers if r not in plain], suite, train, test,
+                                                     single_train, single_test, notes, phase, ran)
             curves += [c for c in found_curves if _kept(c, notes)]
     finally:
         await train.engine.aclose()

@@ -33,7 +33,9 @@ from cascade.providers import load_table
 from verifiers import AnswerKind
 
 REPO = Path(__file__).resolve().parent.parent
-ROUTERS = ("knn", "mf", "bert", "knn-static", "mf-static", "rules", "causal_llm")  # cascade.bench._routing
+ROUTERS = ("knn", "mf", "bert", "knn-static", "mf-static", "rules", "causal_llm",
+           "unified-knn", "unified-mf", "unified-knn-static",
+           "unified-mf-static")  # cascade.bench._routing, cascade.bench._unified
 METHODS = tuple(REGISTRY)
 
 

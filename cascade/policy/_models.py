@@ -304,6 +304,7 @@ class RoutingMode(str, enum.Enum):
     CASCADE = "cascade"  # climb from the cheapest tier; the router is not consulted
     ROUTE = "route"  # run the routed tier only (later tiers only as fallback on errors)
     BOTH = "both"  # start at the routed tier, then climb with the estimators
+    UNIFIED = "unified"  # per step: stop, or call the tier of best quality − λ·cost (routing.unified)
 
 
 class RuleSpec(_Spec):
@@ -414,9 +415,37 @@ RouterSpec = Annotated[
 ]
 
 
+class UnifiedSpec(_Spec):
+    """``routing.mode: unified``: one cost–quality decision per step (docs/routing.md)."""
+
+    artifact: str = Field(description="JSON written by the unified fit (relative to the policy file)")
+    cost_weight: float = Field(ge=0, description="λ: a call must gain more than λ × its cost "
+                               "relative to the dearest tier's (calibrated to a target on train)")
+    max_calls: int | None = Field(None, ge=1, description="tiers called at most per request "
+                                  "(default: the artifact's)")
+    answer: AnswerKind = Field(AnswerKind.EXACT, description="how answers are compared "
+                               "(agreement between the tiers called)")
+
+
 class RoutingSpec(_Spec):
-    mode: RoutingMode = Field(RoutingMode.BOTH, description="route, cascade, or both")
+    mode: RoutingMode = Field(RoutingMode.BOTH, description="route, cascade, both or unified")
     router: RouterSpec
+    unified: UnifiedSpec | None = Field(None, validate_default=True,
+                                        description="mode unified: its fitted model and λ")
+
+    @field_validator("unified")
+    @classmethod
+    def _unified_with_its_mode(cls, value: UnifiedSpec | None, info: ValidationInfo) -> UnifiedSpec | None:
+        mode = info.data.get("mode")
+        if mode is RoutingMode.UNIFIED and value is None:
+            raise ValueError("mode unified needs `unified:` (artifact and cost_weight)")
+        if mode is not None and mode is not RoutingMode.UNIFIED and value is not None:
+            raise ValueError(f"`unified:` is used by mode unified only (mode is {mode.value})")
+        router = info.data.get("router")
+        if value is not None and router is not None and not isinstance(router, LearnedRouterSpec):
+            raise ValueError(f"mode unified needs a trained router (kind knn, mf or bert) for its "
+                             f"priors, not kind {router.kind}")
+        return value
 
 
 def router_tier_names(spec: RouterSpec) -> list[tuple[str, str]]:

@@ -1,5 +1,6 @@
 """Up-front routing: pick the tier a run starts from (rules, kNN, MF, BERT classifier,
-causal-LLM grader), then let the cascade climb from there. kNN and MF embed with MiniLM or
+causal-LLM grader), then let the cascade climb from there; or, with ``mode: unified``, decide
+per step whether to stop or which tier to call (``UnifiedModel``). kNN and MF embed with MiniLM or
 with a static encoder distilled from it (``RouterEncoder``)."""
 
 from cascade.routing._cv import choose_knn
@@ -43,6 +44,18 @@ from cascade.routing._train import (
     train_mf,
 )
 from cascade.routing._types import RouteContext, Router, RouteTier
+from cascade.routing._unified import Step, UnifiedModel, UnifiedSettings, load_unified
+from cascade.routing._unified_train import (
+    Replayed,
+    UnifiedData,
+    UnifiedDataError,
+    calibrate_cost_weight,
+    candidate_models,
+    cost_weight_grid,
+    fit_unified,
+    replay_unified,
+    sweep_unified,
+)
 from cascade.types import RouteDecision, RouteReason, TierScore
 
 __all__ = [
@@ -72,7 +85,13 @@ __all__ = [
     "RouterModel",
     "Rule",
     "RulesRouter",
+    "Replayed",
+    "Step",
     "TierScore",
+    "UnifiedData",
+    "UnifiedDataError",
+    "UnifiedModel",
+    "UnifiedSettings",
     "choose_knn",
     "choose_mf",
     "columns_for",
@@ -91,4 +110,11 @@ __all__ = [
     "train_knn",
     "train_mf",
     "utility_starts",
+    "calibrate_cost_weight",
+    "candidate_models",
+    "cost_weight_grid",
+    "fit_unified",
+    "load_unified",
+    "replay_unified",
+    "sweep_unified",
 ]

@@ -1,0 +1,98 @@
+"""The unified cost–quality decision on the replay bench (``--router unified-knn``,
+``unified-mf``, ``unified-knn-static``, ``unified-mf-static``): the router (settings by 5-fold
+CV, as for routing alone) gives cross-fitted priors on train; the quality models and their
+spreads are fitted on train (``cascade.routing._unified_train``); the tiers offered are the
+train's non-dominated ones (at most 5, the default rule, nothing per data set); each λ of the
+default grid is one point measured on test. Test decisions replay the recorded answers and
+costs with the same ``UnifiedModel.decide`` the engine calls."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import anyio
+import numpy as np
+
+from cascade.bench._replay import Curve, Outcomes, Side, Suite, bench_encoder
+from cascade.bench._routing import _choose, _cross_fit, _fit, _inputs, router_kind
+from cascade.providers import ReplayProvider
+from cascade.routing._unified_train import (
+    UnifiedData,
+    candidate_models,
+    cost_weight_grid,
+    fit_unified,
+    replay_unified,
+)
+from verifiers import AnswerKind, shared_static
+from verifiers._normalise import normalise
+
+PREFIX = "unified-"
+KINDS = ("unified-knn", "unified-mf", "unified-knn-static", "unified-mf-static")
+MAX_CALLS = 3
+
+
+def _groups(side: Side, names: Sequence[str], kind: AnswerKind | None) -> np.ndarray:
+    """(queries, models) answer group ids from the recorded responses (-1: no answer)."""
+    by_name = {t.name: t for t in side.tiers}
+    out = np.full((len(side.queries), len(names)), -1, dtype=int)
+    if kind is None:
+        return out
+    for i, query in enumerate(side.queries):
+        seen: dict[str, int] = {}
+        for j, name in enumerate(names):
+            tier = by_name[name]
+            provider = tier.provider
+            if not isinstance(provider, ReplayProvider):
+                continue
+            table = provider.table
+            key = normalise(table.record(table.rows[query.row - 1], tier.model).response, kind)
+            if key is not None:
+                out[i, j] = seen.setdefault(key, len(seen))
+    return out
+
+
+def _data(names: Sequence[str], prior: np.ndarray, quality: np.ndarray, cost: np.ndarray,
+          groups: np.ndarray) -> UnifiedData:
+    return UnifiedData(tuple(names), np.clip(prior, 0.0, 1.0), quality.astype(float), cost, groups)
+
+
+async def unified_curves(kinds: Sequence[str], suite: Suite, train: Side, test: Side,
+                         single_train: Mapping[str, Outcomes], single_test: Mapping[str, Outcomes],
+                         notes: list[str], phase: Callable[[str], None] | None = None,
+                         ran: set[str] | None = None) -> list[Curve]:
+    tell = phase or (lambda _: None)
+    curves = []
+    ran = ran if ran is not None else set()
+    if suite.answer is None:
+        notes.append("unified: no answer kind, so answers cannot agree; the decision uses the "
+                     "router's priors only (give --answer to use agreement)")
+    for name in kinds:
+        kind, static = router_kind(name.removeprefix(PREFIX))
+        tell(f"unified: {name}: router on train")
+        encoder = await anyio.to_thread.run_sync(shared_static) if static else bench_encoder()
+        inputs = await anyio.to_thread.run_sync(_inputs, train, test, single_train, encoder)
+        chosen = await anyio.to_thread.run_sync(_choose, kind, inputs)
+        p_train = await anyio.to_thread.run_sync(_cross_fit, kind, inputs, chosen)
+        router = await anyio.to_thread.run_sync(_fit, kind, inputs, np.arange(inputs.labels.shape[0]), chosen)
+        p_test = await anyio.to_thread.run_sync(router.predict, list(inputs.texts[1]), inputs.x[1])
+        tiers = candidate_models(inputs.labels, inputs.cost)
+        names = [inputs.names[t] for t in tiers]
+        tell(f"unified: {name}: fitting on train ({', '.join(names)})")
+        train_data = _data(names, p_train.p[:, tiers], inputs.labels[:, tiers], inputs.cost[:, tiers],
+                           _groups(train, names, suite.answer))
+        model = await anyio.to_thread.run_sync(fit_unified, train_data, MAX_CALLS)
+        test_data = _data(names, p_test[:, tiers], np.stack([single_test[n].correct for n in names], axis=1),
+                          np.stack([single_test[n].cost for n in names], axis=1),
+                          _groups(test, names, suite.answer))
+        tell(f"unified: {name}: measured on test")
+        curve = Curve(name, "unified")
+        for lam in cost_weight_grid():
+            replayed = await anyio.to_thread.run_sync(replay_unified, model, test_data, lam)
+            curve.outcomes.append(Outcomes(replayed.cost, replayed.quality, replayed.reached))
+            curve.settings.append({"tiers": names, "cost_weight": lam, "max_calls": model.max_calls,
+                                   "mean_calls": float(replayed.calls.mean())})
+        notes.append(f"{name}: tiers {', '.join(names)} (train's non-dominated), max {model.max_calls} "
+                     f"calls, {len(curve.outcomes)} λ from 0 to {cost_weight_grid()[-1]:g}")
+        curves.append(curve)
+        ran.add(name)
+    return curves
