@@ -121,7 +121,7 @@ class _RunState:
 _UNWIND_S = 0.0003  # CPU time to unwind one cancelled run on a small, busy machine (docs)
 
 
-def _cut_at(deadline: float | None, concurrent: int = 0) -> float:
+def _cut_at(deadline: float | None, concurrent: int = 0, overrun: float = 0.0) -> float:
     """When the run stops its work: a little before its deadline, so that cancelling the
     calls under way is done by the deadline even when many runs end at once.
 
@@ -129,11 +129,35 @@ def _cut_at(deadline: float | None, concurrent: int = 0) -> float:
     flight when this one started: runs that start together reach their deadlines together,
     and one event loop unwinds them one after the other; a run started after k others is cut
     k unwinds earlier, so the last one does not wait for the k before it (1000 runs started at
-    once: 0.3 s). The margin never exceeds a quarter of the deadline."""
+    once: 0.3 s). Plus ``overrun``: how late runs cut lately still finished (the loop's lag
+    under load, a garbage-collector pause). The margin never exceeds a quarter of the
+    deadline."""
     if deadline is None:
         return math.inf
-    margin = min(0.1, 0.1 * deadline) + concurrent * _UNWIND_S
+    margin = min(0.1, 0.1 * deadline) + concurrent * _UNWIND_S + overrun
     return deadline - min(margin, 0.25 * deadline)
+
+
+class _Overrun:
+    """The longest time a cut run took past its cut in the last minute (``Cascade``'s, so
+    the next runs' margins cover the lag this process shows now; it decays to 0 when the
+    lag is gone)."""
+
+    __slots__ = ("_at", "_clock", "_worst")
+    WINDOW_S = 60.0
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._worst, self._at = 0.0, -math.inf
+
+    def observe(self, late_s: float) -> None:
+        now = self._clock()
+        if late_s >= self.current(now):
+            self._worst, self._at = late_s, now
+
+    def current(self, now: float | None = None) -> float:
+        now = self._clock() if now is None else now
+        return self._worst if now - self._at < self.WINDOW_S else 0.0
 
 
 def _calls_since(state: _RunState, flight: _InFlight) -> tuple[CallEvent, ...]:
@@ -228,6 +252,7 @@ class Cascade:
                                     *observers))
         self._background: AsyncExitStack | None = None
         self._running = 0  # runs in flight (their deadlines may coincide: ``_cut_at``)
+        self._overrun = _Overrun(clock)  # how late cut runs finished lately (``_cut_at``)
         self.routing = routing
         self._route_tiers = tuple(RouteTier(t.name, t.model) for t in self.tiers)
 
@@ -344,8 +369,11 @@ class Cascade:
         if deadline is None:  # nothing to cut: no cancel scope (one less on every run)
             await self._steps(state, runnable)
             return self._finish(state, False, started, trace_id)
-        with anyio.move_on_after(_cut_at(deadline, self._running - 1)) as scope:
+        cut_s = _cut_at(deadline, self._running - 1, self._overrun.current())
+        with anyio.move_on_after(cut_s) as scope:
             await self._steps(state, runnable)
+        if scope.cancelled_caught:  # how long unwinding took here: the next margins cover it
+            self._overrun.observe(max(0.0, self._clock() - started - cut_s))
         if scope.cancelled_caught and state.in_flight is not None:
             cut = self._timed_out(state.in_flight, state)
             state.attempts.append(cut)

@@ -302,3 +302,26 @@ def test_runs_started_together_are_cut_in_a_staggered_order_before_their_deadlin
     assert _cut_at(8.0, 1000) == pytest.approx(7.9 - 1000 * _UNWIND_S)
     assert _cut_at(8.0, 1) < _cut_at(8.0, 0)
     assert _cut_at(1.0, 100_000) == pytest.approx(0.75)  # never more than a quarter early
+
+
+def test_the_margin_grows_by_the_overrun_seen_in_the_last_minute() -> None:
+    from cascade.engine import _cut_at, _Overrun
+
+    clock = FakeClock()
+    overrun = _Overrun(clock)
+    assert overrun.current() == 0.0
+    overrun.observe(0.3)
+    overrun.observe(0.1)  # a smaller one does not lower it
+    assert overrun.current() == 0.3
+    assert _cut_at(8.0, 0, overrun.current()) == pytest.approx(8.0 - 0.1 - 0.3)
+    clock.advance(61.0)
+    assert overrun.current() == 0.0  # the lag is gone: so is the extra margin
+    assert _cut_at(1.0, 0, 5.0) == pytest.approx(0.75)  # still at most a quarter early
+
+
+async def test_a_cut_run_teaches_the_next_runs_its_overrun() -> None:
+    engine = Cascade([Tier("slow", "m", Scripted("late", delay=0.5))], deadline_s=0.2)
+    with pytest.raises(DeadlineExceededError):
+        await engine.run("q")
+    assert engine._overrun._at > -math.inf  # the cut run's unwinding time was observed,
+    assert 0.0 <= engine._overrun.current() < 0.2  # and it is small on an idle loop
