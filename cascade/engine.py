@@ -252,7 +252,9 @@ class Cascade:
                                     *observers))
         self._background: AsyncExitStack | None = None
         self._running = 0  # runs in flight (their deadlines may coincide: ``_cut_at``)
-        self._overrun = _Overrun(clock)  # how late cut runs finished lately (``_cut_at``)
+        self._overrun = _Overrun(time.monotonic)  # how late cut runs finished lately
+        self._cutting: dict[anyio.CancelScope, tuple[float, float, int]] = {}  # scope ->
+        # (entered, deadline_s, runs in flight then) of every run with a deadline, in flight
         self.routing = routing
         self._route_tiers = tuple(RouteTier(t.name, t.model) for t in self.tiers)
 
@@ -369,11 +371,16 @@ class Cascade:
         if deadline is None:  # nothing to cut: no cancel scope (one less on every run)
             await self._steps(state, runnable)
             return self._finish(state, False, started, trace_id)
-        cut_s = _cut_at(deadline, self._running - 1, self._overrun.current())
+        concurrent = self._running - 1
+        cut_s = _cut_at(deadline, concurrent, self._overrun.current())
         with anyio.move_on_after(cut_s) as scope:
-            await self._steps(state, runnable)
-        if scope.cancelled_caught:  # how long unwinding took here: the next margins cover it
-            self._overrun.observe(max(0.0, self._clock() - started - cut_s))
+            cutting = self._cutting[scope] = (scope.deadline - cut_s, deadline, concurrent)
+            try:
+                await self._steps(state, runnable)
+            finally:
+                del self._cutting[scope]
+        if scope.cancelled_caught:  # how long unwinding took here: the margins cover it
+            self._overran(max(0.0, anyio.current_time() - cutting[0] - cut_s))
         if scope.cancelled_caught and state.in_flight is not None:
             cut = self._timed_out(state.in_flight, state)
             state.attempts.append(cut)
@@ -400,6 +407,17 @@ class Cascade:
             if state.stop is not None:
                 break
         await self._budget_fallback(state, runnable)
+
+    def _overran(self, late_s: float) -> None:
+        """A cut run finished ``late_s`` after its cut: when that is the longest lately, the
+        runs in flight are cut earlier too (their scopes' deadlines move), not only the next."""
+        before = self._overrun.current()
+        self._overrun.observe(late_s)
+        overrun = self._overrun.current()
+        if overrun <= before:
+            return
+        for scope, (entered, deadline, concurrent) in self._cutting.items():
+            scope.deadline = min(scope.deadline, entered + _cut_at(deadline, concurrent, overrun))
 
     def stream(self, prompt: PromptLike, *, metadata: Mapping[str, str] | None = None,
                deadline_s: float | None = None, max_tokens: int | None = None,
