@@ -117,13 +117,16 @@ def _label_singles(axes, singles: Sequence[tuple[str, tuple[float, float]]]) -> 
     """Model names beside their points, nudged down the page until no two overlap (in the
     axes' display space, so it works on the log axis)."""
     placed: list[tuple[float, float]] = []
+    right = axes.get_window_extent().x1
     for name, point in sorted(singles, key=lambda s: -s[1][1]):
         x, y = axes.transData.transform(point)
         offset = 2.0
         while any(abs(x - px) < 90 and abs(y + offset - py) < 8 for px, py in placed):
             offset -= 8
         placed.append((x, y + offset))
-        axes.annotate(name, point, fontsize=6, xytext=(4, offset), textcoords="offset points",
+        leftward = x > right - 90  # near the right edge: the name goes left of its point
+        axes.annotate(name, point, fontsize=6, xytext=(-4 if leftward else 4, offset),
+                      textcoords="offset points", ha="right" if leftward else "left",
                       arrowprops={"arrowstyle": "-", "lw": 0.3, "color": "grey"} if offset < 0 else None)
 
 
