@@ -103,11 +103,12 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         index = min(range(len(self._shards)), key=self._busy.__getitem__)
         self._busy[index] += 1
+        response = None
         try:
             response = await self._shards[index].handle_async_request(request)
-        except BaseException:
-            self._busy[index] -= 1
-            raise
+        finally:
+            if response is None:  # failed or cancelled: no body will give the shard back
+                self._busy[index] -= 1
         return httpx.Response(response.status_code, headers=response.headers,
                               stream=_Released(response.stream, self._busy, index),  # type: ignore[arg-type]
                               extensions=response.extensions, request=request)

@@ -295,7 +295,7 @@ async def _try(c: _Call, index: int, permit: Permit | bool) -> Completion:
         _release(c, index, permit)
         raise ContextLengthExceededError(state.key, 400, f"the prompt does not fit {window} tokens")
     reservation = await _reserve(c, index, permit)
-    started = r.clock()
+    started, answered = r.clock(), False
     try:
         if not state.bulkhead.try_acquire():
             await state.bulkhead.acquire()
@@ -308,15 +308,14 @@ async def _try(c: _Call, index: int, permit: Permit | bool) -> Completion:
         finally:
             state.bulkhead.release()
     except TimeoutError:
+        answered = True
         error: ProviderError = ProviderTimeoutError(
             state.key, f"no answer within {c.target.timeout_s:g} s", phase="total")
     except ProviderError as exc:
+        answered = True
         error = exc
-    except BaseException:  # cancelled (deadline, a hedge that lost): nothing attributable
-        _release(c, index, permit)
-        c.event(index, CallOutcome.CANCELLED, latency=r.clock() - started)
-        raise
     else:
+        answered = True
         latency = r.clock() - started
         cost = c.target.cost_of(completion)
         if _record(c, index, permit, None, latency):
@@ -326,6 +325,10 @@ async def _try(c: _Call, index: int, permit: Permit | bool) -> Completion:
             await r.budgets.settle(reservation, cost)  # type: ignore[union-attr]
         c.event(index, CallOutcome.OK, latency=latency, cost=cost)
         return completion
+    finally:
+        if not answered:  # cancelled (deadline, a hedge that lost): nothing attributable
+            _release(c, index, permit)
+            c.event(index, CallOutcome.CANCELLED, latency=r.clock() - started)
     return await _failed(c, index, permit, error, r.clock() - started, reservation)
 
 

@@ -93,13 +93,14 @@ class FailoverStore:
         while self._deltas or self._maxima:
             if self._deltas:
                 deltas, self._deltas = self._deltas, {}
+                values = None
                 try:
                     _, values = await self._primary.add(
                         [Add(k, d, None, ttl) for k, (d, ttl) in deltas.items()])
-                except BaseException:
-                    for key, (d, ttl) in deltas.items():  # nothing was applied: keep them
-                        self._note_delta(key, d, ttl)
-                    raise
+                finally:
+                    if values is None:  # failed or cancelled: nothing was applied, keep them
+                        for key, (d, ttl) in deltas.items():
+                            self._note_delta(key, d, ttl)
                 self._remember(list(deltas), values)
             if self._maxima:
                 key, (value, ttl) = next(iter(self._maxima.items()))

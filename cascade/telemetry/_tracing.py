@@ -178,31 +178,23 @@ class TracingObserver(RunObserver):
             opened.span.add_event(name, attributes)
 
     def retry(self, run: RunInfo, event: RetryEvent) -> None:
-        if run not in self._runs:  # no SDK: no span to put it on
-            return
         self._event(run, "cascade.retry", {"cascade.deployment": event.deployment,
                                            "cascade.retry": event.retry,
                                            "cascade.wait_s": event.wait_s,
                                            "error.type": event.error})
 
     def fallback(self, run: RunInfo, event: FallbackEvent) -> None:
-        if run not in self._runs:  # no SDK: no span to put it on
-            return
         self._event(run, "cascade.fallback", {"cascade.deployment": event.deployment,
                                               "error.type": event.error,
                                               "cascade.retryable": event.retryable})
 
     def breaker_transition(self, run: RunInfo, event: BreakerTransition) -> None:
-        if run not in self._runs:  # no SDK: no span to put it on
-            return
         self._event(run, "cascade.breaker", {"cascade.deployment": event.deployment,
                                              "cascade.breaker.from": event.old,
                                              "cascade.breaker.to": event.new,
                                              "cascade.breaker.reason": event.reason})
 
     def budget_decision(self, run: RunInfo, event: BudgetDecision) -> None:
-        if run not in self._runs:  # no SDK: no span to put it on
-            return
         attributes: dict[str, str | int | float | bool] = {
             "cascade.deployment": event.deployment, "cascade.budget.allowed": event.allowed,
             "cascade.budget.worst_cost_usd": event.worst_cost}
