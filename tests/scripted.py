@@ -15,8 +15,8 @@ from verifiers import Capability, Estimate, EstimateContext, EstimatorError
 class FakeClock:
     """Time that moves only when a scripted provider says so."""
 
-    def __init__(self) -> None:
-        self.now = 100.0
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
 
     def __call__(self) -> float:
         return self.now

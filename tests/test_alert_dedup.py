@@ -5,19 +5,12 @@ episode and one resolve, numbered by episode."""
 from __future__ import annotations
 
 import pytest
+from scripted import FakeClock
 
 from cascade.state import MemoryStore, RedisStore, Store
 from cascade.telemetry import AlertState, BurnWindow, EscalationTarget, SloMonitor
 
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Recorder:
@@ -28,13 +21,13 @@ class Recorder:
         self.sent.append((alert.key, alert.state.value, alert.episode))  # type: ignore[attr-defined]
 
 
-def _monitor(store: Store, clock: Clock, sink: Recorder, **kw: object) -> SloMonitor:
+def _monitor(store: Store, clock: FakeClock, sink: Recorder, **kw: object) -> SloMonitor:
     return SloMonitor([EscalationTarget("faq", "small", 0.1)],
                       [BurnWindow(600, 60, 2.0, "fast")], store=store, clock=clock,
                       min_runs=10, storm_rate=None, sinks=[sink], **kw)  # type: ignore[arg-type]
 
 
-async def _episodes(stores: tuple[Store, Store], clock: Clock) -> list[tuple[str, str, int | None]]:
+async def _episodes(stores: tuple[Store, Store], clock: FakeClock) -> list[tuple[str, str, int | None]]:
     """Two monitors on the two stores (one shared counter space) both see two episodes;
     the notifications either of them sent, in order."""
     sink = Recorder()
@@ -56,14 +49,14 @@ EXPECTED = [("faq/small/fast", "firing", 1), ("faq/small/fast", "resolved", 1),
 
 
 async def test_two_monitors_on_one_memory_store_notify_once_per_episode() -> None:
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     store = MemoryStore(clock=clock)
     assert await _episodes((store, store), clock) == EXPECTED
 
 
 async def test_two_monitors_on_one_redis_server_notify_once_per_episode(
         redis_server: str) -> None:
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     one, two = (RedisStore(redis_server, prefix="test-dedup:") for _ in range(2))
     try:
         assert await _episodes((one, two), clock) == EXPECTED
@@ -73,7 +66,7 @@ async def test_two_monitors_on_one_redis_server_notify_once_per_episode(
 
 
 async def test_without_a_shared_store_each_monitor_notifies_and_dedup_can_be_off() -> None:
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     sink = Recorder()
     own = [_monitor(MemoryStore(clock=clock), clock, sink) for _ in range(2)]
     shared = MemoryStore(clock=clock)
@@ -89,7 +82,7 @@ async def test_without_a_shared_store_each_monitor_notifies_and_dedup_can_be_off
 
 
 async def test_a_claim_after_the_fact_is_refused_and_a_late_resolve_still_lands() -> None:
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     store = MemoryStore(clock=clock)
     sink = Recorder()
     a, b = _monitor(store, clock, sink), _monitor(store, clock, sink)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scripted import Fixed, Scripted
+from scripted import FakeClock, Fixed, Scripted
 
 from cascade import Cascade, Tier, parse_policy
 from cascade._tier import Routing
@@ -36,14 +36,6 @@ from cascade.telemetry._slo import input_drift_target
 
 pytestmark = pytest.mark.anyio
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_routerbench.csv"
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _arithmetic(n: int, seed: int) -> list[str]:
@@ -83,7 +75,7 @@ async def test_fires_after_the_switch_to_unfamiliar_queries_and_not_before() -> 
         return encoder.encode(batch)
 
     router = LearnedRouter(model, (0, 1), (0.5, 0.0), 1, embed, model.min_similarity)
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     target = InputDriftTarget.from_router("faq", router, window_s=900, min_queries=30)
     assert target.baseline <= 0.02  # held out: about the router's cold-start quantile (1 %)
     monitor = SloMonitor((), store=MemoryStore(clock=clock), clock=clock, input_drift=target)

@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
-from scripted import Fixed, Scripted
+from scripted import FakeClock, Fixed, Scripted
 
 from cascade import Cascade, Tier, parse_policy
 from cascade.errors import PolicyError
@@ -31,14 +31,6 @@ pytestmark = pytest.mark.anyio
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_routerbench.csv"
 
 
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Recorder:
     """A sink that keeps what it is sent."""
 
@@ -49,14 +41,14 @@ class Recorder:
         self.sent.append(alert)
 
 
-def quality_monitor(clock: Clock, **kw: object) -> SloMonitor:
+def quality_monitor(clock: FakeClock, **kw: object) -> SloMonitor:
     return SloMonitor((), [BurnWindow(3600, 300, 2.0, "fast")], clock=clock,
                       store=MemoryStore(clock=clock), audit_window_s=600,
                       quality=[FalseAcceptTarget("faq", "small", 0.1)], **kw)  # type: ignore[arg-type]
 
 
 async def test_fires_on_the_lower_bound_and_resolves_on_the_upper_bound() -> None:
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     m = quality_monitor(clock)
     changes: list[tuple[int, SignalAlert]] = []
     step = 0
@@ -91,7 +83,7 @@ async def test_fires_on_the_lower_bound_and_resolves_on_the_upper_bound() -> Non
 
 async def test_the_audit_alert_goes_through_the_sinks_via_the_monitor(
         caplog: pytest.LogCaptureFixture) -> None:
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     recorder = Recorder()
     m = SloMonitor((), store=MemoryStore(clock=clock), clock=clock, audit_alpha=0.05,
                    audit_features=("default",), sinks=[recorder, LogSink()])
