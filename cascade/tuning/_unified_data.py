@@ -45,11 +45,14 @@ __all__ = [
     "Answers",
     "RouterSettings",
     "UnifiedFitError",
+    "answer_key",
     "cross_fitted_priors",
+    "file_digest",
     "group_ids",
     "labelled_rows",
     "record_answers",
     "require_answers",
+    "train_router",
 ]
 
 MIN_ROWS_PER_FOLD = 2  # each held-out fold needs rows, each training part more than one
