@@ -389,11 +389,16 @@ async def calibrate_unified(policy: Policy, data: Path, target: Target, base_dir
     if target.kind is TargetKind.RISK:  # before anything is recorded
         raise _no_risk()
     artifact = _resolve(spec.artifact, base_dir)
+    absent = [path for path in (router.artifact, spec.artifact) if not _resolve(path, base_dir).exists()]
+    if absent:
+        raise UnifiedFitError(f"{' and '.join(absent)} not found (relative to {base_dir}): fit them "
+                              "first on training data with cascade train-router --kind unified "
+                              "--policy P.yaml --data TRAIN")
     fitted = _fitted_on(artifact)
     notes = []
     if fitted is not None and fitted.get("sha256") == file_digest(data):
         raise UnifiedFitError(
-            f"{data} is the file {artifact} was fitted on: λ chosen on the same rows would see "
+            f"{data} is the file {spec.artifact} was fitted on: λ chosen on the same rows would see "
             "better priors and quality estimates than the engine gets on new requests. Calibrate "
             "on held-out recorded data (split the file before cascade train-router --kind unified)")
     if fitted is None:
