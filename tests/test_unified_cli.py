@@ -192,7 +192,7 @@ def test_lambda_for_each_target_by_hand() -> None:
 
 
 def test_answer_groups_by_hand() -> None:
-    key = lambda text: normalise(text, AnswerKind.NUMBER)  # noqa: E731
+    key = lambda text: normalise(text, AnswerKind.NUMBER)
     groups = group_ids([["The answer is 12", "12.", None], ["x", "7", "seven"], ["3", "4", "3"]], key)
     assert groups.tolist() == [[0, 0, -1], [-1, 0, -1], [0, 1, 0]]
     assert group_ids([["a", "a"]], None).tolist() == [[-1, -1]]  # no answer kind: nothing agrees
