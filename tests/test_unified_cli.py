@@ -27,12 +27,14 @@ from cascade.providers import load_table
 from cascade.routing import Replayed, UnifiedData, correctness_data
 from cascade.tuning import (
     Target,
+    TargetKind,
     UnifiedFitError,
     UnifiedTargetError,
     calibrate,
     choose_cost_weight,
     train_unified,
 )
+from cascade.tuning._unified_calibrate import refine
 from cascade.tuning._unified_data import group_ids
 from cascade.types import Decision
 from verifiers import AnswerKind, StaticEncoder, distil_static, shared_encoder
@@ -189,6 +191,10 @@ def test_lambda_for_each_target_by_hand() -> None:
         choose_cost_weight(swept, data, Target.parse("cost=0.001"))
     with pytest.raises(UnifiedFitError, match="no accept threshold"):
         choose_cost_weight(swept, data, Target.parse("risk=0.1"))
+    grid = [0.0, 0.1, 1.0, 5.0]  # the λ tried next: towards the neighbour that misses the target
+    assert refine(grid, 1.0, TargetKind.QUALITY) == pytest.approx(np.geomspace(1.0, 5.0, 10)[1:-1])
+    assert refine(grid, 0.1, TargetKind.COST) == pytest.approx(np.linspace(0.0, 0.1, 10)[1:-1])
+    assert refine(grid, 5.0, TargetKind.QUALITY) == [] and refine(grid, 0.0, TargetKind.ESCALATION) == []
 
 
 def test_answer_groups_by_hand() -> None:

@@ -194,7 +194,7 @@ def _train_unified(policy: Path, data: Path, out_file: Path | None, encoder: Enc
         table.add_row(name, fit.models[j], f"{fit.quality[j]:.4f}", f"${fit.cost[j]:.6f}",
                       "-" if score is None else f"{score:.3f}")
     out.print(table)
-    out.print(f"unified decision (max {fit.max_calls} calls) fitted in {time.perf_counter() - started:.1f} s "
+    out.print(f"unified decision (max {fit.max_calls} calls) fitted; done in {time.perf_counter() - started:.1f} s "
               f"-> {fit.artifact}; next: cascade calibrate --policy {policy} --data HELD_OUT "
               "--target quality=Q|cost=C", highlight=False)
     for note in fit.notes:

@@ -20,7 +20,6 @@ same rows would see priors and quality estimates better than the engine's on new
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +75,7 @@ __all__ = [
     "UnifiedTargetError",
     "calibrate_unified",
     "choose_cost_weight",
+    "refine",
     "train_unified",
     "unified_specs",
 ]
@@ -374,6 +374,24 @@ def _no_risk() -> UnifiedFitError:
         "unified decision has no accept threshold: calibrate λ to quality=Q, cost=C or escalation=E")
 
 
+REFINE = 8  # λ tried between the chosen grid point and its neighbour that misses the target
+
+
+def refine(lambdas: Sequence[float], chosen: float, kind: TargetKind) -> list[float]:
+    """``REFINE`` λ strictly between ``chosen`` and its grid neighbour on the side that misses
+    the target (above it for quality, below for cost and escalation; geometric spacing, linear
+    down to 0), so the choice is not held to the coarse grid. Monotonicity in the target is
+    kept: a stricter target's interval lies wholly on the side of a looser one's choice."""
+    ordered = sorted(set(lambdas))
+    at = ordered.index(chosen)
+    step = 1 if kind is TargetKind.QUALITY else -1
+    if not 0 <= at + step < len(ordered):
+        return []
+    low, high = sorted((chosen, ordered[at + step]))
+    inner = np.geomspace(low, high, REFINE + 2) if low > 0 else np.linspace(low, high, REFINE + 2)
+    return [float(v) for v in inner[1:-1]]
+
+
 def _fitted_on(path: Path) -> dict[str, object] | None:
     try:
         found = json.loads(path.read_text(encoding="utf-8")).get("fitted_on")
@@ -421,9 +439,15 @@ async def calibrate_unified(policy: Policy, data: Path, target: Target, base_dir
     if spec.cost_weight not in lambdas:  # the policy's current λ, for comparison
         lambdas = sorted([*lambdas, spec.cost_weight])
     swept = await anyio.to_thread.run_sync(sweep_unified, settings.model, unified_data, lambdas)
+    finer = refine(lambdas, choose_cost_weight(swept, unified_data, target), target.kind)
+    if finer:
+        swept = sorted([*swept, *await anyio.to_thread.run_sync(
+            sweep_unified, settings.model, unified_data, finer)], key=lambda item: item[0])
     chosen = choose_cost_weight(swept, unified_data, target)
-    if math.isclose(chosen, max(lambdas)) or chosen == 0.0:
-        notes.append(f"λ={chosen:g} is at the end of the grid: the target may be met beyond it too")
+    if target.kind is TargetKind.QUALITY and chosen == max(lambdas):
+        notes.append(f"λ={chosen:g}, the grid's largest, meets the quality target: a larger λ may too")
+    elif target.kind is not TargetKind.QUALITY and chosen == 0.0:
+        notes.append("λ=0 (quality only) already meets the target")
     return UnifiedCalibration(target, chosen, tuple(LambdaPoint.of(lam, r) for lam, r in swept),
                               len(texts), recorded.tiers,
                               tuple(float(v) for v in answers.quality.mean(axis=0)),
