@@ -49,14 +49,17 @@ PEOPLE = ("Caesar", "Napoleon", "Cleopatra", "Charlemagne", "Lincoln", "Victoria
 ELEMENTS = ("hydrogen", "helium", "lithium", "carbon", "nitrogen", "oxygen", "neon", "sodium", "iron")
 
 
-def write_csv(path: Path, n: int, seed: int, *, responses: bool = True) -> Path:
-    """A RouterBench-format file: three topics in turn; a wrong answer is often shared by the
-    models that miss (agreement on a wrong answer happens, as in real data)."""
+def write_csv(path: Path, n: int, seed: int, *, responses: bool = True, routellm: bool = False) -> Path:
+    """A RouterBench-format file (``routellm``: RouteLLM's, without costs): three topics in
+    turn; a wrong answer is often shared by the models that miss (as in real data)."""
     rng = random.Random(seed)
     with open(path, "w", newline="", encoding="utf-8") as handle:
         out = csv.writer(handle)
-        out.writerow(["", "sample_id", "prompt", "eval_name", *MODELS, *(m + "|model_response" for m in MODELS),
-                      *(m + "|total_cost" for m in MODELS)])
+        if routellm:
+            out.writerow(["prompt", *MODELS, *(m + "_response" for m in MODELS)])
+        else:
+            out.writerow(["", "sample_id", "prompt", "eval_name", *MODELS,
+                          *(m + "|model_response" for m in MODELS), *(m + "|total_cost" for m in MODELS)])
         for i in range(n):
             topic = ("math", "history", "science")[i % 3]
             if topic == "math":
@@ -74,15 +77,20 @@ def write_csv(path: Path, n: int, seed: int, *, responses: bool = True) -> Path:
                 ok = rng.random() < RIGHT[topic][j]
                 right.append(1.0 if ok else 0.0)
                 answers.append(gold if ok else shared_wrong if rng.random() < 0.6 else f"x{rng.randint(1000, 9999)}")
+            if routellm:
+                out.writerow([prompt, *(bool(r) for r in right), *answers])
+                continue
             cells = [repr([a]) if responses else "[]" for a in answers]
             out.writerow([i, f"{topic}.{i}", repr([prompt]), topic, *right, *cells, *COST])
     return path
 
 
 def write_policy(folder: Path, data: Path, *, mode: str = "unified", answer: str = "exact",
-                 models: tuple[str, ...] = MODELS, name: str = "policy.yaml") -> Path:
-    tiers = "\n".join(f"  - {{name: {t}, model: {m}, provider: {{kind: replay, data: {data}}}}}"
-                      for t, m in zip(("cheap", "mid", "dear"), models))
+                 models: tuple[str, ...] = MODELS, name: str = "policy.yaml", prices: bool = False) -> Path:
+    """Three replay tiers; ``prices``: USD 1, 10, 100 per 1M input tokens (nothing for output)."""
+    tiers = "\n".join(f"  - {{name: {t}, model: {m}, provider: {{kind: replay, data: {data}}}"
+                      + (f", price: {{input_per_1m: {10 ** j}}}}}" if prices else "}")
+                      for j, (t, m) in enumerate(zip(("cheap", "mid", "dear"), models)))
     unified = "" if mode != "unified" else (
         "  unified:\n    artifact: routers/unified.json  # the fitted decision\n"
         f"    cost_weight: 0.05\n    answer: {answer}\n")
@@ -213,7 +221,9 @@ def test_write_back_keeps_the_rest_of_the_policy(tmp_path: Path) -> None:
     flow = text.replace("  unified:\n    artifact: routers/unified.json  # the fitted decision\n"
                         "    cost_weight: 0.05\n    answer: exact\n",
                         "  unified: {artifact: routers/unified.json, cost_weight: 0.05}\n")
-    assert "cost_weight: 0.5" in with_cost_weight(flow, 0.5)
+    assert "unified: {artifact: routers/unified.json, cost_weight: 0.5}\n" in with_cost_weight(flow, 0.5)
+    commented = with_cost_weight(flow, 0.5, comment="c")  # block style: no comment inside {...}
+    assert re.search(r"\n  unified:\n    artifact: routers/unified.json\n    cost_weight: 0\.5 +# c\n", commented)
     with pytest.raises(PolicyError, match="routing.unified.*no unified section"):
         with_cost_weight(write_policy(tmp_path, tmp_path / "d.csv", mode="both").read_text(), 0.5)
 
@@ -298,3 +308,28 @@ def test_train_calibrate_and_serve_end_to_end(tmp_path: Path, recorded: tuple[Pa
     code, text = _cli("calibrate", "--policy", policy, "--data", test, "--target", "quality=1.3", "--in-place")
     assert code == 1 and "no λ reaches 1.3 of the best tier's quality" in text and "closest is λ=" in text
     assert "nothing written" in text and policy.read_text() == before
+
+
+@pytest.mark.models
+def test_costs_come_from_the_tiers_prices_when_the_data_has_none(
+        tmp_path: Path, recorded: tuple[Path, Path, Path]) -> None:
+    """A RouteLLM-format file records no costs: the engine charges each tier's price for the
+    recorded tokens. Input-only prices 1 : 10 : 100 on the same prompts give relative costs
+    0.01 : 0.1 : 1 in the artifact; λ for a cost target is then chosen on those charges."""
+    _, _, static = recorded
+    train = write_csv(tmp_path / "train.csv", 60, 3, routellm=True)
+    test = write_csv(tmp_path / "test.csv", 60, 4, routellm=True)
+    policy = write_policy(tmp_path, test, prices=True)
+    code, text = _cli("train-router", "--kind", "unified", "--policy", policy, "--data", train,
+                      "--encoder", "static", "--static-table", static, "--folds", "3")
+    assert code == 0, text
+    assert "priors cross-fitted over 3 folds" in text
+    fitted = json.loads((tmp_path / "routers" / "unified.json").read_text())
+    assert fitted["cost"] == pytest.approx([0.01, 0.1, 1.0])
+    report = _json("calibrate", "--policy", policy, "--data", test, "--target", "cost=0.3", "--in-place")
+    dearest = max(t["cost"] for t in report["tiers"])
+    assert dearest > 0 and [t["cost"] / dearest for t in report["tiers"]] == pytest.approx([0.01, 0.1, 1.0])
+    chosen = next(p for p in report["points"] if p["cost_weight"] == report["cost_weight"])
+    assert chosen["cost"] <= 0.3 * dearest
+    quality, cost, _ = anyio.run(_serve, policy, test)
+    assert (quality, cost) == (pytest.approx(chosen["quality"]), pytest.approx(chosen["cost"]))

@@ -78,6 +78,8 @@ def with_cost_weight(text: str, cost_weight: float, *, source: str = "<string>",
         raise PolicyError(source, [PolicyIssue("routing.unified", None, "no unified section to calibrate")])
     unified["cost_weight"] = float(cost_weight)
     if comment:
+        if unified.fa.flow_style():  # a comment inside {...} would split the mapping's lines
+            unified.fa.set_block_style()
         unified.yaml_add_eol_comment(comment, key="cost_weight")
     out = io.StringIO()
     yaml.dump(document, out)
