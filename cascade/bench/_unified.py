@@ -23,8 +23,8 @@ from cascade.routing._unified_train import (
     fit_unified,
     replay_unified,
 )
+from cascade.tuning._unified_data import answer_key, group_ids
 from verifiers import AnswerKind, shared_static
-from verifiers._normalise import normalise
 
 PREFIX = "unified-"
 KINDS = ("unified-knn", "unified-mf", "unified-knn-static", "unified-mf-static")
@@ -32,23 +32,18 @@ MAX_CALLS = 3
 
 
 def _groups(side: Side, names: Sequence[str], kind: AnswerKind | None) -> np.ndarray:
-    """(queries, models) answer group ids from the recorded responses (-1: no answer)."""
+    """(queries, models) answer group ids from the recorded responses (-1: no answer;
+    ``cascade.tuning._unified_data.group_ids``, as ``cascade train-router --kind unified``)."""
     by_name = {t.name: t for t in side.tiers}
-    out = np.full((len(side.queries), len(names)), -1, dtype=int)
-    if kind is None:
-        return out
-    for i, query in enumerate(side.queries):
-        seen: dict[str, int] = {}
-        for j, name in enumerate(names):
-            tier = by_name[name]
-            provider = tier.provider
-            if not isinstance(provider, ReplayProvider):
-                continue
-            table = provider.table
-            key = normalise(table.record(table.rows[query.row - 1], tier.model).response, kind)
-            if key is not None:
-                out[i, j] = seen.setdefault(key, len(seen))
-    return out
+
+    def response(row: int, name: str) -> str | None:
+        tier = by_name[name]
+        if not isinstance(tier.provider, ReplayProvider):
+            return None
+        table = tier.provider.table
+        return table.record(table.rows[row - 1], tier.model).response
+
+    return group_ids([[response(q.row, n) for n in names] for q in side.queries], answer_key(kind))
 
 
 def _data(names: Sequence[str], prior: np.ndarray, quality: np.ndarray, cost: np.ndarray,

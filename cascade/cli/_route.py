@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import time
 from pathlib import Path
@@ -14,12 +15,14 @@ import typer
 from rich.table import Table
 
 from cascade.tuning._route_calibrate import RouteCalibration, RouteTarget, calibrate_router
-from cascade.cli._app import EXIT_BAD_INPUT, EXIT_RUN_FAILED, _fail, app, out, output_file, written
+from cascade.cli._app import EXIT_BAD_INPUT, EXIT_RUN_FAILED, _fail, app, err, out, output_file, written
+from cascade.tuning._unified_calibrate import train_unified
 from cascade.errors import CascadeError
 from cascade.policy import load_policy
 from cascade.policy._writeback import with_router_thresholds
 from cascade.routing import (
     RouteCalibrationError,
+    RouterEncoder,
     RouterModel,
     correctness_data,
     preference_data,
@@ -35,6 +38,7 @@ class RouterChoice(str, enum.Enum):
     KNN = "knn"
     MF = "mf"
     BERT = "bert"
+    UNIFIED = "unified"  # the unified decision's artifact, for a routing.mode unified policy
 
 
 class EncoderChoice(str, enum.Enum):
@@ -47,7 +51,7 @@ def _static(encoder: EncoderChoice, kind: RouterChoice, table: Path | None) -> S
         if table is not None:
             raise _fail("--static-table goes with --encoder static", EXIT_BAD_INPUT)
         return None
-    if kind is RouterChoice.BERT:
+    if kind in (RouterChoice.BERT, RouterChoice.UNIFIED):
         raise _fail("--encoder static is for knn and mf: a BERT router fine-tunes the MiniLM "
                     "transformer itself", EXIT_BAD_INPUT)
     if table is None:
@@ -76,6 +80,8 @@ def _train(kind: RouterChoice, data: Path, models: list[str] | None, pairwise: b
             return train_mf(labelled, static=static, **({"epochs": epochs} if epochs else {}))
         case RouterChoice.BERT:
             return train_bert(labelled, **({"epochs": epochs} if epochs else {}))
+        case RouterChoice.UNIFIED:
+            raise AssertionError(kind)  # train_unified_command handles it
     raise AssertionError(kind)  # unreachable: the enum is closed
 
 
@@ -96,29 +102,54 @@ def _held_out(model: RouterModel, test: Path) -> Table:
 
 @app.command("train-router")
 def train_router_command(
-    kind: Annotated[RouterChoice, typer.Option(help="knn | mf | bert")],
+    kind: Annotated[RouterChoice, typer.Option(help="knn | mf | bert | unified (the unified "
+                                               "decision of a routing.mode unified --policy)")],
     data: Annotated[Path, typer.Option(help="per-model correctness (RouterBench or RouteLLM CSV), "
                                        "or preference JSON lines with --pairwise")],
-    out_dir: Annotated[Path, typer.Option("--out", help="artifact directory to write")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="artifact directory to write "
+                                                 "(unified: the JSON file; default the policy's "
+                                                 "routing.unified.artifact)")] = None,
     models: Annotated[str | None, typer.Option(help="comma-separated model columns (default: all)")] = None,
     pairwise: Annotated[bool, typer.Option(help="data is {prompt, model_a, model_b, winner} lines")] = False,
     epochs: Annotated[int | None, typer.Option(help="MF / BERT training epochs")] = None,
     k: Annotated[int | None, typer.Option(
         help="kNN neighbours (default: k and the neighbour weighting chosen by 5-fold cross-validation)")] = None,
     test: Annotated[Path | None, typer.Option(help="held-out data to report AUROC per model on")] = None,
-    encoder: Annotated[EncoderChoice, typer.Option(
-        help="knn / mf: embed with the MiniLM transformer (~30 ms a query here) or a static "
-        "encoder distilled from it (< 1 ms; carried inside the artifact)")] = EncoderChoice.MINILM,
+    encoder: Annotated[EncoderChoice | None, typer.Option(
+        help="knn / mf: embed with the MiniLM transformer (~30 ms a query here; the default) or a "
+        "static encoder distilled from it (< 1 ms; carried inside the artifact)")] = None,
     static_table: Annotated[Path | None, typer.Option(
         help="with --encoder static: a saved static encoder (verifiers.StaticEncoder.save) "
         "instead of distilling one now (about a minute)")] = None,
+    policy: Annotated[Path | None, typer.Option(
+        help="unified: the routing.mode unified policy whose tiers, router and unified.answer "
+        "the fit uses")] = None,
+    folds: Annotated[int, typer.Option(help="unified: folds of the cross-fitted router priors")] = 5,
 ) -> None:
-    """Train a router from recorded data; the artifact is safetensors + JSON with sha256 hashes."""
+    """Train a router from recorded data; the artifact is safetensors + JSON with sha256 hashes.
+
+    --kind unified --policy P.yaml: fit the unified decision's artifact (JSON) for a
+    routing.mode unified policy: each tier's recorded answers, costs and quality through the
+    engine, priors cross-fitted with the policy's router kind; the policy's router artifact is
+    reused when it exists, else trained on all the data and written where the policy names it."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if kind is RouterChoice.UNIFIED:
+        extra = [flag for flag, given in (("--models", models), ("--pairwise", pairwise), ("--epochs", epochs),
+                                          ("--k", k), ("--test", test)) if given]
+        if extra:
+            raise _fail(f"{', '.join(extra)}: not for --kind unified (the policy's tiers and "
+                        "router settings are used)", EXIT_BAD_INPUT)
+        if policy is None:
+            raise _fail("--kind unified needs --policy (a routing.mode unified policy)", EXIT_BAD_INPUT)
+        return _train_unified(policy, data, out_dir, encoder, static_table, folds)
+    if policy is not None:
+        raise _fail("--policy goes with --kind unified", EXIT_BAD_INPUT)
+    if out_dir is None:
+        raise _fail("--out DIR: where to write the router artifact", EXIT_BAD_INPUT)
     started = time.perf_counter()
     chosen = [m.strip() for m in models.split(",")] if models else None
     try:
-        static = _static(encoder, kind, static_table)
+        static = _static(encoder or EncoderChoice.MINILM, kind, static_table)
         model = _train(kind, data, chosen, pairwise, epochs, k, static)
         folder = model.save(out_dir)
         report = _held_out(model, test) if test is not None else None
@@ -132,6 +163,42 @@ def train_router_command(
               f"{time.perf_counter() - started:.1f} s -> {folder}", highlight=False)
     if report is not None:
         out.print(report)
+
+
+def _train_unified(policy: Path, data: Path, out_file: Path | None, encoder: EncoderChoice | None,
+                   static_table: Path | None, folds: int) -> None:
+    started = time.perf_counter()
+    if static_table is not None and encoder is not EncoderChoice.STATIC:
+        raise _fail("--static-table goes with --encoder static", EXIT_BAD_INPUT)
+
+    def static() -> StaticEncoder:
+        return _static(EncoderChoice.STATIC, RouterChoice.KNN, static_table)  # type: ignore[return-value]
+
+    try:
+        loaded = load_policy(policy)
+        fit = anyio.run(functools.partial(
+            train_unified, loaded, data, policy.parent, out=out_file,
+            encoder=None if encoder is None else RouterEncoder(encoder.value), static=static,
+            folds=folds, progress=lambda text: err.print(f"{text} ...", highlight=False)))
+    except CascadeError as exc:
+        raise _fail(str(exc), EXIT_BAD_INPUT) from None
+    router = "trained on all the data and written to" if fit.router_trained else "reused from"
+    out.print(f"router ({fit.router}) {router} {fit.router_artifact}", highlight=False)
+    table = Table(title=f"unified fit on {data.name}: {fit.queries} queries ({fit.dropped} rows without "
+                  f"every tier's label dropped), priors cross-fitted over {fit.folds} folds",
+                  title_justify="left")
+    for column in ("tier", "model", "quality", "mean cost", "AUROC of prior"):
+        table.add_column(column)
+    for j, name in enumerate(fit.tiers):
+        score = fit.prior_auroc[j]
+        table.add_row(name, fit.models[j], f"{fit.quality[j]:.4f}", f"${fit.cost[j]:.6f}",
+                      "-" if score is None else f"{score:.3f}")
+    out.print(table)
+    out.print(f"unified decision (max {fit.max_calls} calls) fitted; done in {time.perf_counter() - started:.1f} s "
+              f"-> {fit.artifact}; next: cascade calibrate --policy {policy} --data HELD_OUT "
+              "--target quality=Q|cost=C", highlight=False)
+    for note in fit.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
 def _report(result: RouteCalibration, tiers: list[str]) -> None:

@@ -18,8 +18,9 @@ from cascade.cli._app import (
 )
 from verifiers._calibrate import GOOD
 from cascade.errors import CascadeError
-from cascade.policy import load_policy
-from cascade.policy._writeback import with_thresholds
+from cascade.policy import Policy, RoutingMode, load_policy
+from cascade.policy._writeback import with_cost_weight, with_thresholds
+from cascade.tuning._unified_calibrate import UnifiedCalibration, UnifiedTargetError, calibrate_unified
 from cascade.providers import ReplayTable, load_table
 from verifiers import CalibrationError, EstimatorError, Example
 
@@ -57,7 +58,9 @@ def calibrate_command(
     policy: Annotated[Path, typer.Option(help="the policy YAML to calibrate")],
     data: Annotated[Path, typer.Option(help="labelled recorded answers for the policy's models "
                                        "(RouterBench CSV, RouteLLM CSV or MoT JSON)")],
-    target: Annotated[str, typer.Option(help="quality=0.99 | escalation=0.3 | risk=0.05[,delta=0.1]")],
+    target: Annotated[str, typer.Option(
+        help="quality=0.99 | escalation=0.3 | risk=0.05[,delta=0.1]; a routing.mode unified "
+        "policy: quality=Q | cost=C | escalation=E (its λ)")],
     out_file: Annotated[Path | None, typer.Option("--out", help="write the calibrated policy "
                                                   "to this file")] = None,
     in_place: Annotated[bool, typer.Option("--in-place", help="overwrite the policy file")] = False,
@@ -68,7 +71,13 @@ def calibrate_command(
                                               "share of queries at a tier is (almost) nothing")] = 0.05,
 ) -> None:
     """Choose per-tier thresholds on held-out labelled data; print AUROC, ECE, accuracy–coverage
-    and, for a risk target, what the guarantee accepts and whether more data would help."""
+    and, for a risk target, what the guarantee accepts and whether more data would help.
+
+    On a routing.mode unified policy, choose its λ (routing.unified.cost_weight) instead: the
+    decision is replayed on the data (held out from the artifact's fit) for each λ of the grid,
+    and the largest λ reaching quality=Q × the best tier's quality, the smallest within cost=C ×
+    the dearest tier's cost, or the smallest with at most escalation=E of queries calling more
+    than one tier is written. A target no λ meets exits 1 and writes nothing."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     destination = output_file(policy, out_file, in_place)
     try:
@@ -76,6 +85,8 @@ def calibrate_command(
         if not 0 <= min_accept <= 1:
             raise CalibrationError(f"--min-accept must be in [0, 1], not {min_accept}")
         loaded = load_policy(policy)
+        if loaded.routing is not None and loaded.routing.mode is RoutingMode.UNIFIED:
+            return _calibrate_lambda(policy, loaded, data, parsed, destination, as_json, strict)
         result = anyio.run(calibrate, loaded, data, parsed, policy.parent, min_accept)
     except CalibrationError as exc:
         raise _fail(str(exc), EXIT_RUN_FAILED) from None
@@ -99,6 +110,56 @@ def calibrate_command(
                   "nothing written (--out FILE or --in-place)", highlight=False)
     else:
         written(policy, destination, "the thresholds")
+
+
+def _lambda_report(result: UnifiedCalibration, current: float) -> None:
+    table = Table(title=f"the unified decision on {result.queries} queries, per λ (target "
+                  f"{result.target.kind.value} {result.target.value:g})", title_justify="left")
+    for column in ("λ", "mean cost", "quality", "of best", "calls", "escalation", ""):
+        table.add_column(column, justify="left" if not column else "right")
+    for p in result.points:
+        mark = "chosen" if p.cost_weight == result.cost_weight else ""
+        mark += (" " if mark else "") + ("policy's" if p.cost_weight == current else "")
+        table.add_row(f"{p.cost_weight:.6g}", f"${p.cost:.6f}", f"{p.quality:.4f}",
+                      f"{p.quality / max(result.best_quality, 1e-12):.1%}", f"{p.calls:.2f}",
+                      f"{p.escalation:.1%}", mark)
+    out.print(table)
+    alone = ", ".join(f"{n} {q:.4f} at ${c:.6f}" for n, q, c in
+                      zip(result.tiers, result.tier_quality, result.tier_cost))
+    out.print(f"each tier alone: {alone}", highlight=False)
+    chosen = result.chosen
+    out.print(f"cost_weight {result.cost_weight:.6g}: quality {chosen.quality:.4f} "
+              f"({chosen.quality / max(result.best_quality, 1e-12):.1%} of the best tier), mean cost "
+              f"${chosen.cost:.6f} per query ({chosen.cost / max(result.dearest_cost, 1e-300):.1%} of "
+              f"the dearest tier's), {chosen.calls:.2f} calls, escalation {chosen.escalation:.1%}",
+              highlight=False)
+
+
+def _calibrate_lambda(path: Path, policy: Policy, data: Path, target: Target,
+                      destination: Path | None, as_json: bool, strict: bool) -> None:
+    """``cascade calibrate`` on a ``routing.mode: unified`` policy: choose λ and write
+    ``routing.unified.cost_weight``."""
+    if strict:
+        raise _fail("--strict is for risk targets, which a unified policy does not take", EXIT_BAD_INPUT)
+    try:
+        result = anyio.run(calibrate_unified, policy, data, target, path.parent)
+    except UnifiedTargetError as exc:
+        raise _fail(f"{exc}; nothing written", EXIT_RUN_FAILED) from None
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        _lambda_report(result, policy.routing.unified.cost_weight)  # type: ignore[union-attr]
+    for note in result.notes:
+        err.print(f"[yellow]warning:[/] {note}", highlight=False)
+    if destination is not None:
+        text = with_cost_weight(path.read_text(encoding="utf-8"), result.cost_weight,
+                                source=str(path), comment=result.comment(data.name))
+        destination.write_text(text, encoding="utf-8")
+    if as_json:
+        err.print(f"wrote routing.unified.cost_weight into {destination}" if destination else
+                  "nothing written (--out FILE or --in-place)", highlight=False)
+    else:
+        written(path, destination, "routing.unified.cost_weight")
 
 
 class VerifierChoice(str, enum.Enum):

@@ -67,6 +67,27 @@ def write_router_thresholds(path: str | Path, thresholds: tuple[float, ...], *,
     return text
 
 
+def with_cost_weight(text: str, cost_weight: float, *, source: str = "<string>",
+                     env: Mapping[str, str] | None = None, comment: str | None = None) -> str:
+    """The policy text with ``routing.unified.cost_weight`` (λ, written exactly) set and, if
+    given, an end-of-line comment after it; everything else unchanged; validated."""
+    yaml, document = _load(text, source)
+    routing = document.get("routing") if hasattr(document, "get") else None
+    unified = routing.get("unified") if hasattr(routing, "get") else None
+    if not hasattr(unified, "get"):
+        raise PolicyError(source, [PolicyIssue("routing.unified", None, "no unified section to calibrate")])
+    unified["cost_weight"] = float(cost_weight)
+    if comment:
+        if unified.fa.flow_style():  # a comment inside {...} would split the mapping's lines
+            unified.fa.set_block_style()
+        unified.yaml_add_eol_comment(comment, key="cost_weight")
+    out = io.StringIO()
+    yaml.dump(document, out)
+    result = out.getvalue()
+    parse_policy(result, source=source, env=env)
+    return result
+
+
 def with_thresholds(text: str, thresholds: Mapping[str, float], *, source: str = "<string>",
                     digits: int = 4, env: Mapping[str, str] | None = None,
                     comments: Mapping[str, str] | None = None) -> str:

@@ -1,6 +1,7 @@
 """Tuning on recorded data, apart from the request path: threshold calibration
-(``cascade calibrate``), router calibration (``cascade calibrate-router``) and the agreement
-plan search (``cascade search-ensemble``). Each records answers or confidences through the real
+(``cascade calibrate``), router calibration (``cascade calibrate-router``), the agreement
+plan search (``cascade search-ensemble``), and the unified decision's fit and λ
+(``cascade train-router --kind unified``, ``cascade calibrate`` on a unified policy). Each records answers or confidences through the real
 engine on replayed data, then chooses with the pure rules of ``verifiers``.
 
 Nothing on the request path (``cascade.engine`` and what it imports to run) imports this
@@ -27,9 +28,20 @@ from cascade.tuning._ensemble_search import (
     search_ensemble,
 )
 from cascade.tuning._route_calibrate import RouteCalibration, RouteTarget, calibrate_router
+from cascade.tuning._unified_calibrate import (
+    LambdaPoint,
+    UnifiedCalibration,
+    UnifiedFit,
+    UnifiedTargetError,
+    calibrate_unified,
+    choose_cost_weight,
+    train_unified,
+)
+from cascade.tuning._unified_data import UnifiedFitError
 
 __all__ = [
     "Calibration",
+    "LambdaPoint",
     "Recorded",
     "RouteCalibration",
     "RouteTarget",
@@ -38,8 +50,14 @@ __all__ = [
     "Target",
     "TargetKind",
     "TierReport",
+    "UnifiedCalibration",
+    "UnifiedFit",
+    "UnifiedFitError",
+    "UnifiedTargetError",
     "calibrate",
     "calibrate_router",
+    "calibrate_unified",
+    "choose_cost_weight",
     "collect",
     "describe",
     "plan_policy",
@@ -48,4 +66,5 @@ __all__ = [
     "record_tier",
     "replayed_policy",
     "search_ensemble",
+    "train_unified",
 ]

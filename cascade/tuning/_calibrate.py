@@ -19,7 +19,7 @@ import numpy as np
 from cascade._tier import Tier
 from cascade.engine import Cascade
 from cascade.errors import ConfigError, RunError
-from cascade.policy import Policy, ReplayProvider, TierSpec
+from cascade.policy import Policy, ReplayProvider, RoutingMode, TierSpec
 from cascade.providers import ReplayProvider as ReplayLive
 from cascade.types import ReplayFormat
 from verifiers import (
@@ -39,6 +39,7 @@ class TargetKind(str, enum.Enum):
     QUALITY = "quality"  # share of the best tier's accuracy
     ESCALATION = "escalation"  # share of requests escalating from each tier
     RISK = "risk"  # false-accept rate <= alpha with probability >= 1 - delta
+    COST = "cost"  # routing.mode unified only: mean cost <= share of the dearest tier's
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,8 @@ class Target:
 
     @classmethod
     def parse(cls, text: str) -> Target:
-        """``quality=0.99``, ``escalation=0.3`` or ``risk=0.05`` / ``risk=0.05,delta=0.1``."""
+        """``quality=0.99``, ``escalation=0.3``, ``cost=0.3`` (unified policies) or
+        ``risk=0.05`` / ``risk=0.05,delta=0.1``."""
         head, _, rest = text.partition(",")
         name, _, value = head.partition("=")
         key, _, delta_text = rest.partition("=")
@@ -58,7 +60,7 @@ class Target:
             number = float(value)
             delta = float(delta_text) if rest else 0.1
         except ValueError:
-            raise ConfigError(f"target {text!r}: expected quality=Q, escalation=R or risk=A[,delta=D]") from None
+            raise ConfigError(f"target {text!r}: expected quality=Q, escalation=R, cost=C or risk=A[,delta=D]") from None
         if rest and (kind is not TargetKind.RISK or key.strip() != "delta"):
             raise ConfigError(f"target {text!r}: only a risk target takes a second setting, delta=D")
         if not 0 < number <= (1.5 if kind is TargetKind.QUALITY else 1) or not 0 < delta < 1:
@@ -226,6 +228,8 @@ def choose(target: Target, recorded: Sequence[Recorded], floor: float = 0.05) ->
     cost = [r.cost for r in recorded]
     if target.kind is TargetKind.QUALITY:
         return Choice(list(quality_thresholds(conf, correct, cost, target.value).thresholds), [])
+    if target.kind is TargetKind.COST:
+        raise ConfigError(_COST_TARGET)
     chosen: list[float] = []
     notes: list[str] = []
     risks: list[RiskCalibration] = []
@@ -235,7 +239,7 @@ def choose(target: Target, recorded: Sequence[Recorded], floor: float = 0.05) ->
         match target.kind:
             case TargetKind.ESCALATION:
                 threshold = escalation_threshold(conf[t][reach], target.value)
-            case _:  # RISK (QUALITY returned above)
+            case _:  # RISK (QUALITY and COST returned above)
                 masked = np.where(reach, conf[t], -np.inf)
                 risk = risk_calibration(masked, correct[t], target.value / steps,
                                         target.delta / steps, floor=floor)
@@ -249,8 +253,20 @@ def choose(target: Target, recorded: Sequence[Recorded], floor: float = 0.05) ->
     return Choice(chosen, notes, tuple(risks))
 
 
+_COST_TARGET = ("a cost target calibrates λ of a `routing.mode: unified` policy; per-tier "
+                "thresholds take quality, escalation or risk (a router's: cascade calibrate-router "
+                "--target cost=C)")
+
+
 async def calibrate(policy: Policy, data: Path, target: Target, base_dir: Path,
                     floor: float = 0.05) -> Calibration:
+    """Per-tier thresholds (a unified-mode policy has none: ``calibrate_unified`` chooses
+    its λ)."""
+    if policy.routing is not None and policy.routing.mode is RoutingMode.UNIFIED:
+        raise ConfigError("the policy is in routing.mode unified: its tiers have no thresholds; "
+                          "calibrate its λ with cascade.tuning.calibrate_unified")
+    if target.kind is TargetKind.COST:
+        raise ConfigError(_COST_TARGET)
     replay = replayed_policy(policy, data)
     missing = [t.name for t in policy.tiers[:-1] if t.estimator is None]
     if missing:
