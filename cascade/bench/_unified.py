@@ -1,9 +1,10 @@
 """The unified cost–quality decision on the replay bench (``--router unified-knn``,
 ``unified-mf``, ``unified-knn-static``, ``unified-mf-static``): the router (settings by 5-fold
 CV, as for routing alone) gives cross-fitted priors on train; the quality models and their
-spreads are fitted on train (``cascade.routing._unified_train``); the tiers offered are the
-train's non-dominated ones (at most 5, the default rule, nothing per data set); each λ of the
-default grid is one point measured on test. Test decisions replay the recorded answers and
+spreads are fitted on train (``cascade.routing._unified_train``), and the decision rule
+(spread or look-ahead) is the one whose λ sweep replayed on train has the larger AIQ
+(``choose_rule``); the tiers offered are the train's non-dominated ones (at most 5, the default
+rule, nothing per data set); each λ of the default grid is one point measured on test. Test decisions replay the recorded answers and
 costs with the same ``UnifiedModel.decide`` the engine calls."""
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from cascade.providers import ReplayProvider
 from cascade.routing._unified_train import (
     UnifiedData,
     candidate_models,
+    choose_rule,
     cost_weight_grid,
-    fit_unified,
-    replay_unified,
+    sweep_unified,
 )
 from cascade.tuning._unified_data import answer_key, group_ids
 from verifiers import AnswerKind, shared_static
@@ -29,6 +30,7 @@ from verifiers import AnswerKind, shared_static
 PREFIX = "unified-"
 KINDS = ("unified-knn", "unified-mf", "unified-knn-static", "unified-mf-static")
 MAX_CALLS = 3
+RULE_GRID = cost_weight_grid(24)  # the rule is chosen on train over this coarser sweep
 
 
 def _groups(side: Side, names: Sequence[str], kind: AnswerKind | None) -> np.ndarray:
@@ -75,19 +77,21 @@ async def unified_curves(kinds: Sequence[str], suite: Suite, train: Side, test: 
         tell(f"unified: {name}: fitting on train ({', '.join(names)})")
         train_data = _data(names, p_train.p[:, tiers], inputs.labels[:, tiers], inputs.cost[:, tiers],
                            _groups(train, names, suite.answer))
-        model = await anyio.to_thread.run_sync(fit_unified, train_data, MAX_CALLS)
+        model, scores = await anyio.to_thread.run_sync(choose_rule, train_data, MAX_CALLS, 0, RULE_GRID)
         test_data = _data(names, p_test[:, tiers], np.stack([single_test[n].correct for n in names], axis=1),
                           np.stack([single_test[n].cost for n in names], axis=1),
                           _groups(test, names, suite.answer))
         tell(f"unified: {name}: measured on test")
         curve = Curve(name, "unified")
-        for lam in cost_weight_grid():
-            replayed = await anyio.to_thread.run_sync(replay_unified, model, test_data, lam)
+        swept = await anyio.to_thread.run_sync(sweep_unified, model, test_data)
+        for lam, replayed in swept:
             curve.outcomes.append(Outcomes(replayed.cost, replayed.quality, replayed.reached))
             curve.settings.append({"tiers": names, "cost_weight": lam, "max_calls": model.max_calls,
-                                   "mean_calls": float(replayed.calls.mean())})
+                                   "rule": model.rule.value, "mean_calls": float(replayed.calls.mean())})
+        chosen_by = ", ".join(f"{rule.value} {score:.4f}" for rule, score in scores.items())
         notes.append(f"{name}: tiers {', '.join(names)} (train's non-dominated), max {model.max_calls} "
-                     f"calls, {len(curve.outcomes)} λ from 0 to {cost_weight_grid()[-1]:g}")
+                     f"calls, rule {model.rule.value} (train AIQ: {chosen_by}), {len(curve.outcomes)} λ "
+                     f"from 0 to {cost_weight_grid()[-1]:g}")
         curves.append(curve)
         ran.add(name)
     return curves

@@ -24,6 +24,7 @@ the called tier with the highest estimated quality (its answer, not necessarily 
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -33,9 +34,12 @@ from pathlib import Path
 import numpy as np
 
 from cascade.errors import RouterArtifactError
+from cascade.routing._lookahead import AnswerStats, State, _Scorer, canonical, lookahead
 
 __all__ = [
     "CALLED_FEATURES",
+    "AnswerStats",
+    "DecisionRule",
     "WAITING_FEATURES",
     "Step",
     "UnifiedModel",
@@ -51,7 +55,15 @@ WAITING_FEATURES = ("logit_prior", "plurality_share", "answers_seen", "plurality
 _DRAWS = 64  # Normal draws for E[max] (fixed, antithetic: the decision is deterministic)
 _EPS = 1e-4
 _JITTER = 1e-10  # keeps a covariance with zero-spread tiers factorable
-FORMAT = "cascade-unified/1"
+FORMAT = "cascade-unified/2"
+FORMATS = ("cascade-unified/1", FORMAT)  # /1: no answer statistics, so the spread rule only
+
+
+class DecisionRule(str, enum.Enum):
+    """How a step values calling more tiers (``_unified_train.choose_rule`` picks on train)."""
+
+    SPREAD = "spread"  # sets of calls valued by Normal moves of the estimates (the paper's)
+    LOOKAHEAD = "lookahead"  # exact expectation over the next answers' agreement outcomes
 
 
 def _logit(p: np.ndarray | float) -> np.ndarray:
@@ -135,7 +147,10 @@ class UnifiedModel:
     cost: np.ndarray  # (m,) relative expected cost of one call
     base: np.ndarray  # (m,) mean quality on train
     max_calls: int = 3
+    rule: DecisionRule = DecisionRule.SPREAD
+    answers: AnswerStats | None = None  # needed by the look-ahead rule
     _masks: np.ndarray = field(init=False, repr=False)
+    _lists: tuple[list, ...] = field(init=False, repr=False)  # the weights as floats (look-ahead)
     _draws: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -158,8 +173,20 @@ class UnifiedModel:
             raise RouterArtifactError("unified model: correlations lie in [-1, 1]")
         if not 1 <= self.max_calls <= m:
             raise RouterArtifactError(f"unified model: max_calls must be in 1..{m}, got {self.max_calls}")
+        if self.rule is DecisionRule.LOOKAHEAD and self.answers is None:
+            raise RouterArtifactError("unified model: the look-ahead rule needs answer statistics "
+                                      "(an artifact of format cascade-unified/1 has none: refit it)")
+        if self.answers is not None:
+            a = self.answers
+            values = (a.agree_right, a.agree_wrong, *a.no_answer)
+            if len(a.no_answer) != m or not all(0.0 <= v <= 1.0 for v in values):
+                raise RouterArtifactError(f"unified model: answer statistics are shares in [0, 1], "
+                                          f"no_answer one per tier ({m})")
         bits = np.arange(1 << m)[:, None] >> np.arange(m)[None, :] & 1
         object.__setattr__(self, "_masks", bits.astype(bool))
+        object.__setattr__(self, "_lists", (self.w_called.tolist(), self.b_called.tolist(),
+                                            self.w_waiting.tolist(), self.b_waiting.tolist(),
+                                            self.cost.tolist()))
         half = np.random.default_rng(0).standard_normal((_DRAWS // 2, m))
         object.__setattr__(self, "_draws", np.concatenate([half, -half]))
 
@@ -183,10 +210,12 @@ class UnifiedModel:
 
     def decide(self, prior: Sequence[float] | np.ndarray, called: Sequence[int],
                groups: Sequence[int | None], cost_weight: float,
-               available: Sequence[bool] | None = None) -> Step:
+               available: Sequence[bool] | None = None,
+               cache: dict[State, dict[int, float]] | None = None) -> Step:
         """Stop, or the tier to call next. ``prior``: the router's P(good) per tier;
         ``called`` in call order with their answers' ``groups``; ``available``: tiers that may
-        still be called (default: all). Never calls a tier twice."""
+        still be called (default: all). Never calls a tier twice. ``cache``: the look-ahead's
+        estimates per state for this query (pass the same dict to reuse them across λ)."""
         m = len(self.models)
         p = np.asarray(prior, dtype=float)
         if p.shape != (m,):
@@ -195,6 +224,33 @@ class UnifiedModel:
             raise ValueError("called tiers must be distinct, one answer group each")
         if not cost_weight >= 0:
             raise ValueError(f"cost_weight must be >= 0, got {cost_weight}")
+        match self.rule:
+            case DecisionRule.LOOKAHEAD:
+                return self._look_ahead(p, called, groups, cost_weight, available, cache)
+            case DecisionRule.SPREAD:
+                return self._spread(p, called, groups, cost_weight, available)
+        raise AssertionError(self.rule)
+
+    def _look_ahead(self, p: np.ndarray, called: Sequence[int], groups: Sequence[int | None],
+                    cost_weight: float, available: Sequence[bool] | None,
+                    cache: dict[State, dict[int, float]] | None) -> Step:
+        assert self.answers is not None  # checked at construction
+        m = len(self.models)
+        free = [True] * m if available is None else [bool(a) for a in available]
+        scorer = _Scorer(p.tolist(), self._lists[0], self._lists[1], self._lists[2], self._lists[3])
+        state = canonical(called, groups)
+        call, value = lookahead(scorer, self.answers, self._lists[4], state, free, self.max_calls,
+                                cost_weight, cache if cache is not None else {})
+        estimates = scorer.called(state)
+        q = tuple(estimates[t] if t in estimates else scorer.waiting(state, t) for t in range(m))
+        answer = max(called, key=lambda t: (q[t], -called.index(t))) if called else None
+        if call is None and answer is None:  # nothing may be called and nothing was
+            return Step(None, None, q, -math.inf)
+        return Step(call, answer, q, float(value), () if call is None else (call,))
+
+    def _spread(self, p: np.ndarray, called: Sequence[int], groups: Sequence[int | None],
+                cost_weight: float, available: Sequence[bool] | None) -> Step:
+        m = len(self.models)
         q = self.qualities(p, called, groups)
         k = len(called)
         done = np.zeros(m, dtype=bool)
@@ -231,7 +287,11 @@ class UnifiedModel:
         return {"format": FORMAT, "models": list(self.models), "max_calls": self.max_calls,
                 "w_called": self.w_called.tolist(), "b_called": self.b_called.tolist(),
                 "w_waiting": self.w_waiting.tolist(), "b_waiting": self.b_waiting.tolist(),
-                "spread": self.spread.tolist(), "corr": self.corr.tolist(), "cost": self.cost.tolist(), "base": self.base.tolist()}
+                "spread": self.spread.tolist(), "corr": self.corr.tolist(), "cost": self.cost.tolist(),
+                "base": self.base.tolist(), "rule": self.rule.value,
+                "answers": None if self.answers is None else {
+                    "agree_right": self.answers.agree_right, "agree_wrong": self.answers.agree_wrong,
+                    "no_answer": list(self.answers.no_answer)}}
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=1), encoding="utf-8")
@@ -250,7 +310,8 @@ class UnifiedModel:
         rel = self.cost[idx] / max(float(self.cost[idx].max()), 1e-12)
         return UnifiedModel(tuple(models), self.w_called[idx], self.b_called[idx],
                             self.w_waiting[idx], self.b_waiting[idx], spread, corr, rel, self.base[idx],
-                            min(self.max_calls, len(models)))
+                            min(self.max_calls, len(models)), self.rule,
+                            None if self.answers is None else self.answers.subset(idx))
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,13 +343,18 @@ def load_unified(path: str | Path, max_calls: int | None = None) -> UnifiedModel
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise RouterArtifactError(f"{path}: cannot read the unified model: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in FORMATS:
         raise RouterArtifactError(f"{path}: not a unified model (format {FORMAT!r} expected)")
     try:
         arrays = {k: np.asarray(data[k], dtype=float) for k in
                   ("w_called", "b_called", "w_waiting", "b_waiting", "spread", "corr", "cost", "base")}
         models = tuple(str(m) for m in data["models"])
         calls = int(data["max_calls"]) if max_calls is None else max_calls
+        rule = DecisionRule(data.get("rule", DecisionRule.SPREAD.value))
+        stats = data.get("answers")
+        answers = None if stats is None else AnswerStats(
+            float(stats["agree_right"]), float(stats["agree_wrong"]),
+            tuple(float(v) for v in stats["no_answer"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise RouterArtifactError(f"{path}: malformed unified model: {exc!r}") from None
-    return UnifiedModel(models, max_calls=calls, **arrays)
+    return UnifiedModel(models, max_calls=calls, rule=rule, answers=answers, **arrays)

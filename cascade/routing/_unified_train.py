@@ -7,6 +7,7 @@ cost, and the answer group (equal normalised answers share an id; -1: no answer)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,21 +15,27 @@ from dataclasses import dataclass
 import numpy as np
 
 from cascade.errors import RoutingDataError
+from cascade.routing._cv import hull_aiq
 from cascade.routing._select import RouteCalibrationError, RouteTargetKind
 from cascade.routing._unified import (
     CALLED_FEATURES,
     WAITING_FEATURES,
+    AnswerStats,
+    DecisionRule,
     UnifiedModel,
     called_features,
     waiting_features,
 )
+from verifiers._calibrate import GOOD
 
 __all__ = [
     "Replayed",
     "UnifiedData",
     "UnifiedDataError",
+    "answer_stats",
     "calibrate_cost_weight",
     "candidate_models",
+    "choose_rule",
     "cost_weight_grid",
     "fit_unified",
     "replay_unified",
@@ -181,8 +188,31 @@ def _nearest_correlation(c: np.ndarray) -> np.ndarray:
     return np.clip(fixed / np.outer(d, d), -1.0, 1.0)  # type: ignore[no-any-return]
 
 
-def fit_unified(data: UnifiedData, max_calls: int = 3, seed: int = 0) -> UnifiedModel:
-    """Fit the quality models and their spreads on ``data`` (train)."""
+def _pair_agreement(data: UnifiedData, good: bool) -> float:
+    """P(two answers share a group) over pairs of tiers that are both good (both bad) on a
+    query and both gave an answer; add-one smoothed."""
+    ok = (data.quality >= GOOD) if good else (data.quality < GOOD)
+    ok &= data.groups >= 0
+    agree = pairs = 0
+    m = len(data.models)
+    for a in range(m):
+        for b in range(a + 1, m):
+            both = ok[:, a] & ok[:, b]
+            pairs += int(both.sum())
+            agree += int((both & (data.groups[:, a] == data.groups[:, b])).sum())
+    return (agree + 1) / (pairs + 2)
+
+
+def answer_stats(data: UnifiedData) -> AnswerStats:
+    """How answers group on ``data``: what the look-ahead rule predicts outcomes with."""
+    return AnswerStats(_pair_agreement(data, True), _pair_agreement(data, False),
+                       tuple(float(v) for v in (data.groups < 0).mean(axis=0)))
+
+
+def fit_unified(data: UnifiedData, max_calls: int = 3, seed: int = 0,
+                rule: DecisionRule = DecisionRule.SPREAD) -> UnifiedModel:
+    """Fit the quality models, their spreads and the answer statistics on ``data`` (train).
+    ``choose_rule`` picks the rule on the data instead."""
     m = len(data.models)
     depth = max(1, min(max_calls, m))
     rng = np.random.default_rng(seed)
@@ -195,7 +225,8 @@ def fit_unified(data: UnifiedData, max_calls: int = 3, seed: int = 0) -> Unified
     model = UnifiedModel(data.models, w_c, b_c, w_w, b_w, np.zeros((2, m, m + 1, m + 1)),
                          np.tile(np.eye(m), (m + 1, m + 1, 1, 1)), rel, base, depth)
     spread, corr = _moves(model, data, np.random.default_rng(seed + 1), depth)
-    return UnifiedModel(data.models, w_c, b_c, w_w, b_w, spread, corr, rel, base, depth)
+    return UnifiedModel(data.models, w_c, b_c, w_w, b_w, spread, corr, rel, base, depth, rule,
+                        answer_stats(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,31 +248,59 @@ class Replayed:
 
 def replay_unified(model: UnifiedModel, data: UnifiedData, cost_weight: float) -> Replayed:
     """Run the decision on recorded data: every call is charged its recorded cost."""
-    n = data.prior.shape[0]
-    cost, quality = np.zeros(n), np.zeros(n)
-    reached = np.zeros(data.prior.shape, dtype=bool)
-    for row in range(n):
-        called: list[int] = []
-        while True:
-            step = model.decide(data.prior[row], called, data.group_list(row, called), cost_weight)
-            if step.call is None:
-                break
-            called.append(step.call)
-        assert step.answer is not None  # decide calls at least one tier
-        cost[row] = float(data.cost[row, called].sum())
-        quality[row] = float(data.quality[row, step.answer])
-        reached[row, called] = True
-    return Replayed(cost, quality, reached)
+    return sweep_unified(model, data, [cost_weight])[0][1]
 
 
-def cost_weight_grid(steps: int = 24) -> list[float]:
+def _replay_row(model: UnifiedModel, data: UnifiedData, row: int, cost_weight: float,
+                cache: dict) -> tuple[list[int], int]:  # type: ignore[type-arg]
+    called: list[int] = []
+    while True:
+        step = model.decide(data.prior[row], called, data.group_list(row, called), cost_weight,
+                            cache=cache)
+        if step.call is None:
+            break
+        called.append(step.call)
+    assert step.answer is not None  # decide calls at least one tier
+    return called, step.answer
+
+
+def cost_weight_grid(steps: int = 72) -> list[float]:
     """λ from 0 (quality only) to 20 (a call must gain 20× its relative cost)."""
     return [0.0] + [float(v) for v in np.geomspace(1e-3, 20.0, steps - 1)]
 
 
 def sweep_unified(model: UnifiedModel, data: UnifiedData,
                   grid: Sequence[float] | None = None) -> list[tuple[float, Replayed]]:
-    return [(lam, replay_unified(model, data, lam)) for lam in (grid or cost_weight_grid())]
+    """``replay_unified`` for each λ of ``grid`` (default ``cost_weight_grid()``); a query's
+    estimates are computed once for every λ."""
+    lams = list(cost_weight_grid() if grid is None else grid)
+    n, m = data.prior.shape
+    cost, quality = np.zeros((len(lams), n)), np.zeros((len(lams), n))
+    reached = np.zeros((len(lams), n, m), dtype=bool)
+    for row in range(n):
+        cache: dict = {}  # type: ignore[type-arg]
+        for i, lam in enumerate(lams):
+            called, answer = _replay_row(model, data, row, lam, cache)
+            cost[i, row] = float(data.cost[row, called].sum())
+            quality[i, row] = float(data.quality[row, answer])
+            reached[i, row, called] = True
+    return [(lam, Replayed(cost[i], quality[i], reached[i])) for i, lam in enumerate(lams)]
+
+
+def choose_rule(data: UnifiedData, max_calls: int = 3, seed: int = 0,
+                grid: Sequence[float] | None = None) -> tuple[UnifiedModel, dict[DecisionRule, float]]:
+    """Fit on ``data`` and keep the decision rule whose λ sweep replayed on ``data`` has the
+    larger area under its cost–quality hull (AIQ up to the dearest tier's total cost), with
+    that score per rule. Both rules share the fitted estimates, so this compares how they
+    decide, not what they know."""
+    spread = fit_unified(data, max_calls, seed, DecisionRule.SPREAD)
+    models = {DecisionRule.SPREAD: spread,
+              DecisionRule.LOOKAHEAD: dataclasses.replace(spread, rule=DecisionRule.LOOKAHEAD)}
+    c_max = float(data.cost.sum(axis=0).max())
+    scores = {rule: hull_aiq([r.point for _, r in sweep_unified(model, data, grid)], c_max)
+              for rule, model in models.items()}
+    best = max(scores, key=lambda rule: (scores[rule], rule is DecisionRule.SPREAD))
+    return models[best], scores
 
 
 def calibrate_cost_weight(swept: Sequence[tuple[float, Replayed]], data: UnifiedData,
