@@ -30,7 +30,6 @@ from verifiers import AnswerKind, shared_static
 PREFIX = "unified-"
 KINDS = ("unified-knn", "unified-mf", "unified-knn-static", "unified-mf-static")
 MAX_CALLS = 3
-RULE_GRID = cost_weight_grid(24)  # the rule is chosen on train over this coarser sweep
 
 
 def _groups(side: Side, names: Sequence[str], kind: AnswerKind | None) -> np.ndarray:
@@ -77,7 +76,7 @@ async def unified_curves(kinds: Sequence[str], suite: Suite, train: Side, test: 
         tell(f"unified: {name}: fitting on train ({', '.join(names)})")
         train_data = _data(names, p_train.p[:, tiers], inputs.labels[:, tiers], inputs.cost[:, tiers],
                            _groups(train, names, suite.answer))
-        model, scores = await anyio.to_thread.run_sync(choose_rule, train_data, MAX_CALLS, 0, RULE_GRID)
+        model, scores = await anyio.to_thread.run_sync(choose_rule, train_data, MAX_CALLS)
         test_data = _data(names, p_test[:, tiers], np.stack([single_test[n].correct for n in names], axis=1),
                           np.stack([single_test[n].cost for n in names], axis=1),
                           _groups(test, names, suite.answer))

@@ -44,13 +44,15 @@ from cascade.routing._train import (
     train_mf,
 )
 from cascade.routing._types import RouteContext, Router, RouteTier
-from cascade.routing._unified import Step, UnifiedModel, UnifiedSettings, load_unified
+from cascade.routing._unified import AnswerStats, DecisionRule, Step, UnifiedModel, UnifiedSettings, load_unified
 from cascade.routing._unified_train import (
     Replayed,
     UnifiedData,
     UnifiedDataError,
+    answer_stats,
     calibrate_cost_weight,
     candidate_models,
+    choose_rule,
     cost_weight_grid,
     fit_unified,
     replay_unified,
@@ -110,8 +112,12 @@ __all__ = [
     "train_knn",
     "train_mf",
     "utility_starts",
+    "AnswerStats",
+    "DecisionRule",
+    "answer_stats",
     "calibrate_cost_weight",
     "candidate_models",
+    "choose_rule",
     "cost_weight_grid",
     "fit_unified",
     "load_unified",

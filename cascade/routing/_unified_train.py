@@ -289,15 +289,16 @@ def sweep_unified(model: UnifiedModel, data: UnifiedData,
 
 def choose_rule(data: UnifiedData, max_calls: int = 3, seed: int = 0,
                 grid: Sequence[float] | None = None) -> tuple[UnifiedModel, dict[DecisionRule, float]]:
-    """Fit on ``data`` and keep the decision rule whose λ sweep replayed on ``data`` has the
-    larger area under its cost–quality hull (AIQ up to the dearest tier's total cost), with
-    that score per rule. Both rules share the fitted estimates, so this compares how they
+    """Fit on ``data`` and keep the decision rule whose λ sweep (default: 24 λ) replayed on
+    ``data`` has the larger area under its cost–quality hull (AIQ up to the dearest tier's
+    total cost), with that score per rule. Both rules share the fitted estimates, so this compares how they
     decide, not what they know."""
     spread = fit_unified(data, max_calls, seed, DecisionRule.SPREAD)
     models = {DecisionRule.SPREAD: spread,
               DecisionRule.LOOKAHEAD: dataclasses.replace(spread, rule=DecisionRule.LOOKAHEAD)}
     c_max = float(data.cost.sum(axis=0).max())
-    scores = {rule: hull_aiq([r.point for _, r in sweep_unified(model, data, grid)], c_max)
+    lams = cost_weight_grid(24) if grid is None else grid
+    scores = {rule: hull_aiq([r.point for _, r in sweep_unified(model, data, lams)], c_max)
               for rule, model in models.items()}
     best = max(scores, key=lambda rule: (scores[rule], rule is DecisionRule.SPREAD))
     return models[best], scores

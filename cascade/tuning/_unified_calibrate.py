@@ -5,7 +5,7 @@ unified`` policy: fit the unified decision's artifact from recorded data, and ch
 **Fitting** (``train_unified``): each tier answers every labelled row through the engine
 (``_unified_data.record_answers``); priors are cross-fitted with the policy's router kind and
 encoder (k folds, the router's hyperparameters fixed: read from its artifact, or chosen once
-by cross-validation on all the data); ``fit_unified`` fits the quality models on them. The
+by cross-validation on all the data); ``choose_rule`` fits the quality models on them and keeps the better decision rule. The
 router artifact the policy names is **reused** when it exists (its kind, encoder and
 hyperparameters drive the cross-fit), else trained on all the data and written there.
 
@@ -43,7 +43,7 @@ from cascade.routing import (
     calibrate_cost_weight,
     choose_knn,
     cost_weight_grid,
-    fit_unified,
+    choose_rule,
     load_router_model,
     router_text,
     sweep_unified,
@@ -254,14 +254,16 @@ async def train_unified(policy: Policy, data: Path, base_dir: Path, *, out: Path
     unified_data = UnifiedData(names, prior, answers.quality, answers.cost, groups)
     max_calls = min(spec.max_calls or DEFAULT_MAX_CALLS, len(names))
     tell(f"fitting the unified decision ({len(texts)} queries, {len(names)} tiers)")
-    model = await anyio.to_thread.run_sync(fit_unified, unified_data, max_calls, seed)
+    model, rule_scores = await anyio.to_thread.run_sync(choose_rule, unified_data, max_calls, seed)
     target = out if out is not None else _resolve(spec.artifact, base_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     document = {**model.to_json(), "fitted_on": {
         "file": data.name, "sha256": file_digest(data), "queries": len(texts), "folds": folds,
-        "router": settings.describe(), "router_artifact": str(router.artifact)}}
+        "router": settings.describe(), "router_artifact": str(router.artifact),
+        "rule_aiq_on_data": {rule.value: score for rule, score in rule_scores.items()}}}
     target.write_text(json.dumps(document, indent=1), encoding="utf-8")
-    notes = []
+    notes = [f"decision rule {model.rule.value}: the larger area under its cost–quality curve replayed "
+             "on this data (" + ", ".join(f"{r.value} {v:.4f}" for r, v in rule_scores.items()) + ")"]
     if out is not None and out.resolve() != _resolve(spec.artifact, base_dir).resolve():
         notes.append(f"the policy reads {spec.artifact}: point routing.unified.artifact at {out} to use this fit")
     return UnifiedFit(target, router_path, trained, settings.describe(), recorded.tiers, names,
