@@ -1,6 +1,7 @@
 """Decision latency of ``routing.mode: unified`` (``UnifiedModel.decide``), per step, for 2 to
 5 tiers, excluding model calls and the router: a model fitted on synthetic recorded data, the
-decision timed at every state of random call orders (0 to ``max_calls`` answers seen).
+decision timed at every state of random call orders (0 to ``max_calls`` answers seen), for
+each decision rule (spread, look-ahead).
 
     .venv/bin/python benchmarks/unified_latency.py [--repeat 2000]
 """
@@ -13,8 +14,11 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import dataclasses
+
 import numpy as np
 
+from cascade.routing._unified import DecisionRule
 from cascade.routing._unified_train import UnifiedData, fit_unified
 
 
@@ -34,11 +38,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2000)
     args = parser.parse_args()
     rng = np.random.default_rng(1)
-    print("| tiers | max calls | answers seen | p50 (ms) | p99 (ms) |")
-    print("|---|---|---|---|---|")
-    for m in (2, 3, 4, 5):
+    print("| rule | tiers | max calls | answers seen | p50 (ms) | p99 (ms) |")
+    print("|---|---|---|---|---|---|")
+    for m, rule in ((m, rule) for rule in DecisionRule for m in (2, 3, 4, 5)):
         data = _data(m)
-        model = fit_unified(data, max_calls=min(3, m))
+        model = dataclasses.replace(fit_unified(data, max_calls=min(3, m)), rule=rule)
         for seen in range(model.max_calls + 1):
             times = []
             for r in range(args.repeat):
@@ -49,10 +53,11 @@ def main() -> None:
                 model.decide(prior, order, groups, 0.1)
                 times.append(time.perf_counter() - start)
             ms = np.array(times) * 1e3
-            print(f"| {m} | {model.max_calls} | {seen} | {np.percentile(ms, 50):.3f} | {np.percentile(ms, 99):.3f} |")
+            print(f"| {rule.value} | {m} | {model.max_calls} | {seen} | {np.percentile(ms, 50):.3f} "
+                  f"| {np.percentile(ms, 99):.3f} |")
     m = 5
     model = fit_unified(_data(m), max_calls=5)
-    for seen in (0, 2, 4):
+    for seen in (0, 2, 4):  # the spread rule enumerates every plan: 32 with 5 calls
         times = []
         for r in range(args.repeat):
             order = [int(t) for t in rng.permutation(m)][:seen]
@@ -60,7 +65,7 @@ def main() -> None:
             model.decide(np.full(m, 0.7), order, list(range(seen)), 0.1)
             times.append(time.perf_counter() - start)
         ms = np.array(times) * 1e3
-        print(f"| 5 | 5 | {seen} | {np.percentile(ms, 50):.3f} | {np.percentile(ms, 99):.3f} |")
+        print(f"| spread | 5 | 5 | {seen} | {np.percentile(ms, 50):.3f} | {np.percentile(ms, 99):.3f} |")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from cascade import Cascade
 from cascade.errors import RouterArtifactError
 from cascade.routing._lookahead import AnswerStats, _Scorer, canonical
 from cascade.routing._unified import CALLED_FEATURES, WAITING_FEATURES, DecisionRule, UnifiedModel, load_unified
-from cascade.routing._unified_train import answer_stats, choose_rule, cost_weight_grid, fit_unified, sweep_unified
+from cascade.routing._unified_train import UnifiedData, answer_stats, choose_rule, cost_weight_grid, fit_unified, sweep_unified
 from tests.test_unified import MODELS, PRIORS, FixedRouter, _model, _policy, _synthetic
 
 EXACT = AnswerStats(1.0, 0.0, (0.0, 0.0, 0.0))  # letters: good answers agree, bad ones never
@@ -168,7 +168,7 @@ def test_artifact_keeps_the_rule_and_statistics(tmp_path: Path) -> None:
 def test_answer_statistics_by_hand() -> None:
     """Three tiers, two queries. Pairs both good with answers: q0 (0,1) same group, (0,2)
     and (1,2) not → 1 of 3; pairs both bad: q1 (0,1) same → 1 of 1. Smoothed (a+1)/(n+2)."""
-    from cascade.routing._unified_train import UnifiedData
+
 
     data = UnifiedData(("a", "b", "c"), np.full((2, 3), 0.5), np.array([[1.0, 1.0, 0.8], [0.0, 0.2, 1.0]]),
                        np.ones((2, 3)), np.array([[0, 0, 1], [2, 2, -1]]))
@@ -186,6 +186,17 @@ def test_choose_rule_keeps_the_better_train_curve() -> None:
     other = next(r for r in DecisionRule if r is not model.rule)
     rival = dataclasses.replace(model, rule=other)
     assert [r.point for _, r in sweep_unified(rival, train, cost_weight_grid(8))]  # both rules replay
+
+
+def test_choose_rule_offers_the_look_ahead_only_where_it_is_fast() -> None:
+    """Four tiers: the look-ahead's first step is over 1 ms there, so only the spread rule is
+    scored and kept."""
+    three = _synthetic(80)
+    four = UnifiedData(("a", "b", "c", "d"), np.hstack([three.prior, three.prior[:, 2:]]),
+                       np.hstack([three.quality, three.quality[:, 2:]]),
+                       np.hstack([three.cost, 2 * three.cost[:, 2:]]), np.hstack([three.groups, three.groups[:, 2:]]))
+    model, scores = choose_rule(four, 3, grid=cost_weight_grid(4))
+    assert set(scores) == {DecisionRule.SPREAD} and model.rule is DecisionRule.SPREAD
 
 
 @pytest.mark.anyio
