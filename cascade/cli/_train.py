@@ -17,7 +17,7 @@ from cascade.cli._app import (
     EXIT_BAD_INPUT, EXIT_RUN_FAILED, _fail, app, err, out, output_file, written,
 )
 from verifiers._calibrate import GOOD
-from cascade.errors import CascadeError
+from cascade.errors import CascadeError, ReplayDataError
 from cascade.policy import load_policy
 from cascade.policy._writeback import with_thresholds
 from cascade.providers import ReplayTable, load_table
@@ -111,11 +111,14 @@ def examples_from(table: ReplayTable, model: str) -> list[Example]:
     The query is the whole recorded prompt, as the engine hands it to estimators (verifiers
     keep its end: the question; RouterBench's shared few-shot prefix is cut off)."""
     table.require_model(model)
+    if not table.has_responses:
+        raise ReplayDataError(table.path, "records no answers (quality columns only): a verifier "
+                              "has nothing to learn from")
     out_: list[Example] = []
     for row in table.rows:
         record = table.record(row, model)
         if record.correct is not None:
-            out_.append(Example(row.prompt, record.response, record.correct >= GOOD))
+            out_.append(Example(row.prompt, record.response or "", record.correct >= GOOD))
     return out_
 
 
