@@ -184,7 +184,7 @@ class _Columns:
 
 def _quality_only(header: Sequence[str], path: str) -> _Columns:
     """No response (or cost) columns: every non-metadata column is a model's quality."""
-    models = tuple(c for c in header if c not in METADATA)
+    models = tuple(c for c in header if c not in METADATA and c.strip())  # "": a saved index
     if not models:
         raise ReplayDataError(path, "no model columns (every column is prompt / sample_id / "
                               "eval_name / oracle_model_to_route_to)")
@@ -202,7 +202,7 @@ def _routerbench_models(header: Sequence[str], path: str) -> _Columns:
     answered, costed = _suffixed(header, RESPONSE_SUFFIX), _suffixed(header, COST_SUFFIX)
     if not answered and not costed:
         return _quality_only(header, path)
-    models = answered or costed
+    models = tuple(dict.fromkeys(answered + costed))  # a model with one but not the other: missing
     needed = [""] + ([RESPONSE_SUFFIX] if answered else []) + ([COST_SUFFIX] if costed else [])
     for model in models:
         for column in (model + s for s in needed):
