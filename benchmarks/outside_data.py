@@ -67,7 +67,8 @@ class Source:
         return self._git("show", f"HEAD:{path}")
 
     def _git(self, *args: str) -> str:
-        done = subprocess.run(["git", "--git-dir", str(self.root), *args], capture_output=True, text=True)
+        done = subprocess.run(["git", "--git-dir", str(self.root), *args], capture_output=True, text=True,
+                              check=False)
         if done.returncode != 0:
             raise OutsideDataError(f"git {' '.join(args)}: {done.stderr.strip()}")
         return done.stdout

@@ -48,9 +48,9 @@ import numpy as np
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from cascade.bench._costs import DEFAULT_OUTPUT_TOKENS, Costing, parse_prices, price_models  # noqa: E402
-from cascade.bench._metrics import aiq, hull  # noqa: E402
-from cascade.providers import ReplayTable, load_table  # noqa: E402
+from cascade.bench._costs import DEFAULT_OUTPUT_TOKENS, Costing, parse_prices, price_models
+from cascade.bench._metrics import aiq, hull
+from cascade.providers import ReplayTable, load_table
 
 # RouterBench's willingness-to-pay grid (utils.WILLINGNESS_TO_PAY).
 WILLINGNESS_TO_PAY = (1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.005, 0.01, 0.1, 0.5, 1.0, 1.5,
