@@ -17,7 +17,7 @@ from cascade.cli._app import (
     EXIT_BAD_INPUT, EXIT_RUN_FAILED, _fail, app, err, out, output_file, written,
 )
 from verifiers._calibrate import GOOD
-from cascade.errors import CascadeError, ReplayDataError
+from cascade.errors import CascadeError
 from cascade.policy import load_policy
 from cascade.policy._writeback import with_thresholds
 from cascade.providers import ReplayTable, load_table
@@ -110,6 +110,8 @@ def examples_from(table: ReplayTable, model: str) -> list[Example]:
     """(query, answer, correct) for one model; rows without a correctness cell are skipped.
     The query is the whole recorded prompt, as the engine hands it to estimators (verifiers
     keep its end: the question; RouterBench's shared few-shot prefix is cut off)."""
+    from cascade.errors import ReplayDataError  # (kept out of the shared import block)
+
     table.require_model(model)
     if not table.has_responses:
         raise ReplayDataError(table.path, "records no answers (quality columns only): a verifier "
