@@ -271,3 +271,10 @@ def test_routerbench_knn_scores_route_and_prefix() -> None:
     assert (2.0, 0.5) in pts and (11.0, 1.0) in pts
     assert routerbench_knn.shared_prefix(["Shots here.\nQ: a b", "Shots here.\nQ: abc"]) == "Shots here.\nQ: "
     assert routerbench_knn.shared_prefix(["abc", "abd"]) == ""
+
+
+def test_a_verifier_cannot_be_trained_on_a_file_without_answers(tmp_path: Path) -> None:
+    from cascade.cli._train import examples_from
+
+    with pytest.raises(ReplayDataError, match="records no answers"):
+        examples_from(load_table(mmlu_like(tmp_path / "m.csv")), GPT4)
