@@ -150,6 +150,12 @@ def _provider(spec: TierSpec, factory: ProviderFactory, model: str | None = None
         raise ProviderConfigError(
             f"tier {spec.name!r}: {provider.table.path} records no costs; set the tier's "
             "price (input_per_1m / output_per_1m) so that its calls are costed from tokens")
+    if isinstance(provider, ReplayProvider) and not provider.table.has_costs \
+            and not provider.table.has_responses and provider.output_tokens is None:
+        raise ProviderConfigError(
+            f"tier {spec.name!r}: {provider.table.path} records neither answers nor costs; set the "
+            "replay provider's output_tokens (billed per answer) so that its calls are not costed "
+            "as if they generated nothing")
     return provider
 
 

@@ -99,7 +99,8 @@ tiers:
 @pytest.mark.parametrize(
     ("name", "text", "message"),
     [
-        ("nomodel.csv", "prompt,a,b\nq,1,0\n", "no '<model>|model_response' (RouterBench) or"),
+        ("nomodel.csv", "question,a,b\nq,1,0\n", "'<model>_response' (RouteLLM) or 'prompt' column"),
+        ("onlymeta.csv", "sample_id,prompt,eval_name\ns0,q,toy\n", "no model columns"),
         ("missing.csv", "prompt,a_response\nq,x\n", "missing column 'a'"),
         ("badlabel.csv", "prompt,a,a_response\nq,maybe,x\n", "row 1, column 'a'"),
         ("noprompt.csv", "question,a,a_response\nq,True,x\n", "missing column(s) prompt"),

@@ -8,6 +8,7 @@ Runs on the built-in suites over ``../shared/data`` or on any RouterBench-format
 
 from cascade.bench._bench import EstimatorMethod, SuiteReport, run_suite
 from cascade.bench._cli import METHODS, ROUTERS, BenchError, bench, csv_suite, default_out, not_run
+from cascade.bench._costs import Costing, CostingError
 from cascade.bench._metrics import Gap, aiq, apgr, bootstrap, cost_to_reach, cpt, hull, paired_margin
 from cascade.bench._replay import Curve, Outcomes, Side, SplitRule, Suite, open_side, oracle, oracle_frontier
 from cascade.bench._report import markdown, plot, write_json
@@ -18,6 +19,8 @@ __all__ = [
     "ROUTERS",
     "SUITES",
     "BenchError",
+    "Costing",
+    "CostingError",
     "Curve",
     "EstimatorMethod",
     "Gap",

@@ -1,6 +1,8 @@
 """What a user's recorded-answers file can support, read from the data (pure, no engine):
 the answer kind its responses compare as (for agreement cascades) and how many response
-cells are empty (methods that read answers cannot run on a file without them)."""
+cells are empty (methods that read answers cannot run on a file without them). A file with
+no response columns at all (``has_responses`` False) has no kind and no *empty* cells: its
+answers are absent, which ``csv_suite`` reports as such."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ def _responses(table: ReplayTable) -> list[str]:
     for i, row in enumerate(table.rows):
         for j, model in enumerate(models):
             if (i * len(models) + j) % step == 0:
-                text = table.record(row, model).response.strip()
+                text = (table.record(row, model).response or "").strip()
                 if text:
                     out.append(text)
     return out
@@ -56,10 +58,12 @@ def answer_kind(table: ReplayTable) -> Detected | None:
 
 def empty_responses(table: ReplayTable) -> Mapping[str, float]:
     """Per model, the share of rows whose response cell is empty (only models with any)."""
+    if not table.has_responses:
+        return {}
     models = table.models or ("",)
     out = {}
     for model in models:
-        empty = sum(not table.record(row, model).response.strip() for row in table.rows)
+        empty = sum(not (table.record(row, model).response or "").strip() for row in table.rows)
         if empty:
             out[model or "(the file's model)"] = empty / len(table.rows)
     return out

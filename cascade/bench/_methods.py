@@ -81,7 +81,8 @@ def _verifier_sync(train: Side, test: Side) -> tuple[PerTier, PerTier]:
 
     for tier in _cheapest(train, JUDGED):
         provider = tier.provider
-        if not isinstance(provider, ReplayProvider) or not provider.table.has_labels_per_model:
+        if not isinstance(provider, ReplayProvider) or not provider.table.has_labels_per_model \
+                or not provider.table.has_responses:  # no answer text to judge
             continue
         rows = _answers(train, tier.model, provider)
         examples = [Example(q, a, bool(c is not None and c >= GOOD)) for q, a, c in rows]  # graded: good at >= 0.5
@@ -125,7 +126,7 @@ def _cheapest(side: Side, count: int) -> list:
         for query in side.queries:
             record = table.record(table.rows[query.row - 1], tier.model)
             total += record.cost if record.cost is not None else tier.price.cost(
-                len(query.prompt) // 4, len(record.response) // 4)
+                len(query.prompt) // 4, len(record.response or "") // 4)
         return total
 
     return sorted(side.tiers, key=cost)[:count]

@@ -65,6 +65,12 @@ def bench(
         help="output folder (default $CASCADE_BENCH_OUT, else a new folder under "
         "~/.cache/cascade-bench/results; files tracked by git are never overwritten)")] = None,
     bootstrap: Annotated[int, typer.Option(help="bootstrap rounds for the AIQ intervals")] = 200,
+    price: Annotated[list[str] | None, typer.Option(
+        help="'MODEL=IN,OUT': USD per 1M input, output tokens of a --csv model, for a file that "
+        "records no costs (repeatable; default: the bundled price list)")] = None,
+    output_tokens: Annotated[int | None, typer.Option(
+        min=0, help="output tokens billed per answer of a --csv file that records neither "
+        "answers nor costs (default 1)")] = None,
 ) -> None:
     """Replay recorded answers through the engine: cost–quality curves, AIQ, APGR, CPT.
     Exits 1 when a method or router asked for by name ran on no suite (the notes say why)."""
@@ -75,14 +81,17 @@ def bench(
                     EXIT_BAD_INPUT)
     from cascade.bench import SplitRule, not_run
     from cascade.bench import bench as run_bench
+    from cascade.bench._costs import Costing, parse_prices
     from verifiers import AnswerKind
     if train is not None and csv is None:
         raise _fail("--train needs --csv", EXIT_BAD_INPUT)
     try:
+        costing = Costing(parse_prices(price or []), output_tokens)
         reports = run_bench(suites or [], data=data, out=out, csv=csv, train=train,
                             policy=policy, split=SplitRule(split.value), methods=method, rounds=bootstrap,
                             console=err, routers=router or [],
-                            answer=None if answer is None else AnswerKind(answer.value))
+                            answer=None if answer is None else AnswerKind(answer.value),
+                            costing=costing)
     except CascadeError as exc:
         raise _fail(str(exc).strip('"'), EXIT_BAD_INPUT) from None
     missing = not_run(reports, method, router or [])

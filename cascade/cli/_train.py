@@ -171,12 +171,17 @@ def examples_from(table: ReplayTable, model: str) -> list[Example]:
     """(query, answer, correct) for one model; rows without a correctness cell are skipped.
     The query is the whole recorded prompt, as the engine hands it to estimators (verifiers
     keep its end: the question; RouterBench's shared few-shot prefix is cut off)."""
+    from cascade.errors import ReplayDataError  # (kept out of the shared import block)
+
     table.require_model(model)
+    if not table.has_responses:
+        raise ReplayDataError(table.path, "records no answers (quality columns only): a verifier "
+                              "has nothing to learn from")
     out_: list[Example] = []
     for row in table.rows:
         record = table.record(row, model)
         if record.correct is not None:
-            out_.append(Example(row.prompt, record.response, record.correct >= GOOD))
+            out_.append(Example(row.prompt, record.response or "", record.correct >= GOOD))
     return out_
 
 

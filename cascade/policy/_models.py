@@ -172,6 +172,9 @@ class ReplayProvider(_Spec):
     vote: int | None = Field(
         None, ge=1, description="multi-sample data only: answer with the majority of the first "
         "`vote` recorded samples and bill all of them (self-consistency as one tier)")
+    output_tokens: int | None = Field(
+        None, ge=0, description="output tokens billed per answer where the data records no answer "
+        "text and no cost (files of quality columns only); required for such files")
 
 
 ProviderSpec = Annotated[

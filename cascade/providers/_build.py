@@ -65,7 +65,7 @@ class ProviderFactory:
             case LlamaSpec():
                 return self._llama(spec)
             case ReplaySpec():
-                settings = ReplaySettings(spec.prompt_prefix_chars, spec.vote)
+                settings = ReplaySettings(spec.prompt_prefix_chars, spec.vote, spec.output_tokens)
                 return ReplayProvider(cached_table(self._path(spec.data), spec.format), settings)
         raise ProviderConfigError(f"no provider for {spec!r}")  # unreachable: the union is closed
 

@@ -9,7 +9,8 @@ text (the whole recorded prompt, or its last element).
 Files with many samples per query (MoT) support ``n`` and ``seed``: sample 0 is the tier's
 answer, and a call with ``seed=s, n=k`` returns recorded samples ``s .. s+k-1`` — the engine's
 ``sample(k)`` asks for the next unseen ones. The prompt is billed once per call, every
-returned sample's generation as output (``tokens = ceil(characters / 4)``).
+returned sample's generation as output (``tokens = ceil(characters / 4)``). A file without
+answer texts answers with an empty text and bills the declared ``output_tokens`` per answer.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def cached_table(path: str | Path, fmt: ReplayFormat | None = None) -> ReplayTab
 class ReplaySettings:
     prompt_prefix_chars: int = 0  # a fixed prompt prefix the data does not record (billed)
     vote: int | None = None  # answer with the majority of the first `vote` samples (billed)
+    output_tokens: int | None = None  # billed per answer where the data records no answer text
 
 
 def _tokens(chars: int) -> int:
@@ -70,6 +72,11 @@ class ReplayProvider:
     @property
     def table(self) -> ReplayTable:
         return self._table
+
+    @property
+    def output_tokens(self) -> int | None:
+        """Billed per answer where the data records no answer text (None: not declared)."""
+        return self._settings.output_tokens
 
     def _by_text(self, call: ModelCall) -> ReplayRow | None:
         user = [m.content for m in call.messages if m.role == "user"]
@@ -106,6 +113,8 @@ class ReplayProvider:
             if call.seed or call.n > 1:
                 raise ReplayMissError(self.deployment, "this data records one answer per model: "
                                       "it cannot replay further samples")
+            if record.response is None:  # no answer text recorded: the declared length is billed
+                return (Choice("", finish_reason="stop", label=record.correct),), 4 * (self._settings.output_tokens or 0)
             return (Choice(record.response, finish_reason="stop", label=record.correct),), len(record.response)
         if vote is not None:
             answers = record.samples[:vote]

@@ -4,7 +4,14 @@
 |---|---|---|---|
 | ``routerbench`` | RouterBench 0-shot CSV: ``sample_id, prompt, eval_name``, one 0/1 column per model, ``<model>|model_response``, ``<model>|total_cost`` | any number | recorded per query |
 | ``routellm`` | RouteLLM response CSV: ``prompt``, one True/False column per model, ``<model>_response`` | any number | none: the tier's ``price`` × tokens |
+| (either, without responses) | the quality columns only: RouteLLM's MMLU files (``prompt`` + one True/False column per model), a RouterBench file without ``|model_response`` (with or without ``|total_cost``) | any number | recorded, else the tier's ``price`` × (prompt tokens, the provider's declared ``output_tokens``) |
 | ``mot`` | MoT JSON list: ``question, answer, generated, results`` (many samples per question) | one per file (the tier names it) | none: the tier's ``price`` × tokens |
+
+A file without response columns has no answer texts: its records' ``response`` is None (not
+an empty string) and ``ReplayTable.has_responses`` is False, so methods that compare or judge
+answers know they cannot run. Without ``|model_response`` / ``|total_cost`` / ``_response``
+columns every column except the metadata ones (``prompt``, ``sample_id``, ``eval_name``,
+``oracle_model_to_route_to``) is a model's quality column; ``sample_id`` marks RouterBench.
 
 Rows are numbered from 1 (the first data row / the first JSON record) in errors and in
 ``replay_row`` metadata.
@@ -34,6 +41,7 @@ RESPONSE_SUFFIX = "|model_response"
 COST_SUFFIX = "|total_cost"
 ROUTELLM_SUFFIX = "_response"
 ANY_MODEL = ""  # the key of the one model of a single-model file (MoT)
+METADATA = ("sample_id", "prompt", "eval_name", "oracle_model_to_route_to")  # not model columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +49,7 @@ class Record:
     """One model's recorded answer to one query. ``samples`` are further recorded answers
     (MoT); ``sample_correct`` their labels; ``output_chars`` the billed generation of each."""
 
-    response: str
+    response: str | None  # None: the file records no answer texts (quality columns only)
     correct: float | None  # quality in [0, 1] (0/1: correctness); None where the cell is empty
     cost: float | None  # None where the data has no cost (priced from tokens)
     samples: tuple[str, ...] = ()
@@ -65,10 +73,12 @@ class ReplayTable:
     models: tuple[str, ...]  # empty for a single-model file: any tier model name maps to it
     rows: tuple[ReplayRow, ...]
     format: ReplayFormat = ReplayFormat.ROUTERBENCH
+    has_responses: bool = True  # False: quality columns only, no answer texts
+    recorded_costs: bool = True  # False: a RouterBench file without ``|total_cost`` columns
 
     @property
     def has_costs(self) -> bool:
-        return self.format is ReplayFormat.ROUTERBENCH
+        return self.format is ReplayFormat.ROUTERBENCH and self.recorded_costs
 
     @property
     def has_labels_per_model(self) -> bool:
@@ -108,7 +118,7 @@ def literal_parts(text: str) -> tuple[str, ...]:
     return (text,)
 
 
-def _correctness(cell: str, path: str, row: int, column: str) -> float | None:
+def _correctness(cell: str, path: str, row: int, column: str, hint: str = "") -> float | None:
     """A quality cell: True/False, 0/1 or a graded score in [0, 1]; None when empty."""
     text = cell.strip()
     if text == "":
@@ -118,7 +128,7 @@ def _correctness(cell: str, path: str, row: int, column: str) -> float | None:
     try:
         value = float(text)
     except ValueError:
-        raise ReplayDataError(path, f"quality {cell!r} is not a number in [0, 1] or True/False",
+        raise ReplayDataError(path, f"quality {cell!r} is not a number in [0, 1] or True/False{hint}",
                               row=row, column=column) from None
     if not 0.0 <= value <= 1.0:  # also rejects nan
         raise ReplayDataError(path, f"quality {cell!r} is outside [0, 1] (graded scores are "
@@ -138,37 +148,79 @@ def _cost(cell: str, path: str, row: int, column: str) -> float:
 
 
 def detect_format(path: str | Path, header: Sequence[str] | None) -> ReplayFormat:
+    """MoT by the ``.json`` suffix; RouterBench by ``|model_response`` / ``|total_cost`` columns
+    or, in a file of quality columns only, by ``sample_id``; else RouteLLM (``prompt``)."""
     if str(path).lower().endswith(".json"):
         return ReplayFormat.MOT
     columns = list(header or [])
-    if any(c.endswith(RESPONSE_SUFFIX) for c in columns):
+    if any(c.endswith((RESPONSE_SUFFIX, COST_SUFFIX)) for c in columns):
         return ReplayFormat.ROUTERBENCH
     if any(c.endswith(ROUTELLM_SUFFIX) for c in columns):
         return ReplayFormat.ROUTELLM
-    raise ReplayDataError(str(path), f"no '<model>{RESPONSE_SUFFIX}' (RouterBench) or "
-                          f"'<model>{ROUTELLM_SUFFIX}' (RouteLLM) columns")
+    if "sample_id" in columns:
+        return ReplayFormat.ROUTERBENCH
+    if "prompt" in columns:
+        return ReplayFormat.ROUTELLM
+    raise ReplayDataError(str(path), f"no '<model>{RESPONSE_SUFFIX}' (RouterBench), "
+                          f"'<model>{ROUTELLM_SUFFIX}' (RouteLLM) or 'prompt' column")
 
 
-def _routerbench_models(header: Sequence[str], path: str) -> tuple[str, ...]:
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """What a header holds: the models, and whether it records answer texts and costs."""
+
+    models: tuple[str, ...]
+    responses: bool
+    costs: bool
+
+    @property
+    def hint(self) -> str:
+        """Added to a bad quality cell's error where a stray column may be the cause."""
+        if self.responses:
+            return ""
+        return (" (a file without response columns reads every column but "
+                f"{' / '.join(METADATA)} as a model's quality)")
+
+
+def _quality_only(header: Sequence[str], path: str) -> _Columns:
+    """No response (or cost) columns: every non-metadata column is a model's quality."""
+    models = tuple(c for c in header if c not in METADATA and c.strip())  # "": a saved index
+    if not models:
+        raise ReplayDataError(path, "no model columns (every column is prompt / sample_id / "
+                              "eval_name / oracle_model_to_route_to)")
+    return _Columns(models, responses=False, costs=False)
+
+
+def _suffixed(header: Sequence[str], suffix: str) -> tuple[str, ...]:
+    return tuple(c[: -len(suffix)] for c in header if c.endswith(suffix))
+
+
+def _routerbench_models(header: Sequence[str], path: str) -> _Columns:
     missing = [c for c in ("sample_id", "prompt") if c not in header]
     if missing:
         raise ReplayDataError(path, f"missing column(s) {', '.join(missing)}")
-    models = tuple(c[: -len(RESPONSE_SUFFIX)] for c in header if c.endswith(RESPONSE_SUFFIX))
+    answered, costed = _suffixed(header, RESPONSE_SUFFIX), _suffixed(header, COST_SUFFIX)
+    if not answered and not costed:
+        return _quality_only(header, path)
+    models = tuple(dict.fromkeys(answered + costed))  # a model with one but not the other: missing
+    needed = [""] + ([RESPONSE_SUFFIX] if answered else []) + ([COST_SUFFIX] if costed else [])
     for model in models:
-        for column in (model, model + COST_SUFFIX):
+        for column in (model + s for s in needed):
             if column not in header:
                 raise ReplayDataError(path, f"missing column {column!r}", column=column)
-    return models
+    return _Columns(models, responses=bool(answered), costs=bool(costed))
 
 
-def _routellm_models(header: Sequence[str], path: str) -> tuple[str, ...]:
+def _routellm_models(header: Sequence[str], path: str) -> _Columns:
     if "prompt" not in header:
         raise ReplayDataError(path, "missing column(s) prompt")
-    models = tuple(c[: -len(ROUTELLM_SUFFIX)] for c in header if c.endswith(ROUTELLM_SUFFIX))
+    models = _suffixed(header, ROUTELLM_SUFFIX)
+    if not models:
+        return _quality_only(header, path)
     for model in models:
         if model not in header:
             raise ReplayDataError(path, f"missing column {model!r}", column=model)
-    return models
+    return _Columns(models, responses=True, costs=False)
 
 
 def load_table(path: str | Path, fmt: ReplayFormat | None = None) -> ReplayTable:
@@ -197,18 +249,15 @@ def _load_csv(file: str, fmt: ReplayFormat | None) -> ReplayTable:
         header = list(reader.fieldnames or [])
         fmt = fmt or detect_format(file, header)
         if fmt is ReplayFormat.ROUTERBENCH:
-            models = _routerbench_models(header, file)
+            columns = _routerbench_models(header, file)
             read = _routerbench_row
         else:
-            models = _routellm_models(header, file)
+            columns = _routellm_models(header, file)
             read = _routellm_row
-        if not models:
-            suffix = RESPONSE_SUFFIX if fmt is ReplayFormat.ROUTERBENCH else ROUTELLM_SUFFIX
-            raise ReplayDataError(file, f"no '<model>{suffix}' columns")
-        rows = [read(_Cells(raw, number, file), models) for number, raw in enumerate(reader, 1)]
+        rows = [read(_Cells(raw, number, file), columns) for number, raw in enumerate(reader, 1)]
     if not rows:
         raise ReplayDataError(file, "no data rows")
-    return ReplayTable(file, models, tuple(rows), fmt)
+    return ReplayTable(file, columns.models, tuple(rows), fmt, columns.responses, columns.costs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,26 +274,27 @@ class _Cells:
         return value
 
 
-def _routerbench_row(cell: _Cells, models: Sequence[str]) -> ReplayRow:
+def _routerbench_row(cell: _Cells, columns: _Columns) -> ReplayRow:
     parts = literal_parts(cell("prompt"))
     records = {
         model: Record(
-            "\n".join(literal_parts(cell(model + RESPONSE_SUFFIX))),
-            _correctness(cell(model), cell.file, cell.number, model),
-            _cost(cell(model + COST_SUFFIX), cell.file, cell.number, model + COST_SUFFIX),
+            "\n".join(literal_parts(cell(model + RESPONSE_SUFFIX))) if columns.responses else None,
+            _correctness(cell(model), cell.file, cell.number, model, columns.hint),
+            _cost(cell(model + COST_SUFFIX), cell.file, cell.number, model + COST_SUFFIX)
+            if columns.costs else None,
         )
-        for model in models
+        for model in columns.models
     }
     return ReplayRow(cell("sample_id"), "\n\n".join(parts), parts,
                      cell.raw.get("eval_name") or "", records)
 
 
-def _routellm_row(cell: _Cells, models: Sequence[str]) -> ReplayRow:
+def _routellm_row(cell: _Cells, columns: _Columns) -> ReplayRow:
     prompt = cell("prompt")
     records = {
-        model: Record(cell(model + ROUTELLM_SUFFIX),
-                      _correctness(cell(model), cell.file, cell.number, model), None)
-        for model in models
+        model: Record(cell(model + ROUTELLM_SUFFIX) if columns.responses else None,
+                      _correctness(cell(model), cell.file, cell.number, model, columns.hint), None)
+        for model in columns.models
     }
     return ReplayRow(str(cell.number), prompt, (prompt,), "", records)
 

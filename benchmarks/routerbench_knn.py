@@ -1,0 +1,264 @@
+"""RouterBench's KNN router, re-implemented as ``../shared/BASELINES.md`` runs it: the
+reference that "routing alone gains at least as much over random mixing as RouterBench's
+KNN" is checked against on files nobody tuned to.
+
+    python benchmarks/routerbench_knn.py check DATA          # ARC / Winogrande / MBPP vs BASELINES
+    python benchmarks/routerbench_knn.py run --train TRAIN --test TEST [--c-max X] [--json OUT]
+    python benchmarks/routerbench_knn.py run --halves FILE [...]   # one file, halves split (seed 0)
+
+What it does (RouterBench, withmartian/routerbench: ``routers/knn_router.py``,
+``evaluate_routers.py``, ``utils.WILLINGNESS_TO_PAY``, ``configs/evaluate_routers.yaml``;
+re-implemented here, none of their code is copied):
+
+- **scores**: per test query, the unweighted mean quality of each model over the query's
+  ``k`` nearest train queries (cosine distance on sentence embeddings);
+- **willingness to pay** ``w``: route to ``argmax_m  score_m · w − (completion + prompt price
+  per token of m)`` (their ``TOKEN_COSTS``, USD per 10M tokens as written there; no request
+  fees for these models), first model on ties; one routing, one (total cost, mean quality)
+  point per ``w`` of their 32-value grid; cost = the chosen model's recorded cost;
+- **variants**: k ∈ {5, 10, 40}, cosine (their config), chosen by 5-fold CV AIQ on train
+  (out-of-fold routing of every train query, AIQ under the largest cost any variant reaches),
+  as BASELINES does; refitted on all of train;
+- **embeddings**: all-MiniLM-L6-v2 (the local MiniLM, ``max_length`` 256) of the prompt
+  (RouterBench's list parts joined) with the prefix every train prompt shares cut off (at a
+  whitespace), cached under ``--cache`` as ``.npy`` (no pickles);
+- **AIQ**: ``cascade.bench._metrics.aiq`` (the hull extended flat to ``c_max``, divided by
+  it), the function every ``cascade bench`` table uses; rows with an empty quality cell for any
+  model are left out, as in BASELINES.
+
+Files without recorded costs are costed as ``cascade bench --csv`` costs them
+(``cascade.bench._costs``: ⌈characters / 4⌉ prompt tokens, the recorded answer's or
+``--output-tokens`` per answer, bundled list prices or ``--price``), so the AIQs here compare
+with the bench's on the same file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from cascade.bench._costs import DEFAULT_OUTPUT_TOKENS, Costing, parse_prices, price_models
+from cascade.bench._metrics import aiq, hull
+from cascade.providers import ReplayTable, load_table
+
+# RouterBench's willingness-to-pay grid (utils.WILLINGNESS_TO_PAY).
+WILLINGNESS_TO_PAY = (1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.005, 0.01, 0.1, 0.5, 1.0, 1.5,
+                      2.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 7500.0,
+                      10000.0, 25000.0, 50000.0, 75000.0, 100000.0, 1e6, 1e9)
+NEIGHBORS = (5, 10, 40)  # configs/evaluate_routers.yaml
+FOLDS = 5
+# RouterBench's per-token prices (routers/common.py TOKEN_COSTS): (prompt, completion) per
+# 10M tokens as written there; the rule compares them with score · w, so their scale matters.
+TOKEN_PRICES_PER_10M = {
+    "gpt-3.5-turbo-1106": (1.0, 2.0), "claude-instant-v1": (0.8, 2.4), "claude-v1": (8.0, 24.0),
+    "claude-v2": (8.0, 24.0), "gpt-4-1106-preview": (10.0, 30.0), "meta/llama-2-70b-chat": (0.9, 0.9),
+    "mistralai/mixtral-8x7b-chat": (0.6, 0.6), "mistralai/Mixtral-8x7B-Instruct-v0.1": (0.6, 0.6),
+    "mistralai/mistral-7b-chat": (0.2, 0.2), "zero-one-ai/Yi-34B-Chat": (0.8, 0.8),
+    "WizardLM/WizardLM-13B-V1.2": (0.3, 0.3), "meta/code-llama-instruct-34b-chat": (0.776, 0.776),
+}
+# BASELINES.md: c_max and RouterBench-KNN AIQ per public set.
+PUBLISHED = {"arc_challenge": (2.2894, 0.8952), "winograde": (1.3418, 0.7731), "mbpp": (0.8958, 0.6683)}
+
+
+@dataclass(frozen=True)
+class Split:
+    models: tuple[str, ...]
+    texts: list[str]
+    labels: np.ndarray  # (n, models) quality
+    cost: np.ndarray  # (n, models) USD per call
+
+
+def _rows(table: ReplayTable) -> list:
+    return [r for r in table.rows if all(r.records[m].correct is not None for m in table.models)]
+
+
+def read(path: Path, costing: Costing) -> Split:
+    """A file as (texts, quality, cost); cost-less files costed as ``cascade bench --csv`` does."""
+    table = load_table(path)
+    rows = _rows(table)
+    labels = np.array([[r.records[m].correct for m in table.models] for r in rows], dtype=float)
+    if table.has_costs:
+        cost = np.array([[r.records[m].cost for m in table.models] for r in rows], dtype=float)
+    else:
+        priced = price_models(table.models, costing)
+        out_tokens = costing.output_tokens if costing.output_tokens is not None else DEFAULT_OUTPUT_TOKENS
+
+        def one(row, model: str) -> float:
+            answer = row.records[model].response
+            output = out_tokens if answer is None else math.ceil(len(answer) / 4)
+            return priced[model].price.cost(math.ceil(len(row.prompt) / 4), output)
+
+        cost = np.array([[one(r, m) for m in table.models] for r in rows], dtype=float)
+    return Split(table.models, [r.prompt for r in rows], labels, cost)
+
+
+def halves(split: Split, seed: int = 0) -> tuple[Split, Split]:
+    """BASELINES' rule: ``np.random.RandomState(seed).permutation(n)``, first ``n // 2`` train."""
+    order = np.random.RandomState(seed).permutation(len(split.texts))
+    parts = order[: len(order) // 2], order[len(order) // 2:]
+    return tuple(Split(split.models, [split.texts[i] for i in p], split.labels[p], split.cost[p])
+                 for p in parts)  # type: ignore[return-value]
+
+
+def shared_prefix(texts: list[str]) -> str:
+    """The prefix every text shares, cut back to a whitespace (never into a word)."""
+    prefix = os.path.commonprefix(texts)
+    if not prefix or all(t == prefix for t in texts):
+        return ""
+    cut = max(prefix.rfind(c) for c in " \n\t")
+    return prefix[: cut + 1] if cut >= 0 else ""
+
+
+def embed(texts: list[str], cache: Path | None) -> np.ndarray:
+    key = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:24]
+    file = None if cache is None else cache / f"minilm-{key}.npy"
+    if file is not None and file.is_file():
+        return np.load(file, allow_pickle=False)
+    from verifiers import CachedEncoder
+
+    x = CachedEncoder().encode(texts, batch_size=32, max_length=256).astype(np.float32)
+    if file is not None:
+        cache.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        np.save(file, x, allow_pickle=False)
+    return x
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def knn_scores(train_x: np.ndarray, train_labels: np.ndarray, query_x: np.ndarray, k: int) -> np.ndarray:
+    """Per query, the mean quality of each model over its k nearest train rows (cosine)."""
+    k = min(k, len(train_x))
+    sims = _unit(query_x) @ _unit(train_x).T
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    return train_labels[top].mean(axis=1)
+
+
+def penalties(models: tuple[str, ...], costing: Costing) -> np.ndarray:
+    """completion + prompt price per token (RouterBench's TOKEN_COSTS; other models from the
+    price their calls are costed at, on the same per-10M scale)."""
+    out = []
+    unknown = [m for m in models if m not in TOKEN_PRICES_PER_10M]
+    priced = price_models(unknown, costing) if unknown else {}
+    for m in models:
+        if m in TOKEN_PRICES_PER_10M:
+            prompt, completion = TOKEN_PRICES_PER_10M[m]
+        else:
+            prompt, completion = priced[m].price.input_per_1m, priced[m].price.output_per_1m
+        out.append((prompt + completion) / 10_000_000)
+    return np.array(out)
+
+
+def route(scores: np.ndarray, penalty: np.ndarray, w: float) -> np.ndarray:
+    return np.argmax(scores * w - penalty[None, :], axis=1)  # first model on ties (idxmax)
+
+
+def points(scores: np.ndarray, penalty: np.ndarray, labels: np.ndarray, cost: np.ndarray) -> list[tuple[float, float]]:
+    rows = np.arange(len(scores))
+    out = []
+    for w in WILLINGNESS_TO_PAY:
+        chosen = route(scores, penalty, w)
+        out.append((float(cost[rows, chosen].sum()), float(labels[rows, chosen].mean())))
+    return out
+
+
+def choose_k(x: np.ndarray, train: Split, penalty: np.ndarray) -> tuple[int, dict[int, float]]:
+    """k by 5-fold CV AIQ on train (out-of-fold routing, one c_max for every variant)."""
+    folds = np.random.RandomState(0).permutation(len(x)) % FOLDS
+    curves = {}
+    for k in NEIGHBORS:
+        scores = np.zeros_like(train.labels)
+        for f in range(FOLDS):
+            held, fit = folds == f, folds != f
+            scores[held] = knn_scores(x[fit], train.labels[fit], x[held], k)
+        curves[k] = points(scores, penalty, train.labels, train.cost)
+    c_max = max(hull(p)[-1][0] for p in curves.values())
+    cv = {k: aiq(p, c_max) for k, p in curves.items()}
+    return max(NEIGHBORS, key=lambda k: (cv[k], -k)), cv
+
+
+def evaluate(train: Split, test: Split, costing: Costing, cache: Path | None,
+             c_max: float | None = None) -> dict[str, object]:
+    started = time.monotonic()
+    prefix = shared_prefix(train.texts)
+
+    def strip(t: str) -> str:
+        return t[len(prefix):] if prefix and t.startswith(prefix) else t
+
+    x_train = embed([strip(t) for t in train.texts], cache)
+    x_test = embed([strip(t) for t in test.texts], cache)
+    penalty = penalties(train.models, costing)
+    k, cv = choose_k(x_train, train, penalty)
+    pts = points(knn_scores(x_train, train.labels, x_test, k), penalty, test.labels, test.cost)
+    singles = [(float(test.cost[:, j].sum()), float(test.labels[:, j].mean())) for j in range(len(train.models))]
+    c_max = c_max or max(hull(pts)[-1][0], hull(singles)[-1][0])
+    knn, random = aiq(pts, c_max), aiq(singles, c_max)
+    return {"k": k, "cv_aiq": cv, "prefix_chars": len(prefix), "c_max": c_max, "knn_aiq": knn,
+            "random_aiq": random, "gain_over_random": knn - random, "points": pts,
+            "singles": dict(zip(train.models, singles)), "train": len(train.texts), "test": len(test.texts),
+            "seconds": time.monotonic() - started}
+
+
+def check(data: Path, cache: Path | None) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name, (c_max, published) in PUBLISHED.items():
+        train = read(data / f"{name}_train.csv", Costing())
+        test = read(data / f"{name}_test.csv", Costing())
+        found = evaluate(train, test, Costing(), cache, c_max)
+        found["published_knn_aiq"] = published
+        found["difference"] = float(found["knn_aiq"]) - published  # type: ignore[arg-type]
+        print(f"{name}: k={found['k']} KNN AIQ {found['knn_aiq']:.4f} (BASELINES {published:.4f}, "
+              f"{found['difference']:+.4f}); random {found['random_aiq']:.4f}; {found['seconds']:.0f} s")
+        out[name] = found
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="RouterBench's KNN router, re-implemented")
+    sub = parser.add_subparsers(dest="command", required=True)
+    chk = sub.add_parser("check", help="reproduce BASELINES' KNN AIQs on ARC / Winogrande / MBPP")
+    chk.add_argument("data", type=Path, help="folder of the RouterBench *_train / *_test CSVs")
+    run = sub.add_parser("run", help="a train / test pair, or one file split in halves")
+    run.add_argument("--train", type=Path)
+    run.add_argument("--test", type=Path)
+    run.add_argument("--halves", type=Path)
+    run.add_argument("--c-max", type=float, help="compare AIQs under this c_max (default: largest hull cost)")
+    run.add_argument("--price", action="append", default=[], help="'MODEL=IN,OUT' for cost-less files")
+    run.add_argument("--output-tokens", type=int, help="per answer, for files without answers or costs")
+    for p in (chk, run):
+        p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "cascade-bench" / "rb-knn")
+        p.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        result = check(args.data / "routerbench" if (args.data / "routerbench").is_dir() else args.data, args.cache)
+    else:
+        costing = Costing(parse_prices(args.price), args.output_tokens)
+        if args.halves is not None:
+            train, test = halves(read(args.halves, costing))
+        elif args.train is not None and args.test is not None:
+            train, test = read(args.train, costing), read(args.test, costing)
+        else:
+            parser.error("give --train and --test, or --halves")
+        result = evaluate(train, test, costing, args.cache, args.c_max)
+        print(f"k={result['k']} (CV AIQ {', '.join(f'{k}: {v:.4f}' for k, v in result['cv_aiq'].items())}); "
+              f"test: RouterBench-KNN AIQ {result['knn_aiq']:.4f}, random {result['random_aiq']:.4f}, "
+              f"gain {result['gain_over_random']:+.4f} at c_max {result['c_max']:.4f}; {result['seconds']:.0f} s")
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
