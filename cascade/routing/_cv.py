@@ -174,25 +174,37 @@ def _smoothest(v: tuple[int, KnnWeighting, float]) -> tuple[float, bool, int]:
     return v[2], v[1] is KnnWeighting.UNIFORM, v[0]
 
 
-def _smoothest_within(oof: dict, scores: dict, labels: np.ndarray, cost: np.ndarray | None,
-                      held: Sequence[np.ndarray], tolerance: float) -> tuple[int, KnnWeighting, float]:
-    """The one-standard-error rule: the smoothest variant whose score is within ``tolerance``
-    standard errors of the best's (the error of the paired per-fold score differences)."""
+def _within(values: dict, per_fold, best: tuple, tolerance: float, folds: int) -> list[tuple]:
+    """The variants whose value is at most ``tolerance`` standard errors (of the paired
+    per-fold differences) above ``best``'s (lower is better), ``best`` first."""
+    top = per_fold(best)
+    out = [best]
+    for v, value in values.items():
+        gap = value - values[best]
+        if v != best and gap <= tolerance * float(np.std(per_fold(v) - top, ddof=1)) / math.sqrt(folds) + 1e-6:  # + float noise
+            out.append(v)
+    return out
+
+
+def _one_se(oof: dict, scores: dict, labels: np.ndarray, cost: np.ndarray | None,
+            held: Sequence[np.ndarray], tolerance: float) -> tuple[int, KnnWeighting, float]:
+    """The one-standard-error rule, twice: of the variants whose score is within ``tolerance``
+    standard errors of the best (errors of the paired per-fold differences), keep those whose
+    Brier score (mean squared error of the predicted quality) is within ``tolerance`` standard
+    errors of the lowest among them, and take the smoothest. The AIQ cannot tell a well-scaled
+    P(ok) from a heavily shrunk one that orders the models the same way (the λ grid is fine
+    enough for both); the Brier score can."""
     best = max(scores, key=lambda v: (round(scores[v], 12), _smoothest(v)))
     if tolerance <= 0 or len(held) < 2:
         return best
-
-    def per_fold(v: tuple) -> np.ndarray:
-        return np.array([knn_score(oof[v][rows], labels[rows], None if cost is None else cost[rows])
-                         for rows in held])
-
-    top = per_fold(best)
-    smoother = sorted((v for v in scores if _smoothest(v) > _smoothest(best)), key=_smoothest, reverse=True)
-    for v in smoother:
-        gap = top - per_fold(v)
-        if scores[best] - scores[v] <= tolerance * float(gap.std(ddof=1)) / math.sqrt(len(held)):
-            return v
-    return best
+    sub = lambda v, rows: (oof[v][rows], labels[rows], None if cost is None else cost[rows])  # noqa: E731
+    loss = {v: -s for v, s in scores.items()}
+    routing = _within(loss, lambda v: np.array([-knn_score(*sub(v, r)) for r in held]), best, tolerance, len(held))
+    brier = {v: float(np.mean((oof[v] - labels) ** 2)) for v in routing}
+    sharpest = min(routing, key=lambda v: (round(brier[v], 12), _smoothest(v)))
+    calibrated = _within(brier, lambda v: np.array([np.mean((oof[v][r] - labels[r]) ** 2) for r in held]),
+                         sharpest, tolerance, len(held))
+    return max(calibrated, key=_smoothest)
 
 
 def choose_knn(embeddings: np.ndarray, labels: np.ndarray, cost: np.ndarray | None, *,
@@ -220,7 +232,7 @@ def choose_knn(embeddings: np.ndarray, labels: np.ndarray, cost: np.ndarray | No
             for k, m in itertools.product(usable, priors):
                 oof[(k, weighting, m)][rows] = knn_shrink(num[:, k - 1], den[:, k - 1], mean, m)
     scores = {v: knn_score(oof[v], labels, cost) for v in variants}
-    k, weighting, prior = _smoothest_within(oof, scores, labels, cost, held, tolerance)
+    k, weighting, prior = _one_se(oof, scores, labels, cost, held, tolerance)
     plain = [s for v, s in scores.items() if v[2] == 0.0]
     return KnnChoice(k, weighting, scores[(k, weighting, prior)],
                      {_variant(*v): s for v, s in scores.items()}, prior,
