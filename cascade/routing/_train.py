@@ -187,7 +187,9 @@ def train_knn(data: CorrectnessData, *, k: int | None = None, weighting: KnnWeig
                             ks=KNN_KS if k is None else (k,),
                             weightings=tuple(KnnWeighting) if weighting is None else (weighting,),
                             priors=KNN_PRIORS if prior is None else (prior,))
-        k, weighting, prior = choice.k, choice.weighting, choice.prior
+        k = choice.k if k is None else k  # a given setting stands (a tiny train set can clip CV's k)
+        weighting = choice.weighting if weighting is None else weighting
+        prior = choice.prior if prior is None else prior
         metrics.update(cv_score=choice.score, cv="aiq" if data.costs is not None else "-mse")
         if not math.isnan(choice.score_without_prior):
             metrics["cv_score_without_prior"] = choice.score_without_prior
