@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from cascade.bench._metrics import aiq
-from cascade.routing import CorrectnessData, KnnWeighting, choose_knn, choose_mf, train_knn, train_mf
+from cascade.routing import (
+    CorrectnessData,
+    KnnWeighting,
+    choose_knn,
+    choose_mf,
+    train_knn,
+    train_mf,
+)
 from cascade.routing._cv import fold_rows, hull_aiq, routing_aiq
 
 

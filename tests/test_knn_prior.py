@@ -112,7 +112,7 @@ def test_fixed_settings_skip_cross_validation() -> None:
     model = train_knn(_data(labels, cost), embeddings=x, k=3, weighting=KnnWeighting.UNIFORM, prior=2.0)
     assert (model.k, model.weighting, model.prior) == (3, KnnWeighting.UNIFORM, 2.0)
     assert "cv_score" not in model.header.metrics
-    sims, index = model.index.top(x[:5], 3)
+    _sims, index = model.index.top(x[:5], 3)
     expected = (labels[index].sum(axis=1) + 2.0 * labels.mean(axis=0)) / (3 + 2.0)
     assert model.predict([], x[:5]) == pytest.approx(expected, abs=1e-6)
     with pytest.raises(RoutingDataError, match="`prior` must be a number ≥ 0"):
@@ -146,7 +146,7 @@ def test_artifacts_without_the_field_load_as_the_plain_knn_and_bad_values_are_na
     save_artifact(tmp_path / "old", "router-knn", old, arrays)
     loaded = load_router_model(tmp_path / "old")
     assert loaded.prior == 0.0  # type: ignore[attr-defined]
-    sims, index = loaded.index.top(x[:5], 4)
+    _sims, index = loaded.index.top(x[:5], 4)
     assert loaded.predict([], x[:5]) == pytest.approx(labels[index].mean(axis=1), abs=1e-6)
     for field, value, message in (("prior", -1, "`prior` must be a number ≥ 0 or inf"),
                                   ("prior", "lots", "`prior` must be a number ≥ 0 or inf"),

@@ -197,7 +197,7 @@ def _one_se(oof: dict, scores: dict, labels: np.ndarray, cost: np.ndarray | None
     best = max(scores, key=lambda v: (round(scores[v], 12), _smoothest(v)))
     if tolerance <= 0 or len(held) < 2:
         return best
-    sub = lambda v, rows: (oof[v][rows], labels[rows], None if cost is None else cost[rows])  # noqa: E731
+    sub = lambda v, rows: (oof[v][rows], labels[rows], None if cost is None else cost[rows])
     loss = {v: -s for v, s in scores.items()}
     routing = _within(loss, lambda v: np.array([-knn_score(*sub(v, r)) for r in held]), best, tolerance, len(held))
     brier = {v: float(np.mean((oof[v] - labels) ** 2)) for v in routing}
