@@ -168,3 +168,21 @@ def test_choice_describes_its_prior() -> None:
     assert math.isnan(choice.score_without_prior)  # m = 0 was not tried
     gone = choose_knn(x, labels, cost, priors=(math.inf,))
     assert gone.prior == math.inf and gone.describe().startswith("prior m=inf")
+
+
+@pytest.mark.models  # MiniLM embeds the fixture (found by scripts/check_markers.sh)
+def test_train_router_writes_the_chosen_prior(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cascade.cli import app
+
+    fixture = Path(__file__).parent / "fixtures" / "routing_routerbench.csv"
+    trained = CliRunner().invoke(app, ["train-router", "--kind", "knn", "--data", str(fixture),
+                                       "--out", str(tmp_path / "knn")])
+    assert trained.exit_code == 0, trained.output
+    meta = json.loads((tmp_path / "knn" / "meta.json").read_text())
+    assert meta["prior"] == "inf" or (isinstance(meta["prior"], float) and meta["prior"] >= 0)
+    assert meta["metrics"]["cv"] in ("aiq", "-mse") and "cv_score" in meta["metrics"]
+    again = load_router_model(tmp_path / "knn")
+    assert again.prior == (math.inf if meta["prior"] == "inf" else meta["prior"])  # type: ignore[attr-defined]
+    assert again.k == meta["k"] and again.weighting.value == meta["weighting"]  # type: ignore[attr-defined]
