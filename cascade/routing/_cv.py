@@ -181,7 +181,8 @@ def _within(values: dict, per_fold, best: tuple, tolerance: float, folds: int) -
     out = [best]
     for v, value in values.items():
         gap = value - values[best]
-        if v != best and gap <= tolerance * float(np.std(per_fold(v) - top, ddof=1)) / math.sqrt(folds) + 1e-6:  # + float noise
+        error = float(np.std(per_fold(v) - top, ddof=1)) / math.sqrt(folds)
+        if v != best and gap <= tolerance * error + 1e-6:  # 1e-6: float noise between equal variants
             out.append(v)
     return out
 
@@ -197,9 +198,12 @@ def _one_se(oof: dict, scores: dict, labels: np.ndarray, cost: np.ndarray | None
     best = max(scores, key=lambda v: (round(scores[v], 12), _smoothest(v)))
     if tolerance <= 0 or len(held) < 2:
         return best
-    sub = lambda v, rows: (oof[v][rows], labels[rows], None if cost is None else cost[rows])
+
+    def fold_losses(v: tuple) -> np.ndarray:
+        return np.array([-knn_score(oof[v][r], labels[r], None if cost is None else cost[r]) for r in held])
+
     loss = {v: -s for v, s in scores.items()}
-    routing = _within(loss, lambda v: np.array([-knn_score(*sub(v, r)) for r in held]), best, tolerance, len(held))
+    routing = _within(loss, fold_losses, best, tolerance, len(held))
     brier = {v: float(np.mean((oof[v] - labels) ** 2)) for v in routing}
     sharpest = min(routing, key=lambda v: (round(brier[v], 12), _smoothest(v)))
     calibrated = _within(brier, lambda v: np.array([np.mean((oof[v][r] - labels[r]) ** 2) for r in held]),
@@ -211,9 +215,10 @@ def choose_knn(embeddings: np.ndarray, labels: np.ndarray, cost: np.ndarray | No
                ks: Sequence[int] = KNN_KS, folds: int = FOLDS, seed: int = 0,
                weightings: Sequence[KnnWeighting] = tuple(KnnWeighting),
                priors: Sequence[float] = KNN_PRIORS, tolerance: float = ONE_SE) -> KnnChoice:
-    """The (k, weighting, prior m) with the best cross-validated score; ks above a fold's
-    training size are left out. Each held-out fold is shrunk toward the means of the folds
-    it was predicted from, as the trained router is toward all of train's."""
+    """The (k, weighting, prior m) chosen by cross-validation: the best held-out score, or with
+    ``tolerance`` > 0 the one-standard-error rule of ``_one_se``; ks above a fold's training
+    size are left out. Each held-out fold is shrunk toward the means of the folds it was
+    predicted from, as the trained router is toward all of train's."""
     n = labels.shape[0]
     held = fold_rows(n, folds, seed)
     usable = sorted({k for k in ks if k <= n - max(len(f) for f in held)} or {1})
