@@ -405,10 +405,11 @@ def test_share_calibration_hits_targets_on_real_data(shared_data: Path) -> None:
     data = correctness_data(arc, models)
     x = shared_encoder().encode(list(data.texts))
     half = len(data.texts) // 2
-    # similarity weights: P(ok) takes many values (uniform weights give k + 1 per model, and a
-    # share can only be hit to within the mass of tied predictions); k and the prior by CV
+    # the plain kNN with similarity weights, so that P(ok) takes many values: a share can only be
+    # hit to within the mass of tied predictions (uniform weights give k + 1 values per model,
+    # and CV's prior may be m = inf on this half: one value, every query alike); k by CV
     model = train_knn(CorrectnessData(data.source, data.texts[:half], data.models, data.labels[:half],
-                                      None), embeddings=x[:half], weighting=KnnWeighting.SIMILARITY)
+                                      None), embeddings=x[:half], weighting=KnnWeighting.SIMILARITY, prior=0.0)
     p = model.predict([], x[half:])  # unlabelled queries of the deployment
     for shares in ((0.5, 0.3, 0.2), (0.2, 0.2, 0.6)):
         got = np.bincount(starts(p, share_thresholds(p, shares), 2), minlength=3) / len(p)
