@@ -105,7 +105,8 @@ class Chosen:
 
     def describe(self) -> str:
         if self.knn is not None:
-            return f"k={self.knn.k}, {self.knn.weighting.value} weighting (CV score {self.knn.score:.4f})"
+            return (f"{self.knn.describe()} (CV score {self.knn.score:.4f}; "
+                    f"{self.knn.score_without_prior:.4f} without the prior)")
         if self.mf is not None:
             return f"dim={self.mf.dim}, weight_decay={self.mf.weight_decay:g}, epochs={self.mf.epochs}"
         return "fixed settings"
@@ -129,7 +130,8 @@ def _fit(kind: RouterKind, inputs: Inputs, rows: np.ndarray, chosen: Chosen = Ch
         case RouterKind.KNN:
             knn = chosen.knn
             return train_knn(data, embeddings=inputs.x[0][rows], static=inputs.static,
-                             k=None if knn is None else knn.k, weighting=None if knn is None else knn.weighting)
+                             k=None if knn is None else knn.k, weighting=None if knn is None else knn.weighting,
+                             prior=None if knn is None else knn.prior)
         case RouterKind.MF:
             mf = chosen.mf
             extra = {} if mf is None else {"dim": mf.dim, "epochs": mf.epochs, "weight_decay": mf.weight_decay}

@@ -12,6 +12,8 @@ saved inside the artifact, in ``static/``, so a router always embeds as it was t
 from __future__ import annotations
 
 import enum
+import math
+import numbers
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,6 +56,40 @@ def knn_weights(sims: np.ndarray, weighting: KnnWeighting) -> np.ndarray:
         case KnnWeighting.SIMILARITY:
             return np.clip(sims, 1e-6, None)
     raise AssertionError(weighting)  # unreachable: the enum is closed
+
+
+def knn_shrink(num: np.ndarray, den: np.ndarray, mean: np.ndarray, prior: float) -> np.ndarray:
+    """The kNN estimate shrunk toward each model's global mean quality: ``num`` (..., models) is
+    the weighted sum of the neighbours' quality, ``den`` (..., 1) the sum of their weights,
+    ``mean`` (models,) the training mean; ``prior`` m pseudo-neighbours of weight 1 sit at
+    ``mean``: (num + m·mean) / (den + m). m = 0: the plain weighted mean; m = ∞: ``mean``."""
+    if math.isinf(prior):
+        return np.broadcast_to(mean, num.shape).astype(np.float64)
+    return (num + prior * mean) / (den + prior)
+
+
+def prior_label(prior: float) -> str:
+    """m as written in notes and artifacts: a number, or ``inf``."""
+    return "inf" if math.isinf(prior) else f"{prior:g}"
+
+
+def knn_setting_problem(k: object, prior: object) -> str | None:
+    """Why (k, prior m) cannot configure a kNN router, naming the field; None when they can."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        return f"`k` must be a whole number of neighbours ≥ 1 (got {k!r})"
+    if isinstance(prior, bool) or not isinstance(prior, numbers.Real) or math.isnan(prior) or prior < 0:
+        return f"`prior` must be a number ≥ 0 or inf (got {prior!r})"
+    return None
+
+
+def _prior_from_meta(value: object) -> object:
+    """``prior`` in meta.json: a number, or the string ``inf`` (JSON has no infinity);
+    absent in artifacts written before the field: 0, the plain kNN mean they were trained as."""
+    if value is None:
+        return 0.0
+    if value == "inf":
+        return math.inf
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value  # else: checked
 
 
 class RouterEncoder(str, enum.Enum):
@@ -147,7 +183,8 @@ def _save_static(static: StaticEncoder | None, directory: str | Path) -> None:
 @dataclass(frozen=True, slots=True)
 class KnnModel:
     """Expected quality of each model = weighted mean of its quality on the k nearest training
-    queries (with 0/1 labels: the weighted share it got right)."""
+    queries (with 0/1 labels: the weighted share it got right), shrunk toward its mean quality
+    over all training queries by ``prior`` pseudo-neighbours (``knn_shrink``; 0: no shrinking)."""
 
     header: Header
     index: NeighbourIndex
@@ -156,23 +193,32 @@ class KnnModel:
     kind: RouterKind = RouterKind.KNN
     static: StaticEncoder | None = None  # trained on static embeddings (header.encoder static)
     weighting: KnnWeighting = KnnWeighting.SIMILARITY
+    prior: float = 0.0  # m, chosen by cross-validation (``_cv.choose_knn``); math.inf: global means only
 
     def __post_init__(self) -> None:
         _check_encoder(self.header, self.index, self.static)
+        problem = knn_setting_problem(self.k, self.prior)
+        if problem is not None:
+            raise RouterArtifactError(f"kNN router: {problem}")
 
     models = property(lambda self: self.header.models)
     min_similarity = property(lambda self: self.header.min_similarity)
     expected_cost = property(lambda self: self.header.expected_cost)
 
     def predict(self, texts: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
+        mean = self.labels.mean(axis=0, dtype=np.float64)
+        if math.isinf(self.prior):  # the neighbours do not count: skip the search
+            return np.broadcast_to(mean, (embeddings.shape[0], mean.size)).copy()
         sims, index = self.index.top(embeddings, self.k)
         weights = knn_weights(sims, self.weighting)[:, :, None]
-        return (self.labels[index] * weights).sum(axis=1) / weights.sum(axis=1)
+        return knn_shrink((self.labels[index] * weights).sum(axis=1), weights.sum(axis=1), mean, self.prior)
 
     def save(self, directory: str | Path) -> Path:
         _save_static(self.static, directory)
         graded = bool(np.any((self.labels != 0) & (self.labels != 1)))
-        return save_artifact(directory, "router-knn", self.header.meta(k=self.k, weighting=self.weighting.value),
+        prior = prior_label(self.prior) if math.isinf(self.prior) else self.prior
+        return save_artifact(directory, "router-knn",
+                             self.header.meta(k=self.k, weighting=self.weighting.value, prior=prior),
                              {"embeddings": self.index.embeddings.astype(np.float16),
                               "labels": self.labels.astype(np.float32 if graded else np.uint8)})
 
@@ -322,8 +368,12 @@ def load_router_model(directory: str | Path, *, sha256: str | None = None) -> Ro
             except ValueError:
                 raise RouterArtifactError(f"{directory}/meta.json: unknown kNN `weighting` "
                                           f"{artifact.meta.get('weighting')!r}") from None
-            return KnnModel(header, index, labels, int(artifact.meta.get("k", 10)),  # type: ignore[arg-type]
-                            static=static, weighting=weighting)
+            k, prior = artifact.meta.get("k", 10), _prior_from_meta(artifact.meta.get("prior"))
+            problem = knn_setting_problem(k, prior)
+            if problem is not None:
+                raise RouterArtifactError(f"{directory}/meta.json: {problem}")
+            return KnnModel(header, index, labels, k, static=static,  # type: ignore[arg-type]
+                            weighting=weighting, prior=prior)  # type: ignore[arg-type]
         case RouterKind.MF:
             p = _array(artifact, "model_embeddings", (m, None))
             return MfModel(header, index, p, _array(artifact, "projection", (p.shape[1], width)),

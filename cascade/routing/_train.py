@@ -10,6 +10,7 @@ thread or a script, never on the event loop. Two kinds of data:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 
 from cascade.errors import ReplayDataError, RoutingDataError
 from cascade.providers import load_table
-from cascade.routing._cv import FOLDS, KNN_KS, choose_knn, fold_rows, score
+from cascade.routing._cv import FOLDS, KNN_KS, KNN_PRIORS, choose_knn, fold_rows, score
 from cascade.routing._models import (
     BertModel,
     Header,
@@ -27,6 +28,7 @@ from cascade.routing._models import (
     MfModel,
     NeighbourIndex,
     RouterEncoder,
+    knn_setting_problem,
 )
 from verifiers import conversation_text
 from verifiers._encoder import fine_tune, load_minilm
@@ -169,22 +171,30 @@ def _check_labels(data: CorrectnessData) -> None:
 
 def train_knn(data: CorrectnessData, *, k: int | None = None, weighting: KnnWeighting | None = None,
               quantile: float = COLD_START_QUANTILE, embeddings: np.ndarray | None = None,
-              static: StaticEncoder | None = None) -> KnnModel:
-    """``k`` / ``weighting`` None: chosen by 5-fold cross-validation on ``data``
-    (``_cv.choose_knn``; the choice and its score are recorded in the artifact's metrics).
-    ``static``: train on (and ship) a static encoder's embeddings instead of MiniLM's."""
+              static: StaticEncoder | None = None, prior: float | None = None) -> KnnModel:
+    """``k`` / ``weighting`` / ``prior`` (m, the pull toward each model's mean quality) None:
+    chosen by 5-fold cross-validation on ``data`` over the ones left None (``_cv.choose_knn``;
+    the choice and its score are recorded in the artifact's metrics). ``static``: train on
+    (and ship) a static encoder's embeddings instead of MiniLM's."""
     _check_labels(data)
+    problem = knn_setting_problem(1 if k is None else k, 0.0 if prior is None else prior)
+    if problem is not None:
+        raise RoutingDataError(data.source, problem)
     index = _index(data.texts, embeddings, static)
     metrics: dict[str, object] = {"dropped": data.dropped}
-    if k is None or weighting is None:
+    if k is None or weighting is None or prior is None:
         choice = choose_knn(index.embeddings, data.labels, data.costs,
-                            ks=KNN_KS if k is None else (k,))
-        k, weighting = choice.k, (choice.weighting if weighting is None else weighting)
+                            ks=KNN_KS if k is None else (k,),
+                            weightings=tuple(KnnWeighting) if weighting is None else (weighting,),
+                            priors=KNN_PRIORS if prior is None else (prior,))
+        k = choice.k if k is None else k  # a given setting stands (a tiny train set can clip CV's k)
+        weighting = choice.weighting if weighting is None else weighting
+        prior = choice.prior if prior is None else prior
         metrics.update(cv_score=choice.score, cv="aiq" if data.costs is not None else "-mse")
-    if k < 1:
-        raise RoutingDataError(data.source, f"k must be at least 1 (got {k})")
+        if not math.isnan(choice.score_without_prior):
+            metrics["cv_score_without_prior"] = choice.score_without_prior
     return KnnModel(_header(index, data.models, data.costs, quantile, static, **metrics),
-                    index, data.labels, k, static=static, weighting=weighting)
+                    index, data.labels, k, static=static, weighting=weighting, prior=prior)
 
 
 @dataclass(frozen=True, slots=True)
