@@ -75,3 +75,39 @@ def test_the_cache_passes_only_new_texts_in_length_order(counting: CountingEncod
     assert counting.calls == [["a", "bb", "ccc"], ["dddd"]]  # sorted by length: little padding
     assert np.array_equal(first[1], first[3]) and np.array_equal(first[2], second[0])
     assert np.array_equal(second[1], counting.encode(["dddd"])[0])
+
+
+def test_bench_routers_decide_from_memoised_rows_without_re_encoding() -> None:
+    """The bench's router memo: predictions and nearest similarities as the model gives them,
+    computed once per query; a static router's encoder is never called per engine run."""
+    from cascade.bench._routing import Memo
+    from cascade.routing import LearnedRouter, NeighbourIndex, RouterKind
+    from cascade.routing._types import RouteTier
+
+    rng = np.random.default_rng(0)
+    keys = rng.normal(size=(30, 8)).astype(np.float32)
+    index = NeighbourIndex(keys / np.linalg.norm(keys, axis=1, keepdims=True))
+    texts = ("one", "two")
+    queries = rng.normal(size=(2, 8)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+
+    class Static:
+        def encode(self, texts: Sequence[str]) -> np.ndarray:
+            raise AssertionError("re-encoded during an engine run")
+
+    class Model:
+        kind, models, min_similarity, expected_cost = RouterKind.KNN, ("a", "b"), -1.0, (1.0, 2.0)
+        static = Static()
+
+        def __init__(self) -> None:
+            self.index = index
+
+    memo = Memo.of(Model(), texts, np.array([[0.9, 0.8], [0.2, 0.9]]))  # type: ignore[arg-type]
+    assert memo.static is None and memo.min_similarity == -1.0
+    first = memo.index.nearest(queries[:1])
+    assert first == index.nearest(queries[:1]) and memo.index.nearest(queries[:1]) is first
+    lookup = dict(zip(texts, queries))
+    router = LearnedRouter(memo, (0, 1), (0.5, 0.0), 1,  # type: ignore[arg-type]
+                           lambda ts: np.stack([lookup[t] for t in ts]), memo.min_similarity, inline=True)
+    tiers = [RouteTier("a", "a"), RouteTier("b", "b")]
+    assert router.decide("one", tiers).start == 0 and router.decide("two", tiers).start == 1
