@@ -79,7 +79,7 @@ def _verifier_sync(train: Side, test: Side) -> tuple[PerTier, PerTier]:
     on_train: dict[str, Memo] = {}
     on_test: dict[str, Memo] = {}
 
-    for tier in _cheapest(train, JUDGED):
+    for tier in _cheapest(train, min(JUDGED, len(train.tiers) - 1)):
         provider = tier.provider
         if not isinstance(provider, ReplayProvider) or not provider.table.has_labels_per_model \
                 or not provider.table.has_responses:  # no answer text to judge
@@ -112,7 +112,11 @@ def _verifier_sync(train: Side, test: Side) -> tuple[PerTier, PerTier]:
     return on_train, on_test
 
 
-JUDGED = 5  # verifiers judge the cheapest tiers (a chain's early members); any tier may close it
+# Verifiers judge the cheapest tiers (a chain's early members; any tier may close a chain).
+# Never the dearest: chains are cost-ordered, so it only ever closes one, unjudged; a verifier
+# there would be trained, and its answers encoded, for nothing (a third of the MiniLM work
+# on a two-model file).
+JUDGED = 5
 
 
 def _cheapest(side: Side, count: int) -> list:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 import numpy as np
@@ -46,6 +46,7 @@ from cascade.routing import (
 )
 from cascade.tuning._ensemble_search import plan_tiers
 from cascade.routing._cv import KnnChoice
+from cascade.routing._models import NeighbourIndex
 from verifiers import CachedEncoder, Point, StaticEncoder, frontier, shared_static, simulate_cascade
 
 FOLDS = {RouterKind.KNN: 5, RouterKind.MF: 5, RouterKind.BERT: 2}
@@ -76,6 +77,11 @@ class Inputs:
     cost: np.ndarray  # train (n, tiers)
     default: int  # the safe default: the most accurate tier on train
     static: StaticEncoder | None = None  # x are this static encoder's embeddings (else MiniLM's)
+    lookup: Mapping[str, np.ndarray] = field(default_factory=dict)  # test text -> its x row
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """The test queries' embeddings, computed once (the engine's router asks per query)."""
+        return np.stack([self.lookup[t] for t in texts])
 
 
 def _label(kind: RouterKind, inputs: Inputs) -> str:
@@ -92,7 +98,7 @@ def _inputs(train: Side, test: Side, single: Mapping[str, Outcomes],
     cost = np.stack([single[n].cost for n in names], axis=1)
     default = int(np.argmax(labels.mean(axis=0)))
     return Inputs(names, texts, x, labels, cost, default,
-                  encoder if isinstance(encoder, StaticEncoder) else None)
+                  encoder if isinstance(encoder, StaticEncoder) else None, dict(zip(texts[1], x[1])))
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,13 +168,40 @@ def _cross_fit(kind: RouterKind, inputs: Inputs, chosen: Chosen = Chosen()) -> P
     return Predicted(p, cold)
 
 
+class _Nearest:
+    """A router's training index whose per-query nearest similarity is remembered: the engine
+    asks it once per query per setting (the same single-row product, so the same value)."""
+
+    def __init__(self, base: NeighbourIndex) -> None:
+        self.base = base
+        self.embeddings = base.embeddings
+        self._seen: dict[bytes, np.ndarray] = {}
+
+    def nearest(self, queries: np.ndarray) -> np.ndarray:
+        if queries.shape[0] != 1:
+            return self.base.nearest(queries)
+        key = queries.tobytes()
+        found = self._seen.get(key)
+        if found is None:
+            found = self._seen[key] = self.base.nearest(queries)
+        return found
+
+
 @dataclass(frozen=True, slots=True)
 class Memo:
     """A router model whose test predictions were computed in one batch up front (a BERT
-    forward pass per query per setting would take hours here); the engine still calls it."""
+    forward pass per query per setting would take hours here); the engine still calls it.
+    Its ``static`` is None: the engine embeds with the test queries' embeddings computed once
+    up front by the router's own encoder (``Inputs.x``), never re-encoding per setting."""
 
     base: RouterModel
     rows: Mapping[str, np.ndarray]
+    index: _Nearest
+    static: None = None
+
+    @classmethod
+    def of(cls, base: RouterModel, texts: Sequence[str], p: np.ndarray) -> Memo:
+        return cls(base, dict(zip(texts, p)), _Nearest(base.index))
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.base, name)
@@ -182,8 +215,8 @@ def _router(memo: Memo, inputs: Inputs, columns: Sequence[int], threshold: float
             cold_start: bool = True) -> LearnedRouter:
     rule = RouteRule.THRESHOLD if cost_weight is None else RouteRule.UTILITY
     return LearnedRouter(memo, tuple(columns), (threshold,) * len(columns), default,  # type: ignore[arg-type]
-                         _embed(inputs), memo.min_similarity if cold_start else None, rule,
-                         cost_weight or 0.0, cold_start_tier=cold)
+                         inputs.embed, memo.min_similarity if cold_start else None, rule,
+                         cost_weight or 0.0, inline=True, cold_start_tier=cold)  # lookups only: no thread hop
 
 
 def _simulate(start: np.ndarray, chain: Sequence[Recorded], last_cost: np.ndarray,
@@ -275,7 +308,7 @@ async def router_curves(kinds: Sequence[str], train: Side, test: Side, single: M
         p_train = await anyio.to_thread.run_sync(_cross_fit, kind, inputs, chosen)
         model = await anyio.to_thread.run_sync(_fit, kind, inputs, np.arange(inputs.labels.shape[0]), chosen)
         p_test = await anyio.to_thread.run_sync(model.predict, list(inputs.texts[1]), inputs.x[1])
-        memo = Memo(model, dict(zip(inputs.texts[1], p_test)))
+        memo = Memo.of(model, inputs.texts[1], p_test)
         tell(f"router: {name}, measured on test")
         routed = await _routing_only(kind, memo, inputs, p_train, by_name, test, progress)
         curves.append(routed)
@@ -360,7 +393,7 @@ async def _router_agreement(kind: RouterKind, memo: Memo, inputs: Inputs, p_trai
         columns = [inputs.names.index(found.names[j]) for j in models]
         thresholds = (*gate.thresholds, *([np.inf] * (len(models) - 2)))
         router = LearnedRouter(memo, tuple(columns), thresholds, len(models) - 1,  # type: ignore[arg-type]
-                               _embed(inputs), memo.min_similarity, RouteRule.THRESHOLD, 0.0,
+                               inputs.embed, memo.min_similarity, RouteRule.THRESHOLD, 0.0, inline=True,
                                cold_start_tier=1 if gate.cold_to_plan else len(models) - 1)
         curve.outcomes.append(await run_setting(tiers, test, progress, Routing(router, RoutingMode.BOTH)))
         curve.settings.append({"solo": found.names[gate.solo], "plan": plan_label(gate.point, found.names),
@@ -370,11 +403,6 @@ async def _router_agreement(kind: RouterKind, memo: Memo, inputs: Inputs, p_trai
                                "train_cost": gate.setting.train_cost,
                                "train_accuracy": gate.setting.train_accuracy})
     return curve
-
-
-def _embed(inputs: Inputs):  # type: ignore[no-untyped-def]
-    lookup = dict(zip(inputs.texts[1], inputs.x[1]))
-    return lambda texts: np.stack([lookup[t] for t in texts])
 
 
 async def _routing_only(kind: RouterKind, memo: Memo, inputs: Inputs, pred: Predicted,
