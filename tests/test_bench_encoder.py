@@ -111,3 +111,38 @@ def test_bench_routers_decide_from_memoised_rows_without_re_encoding() -> None:
                            lambda ts: np.stack([lookup[t] for t in ts]), memo.min_similarity, inline=True)
     tiers = [RouteTier("a", "a"), RouteTier("b", "b")]
     assert router.decide("one", tiers).start == 0 and router.decide("two", tiers).start == 1
+
+
+def _long_prompts(path: Path, rows: int = 24) -> list[str]:
+    """The fixture with prompts of 800–1,600 characters (a few-shot context before the question)."""
+    import csv
+
+    with path.open() as handle:
+        table = list(csv.reader(handle))
+    prompts = []
+    for i, row in enumerate(table[1:rows + 1]):
+        context = f"Example {i}. " + "Some worked example text. " * (30 + 2 * i)
+        prompts.append(context + f"Question {i}: what is 2+2?")
+        row[2] = repr([prompts[-1]])
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows(table[:rows + 1])
+    return prompts
+
+
+async def test_a_long_prompt_is_encoded_once_for_the_verifier_and_the_routers(
+        tmp_path: Path, counting: CountingEncoder) -> None:
+    from cascade.routing._train import router_text
+
+    data = tmp_path / "toy.csv"
+    write_fixture(data, rows=24)
+    prompts = _long_prompts(data)
+    assert min(len(p) for p in prompts) > 800
+    suite = csv_suite(data, None, tmp_path)
+    report = await run_suite(suite, tmp_path, methods_for(suite, ["verifier"]), bootstrap_rounds=0,
+                             routers=["knn"])
+    assert {"verifier", "knn"} <= report.ran
+    seen = counting.texts()
+    assert max(seen.values()) == 1
+    tails = {router_text(p) for p in prompts}
+    assert tails <= seen.keys()  # the routers' text, which the verifier reads too
+    assert not [t for t in seen if len(t) > 500]  # no longer tail encoded for the verifier alone

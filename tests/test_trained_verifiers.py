@@ -141,3 +141,54 @@ async def test_estimate_runs_off_the_loop_and_gives_a_probability(sklearn_verifi
 ])
 def test_conversation_text_truncation(turns, limit, expected) -> None:
     assert conversation_text(turns, limit) == expected
+
+
+def _rewrite_meta(folder: Path, **changes: object) -> None:
+    """Edit meta.json and re-hash it in the manifest (what an older release would have saved)."""
+    import hashlib
+    import json
+
+    meta = json.loads((folder / "meta.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+    (folder / "meta.json").write_text(json.dumps(meta))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["meta.json"] = hashlib.sha256((folder / "meta.json").read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_the_query_tail_is_the_routers_text_and_is_kept_in_the_artifact(sklearn_verifier, tmp_path: Path) -> None:
+    from cascade.routing._train import ROUTER_MAX_CHARS
+    from verifiers._trained import LEGACY_QUERY_TAIL, QUERY_TAIL
+
+    assert QUERY_TAIL == ROUTER_MAX_CHARS  # one text per prompt for the bench's shared encoder cache
+    seen: list[str] = []
+
+    class Recording:
+        def encode(self, texts, batch_size: int = 32, max_length: int = 256) -> np.ndarray:
+            seen.extend(texts)
+            return np.zeros((len(texts), 384), dtype=np.float32)
+
+    long_query = "".join(f"{i % 10}" for i in range(1500))
+    folder = sklearn_verifier.save(tmp_path / "v")
+    loaded = load_verifier(folder)
+    assert loaded.query_tail == QUERY_TAIL
+    object.__setattr__(loaded, "encoder", Recording())
+    loaded.features([long_query], ["an answer"])
+    assert seen[0] == long_query[-QUERY_TAIL:]
+
+    _rewrite_meta(folder, query_tail=None)  # saved before the tail was recorded: it read 1000
+    legacy = load_verifier(folder)
+    assert legacy.query_tail == LEGACY_QUERY_TAIL
+    object.__setattr__(legacy, "encoder", Recording())
+    seen.clear()
+    legacy.features([long_query], ["an answer"])
+    assert seen[0] == long_query[-LEGACY_QUERY_TAIL:]
+
+    for bad in (0, -5, "500", True, 2.5):
+        _rewrite_meta(folder, query_tail=bad)
+        with pytest.raises(ArtifactError, match="query_tail must be a positive integer"):
+            load_verifier(folder)

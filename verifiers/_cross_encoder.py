@@ -22,7 +22,6 @@ from verifiers._artifacts import Artifact, save_artifact
 from verifiers._encoder import fine_tune, load_minilm
 from verifiers._trained import (
     ANSWER_TAIL,
-    QUERY_TAIL,
     Calibration,
     CalibrationMap,
     Example,
@@ -33,6 +32,7 @@ from verifiers._trained import (
 from verifiers._types import Capability, Estimate, EstimateContext
 
 ENCODER_DIR = "encoder"
+CROSS_QUERY_TAIL = 1000  # the query's end it reads beside the answer (one pair per input)
 
 
 @dataclass(slots=True)
@@ -52,7 +52,7 @@ class CrossEncoderVerifier:
         return frozenset()
 
     def _logits(self, queries: Sequence[str], answers: Sequence[str]) -> Any:
-        batch = self.tokenizer([q[-QUERY_TAIL:] for q in queries], [a[-ANSWER_TAIL:] for a in answers],
+        batch = self.tokenizer([q[-CROSS_QUERY_TAIL:] for q in queries], [a[-ANSWER_TAIL:] for a in answers],
                                padding=True, truncation="longest_first", max_length=self.max_length,
                                return_tensors="pt")
         cls = self.model(**batch).last_hidden_state[:, 0]

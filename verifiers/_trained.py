@@ -32,7 +32,10 @@ if TYPE_CHECKING:
     from verifiers._cross_encoder import CrossEncoderVerifier
 
 ANSWER_TAIL = 512
-QUERY_TAIL = 1000
+# The query's end the verifier embeds: the same 500 characters the routers see
+# (``cascade.routing.router_text``), so a prompt is encoded once for both (``CachedEncoder``).
+QUERY_TAIL = 500
+LEGACY_QUERY_TAIL = 1000  # artifacts saved before the query tail was recorded
 
 
 class TrainingDataError(EstimatorError):
@@ -142,6 +145,7 @@ class SklearnVerifier:
     calibration: CalibrationMap
     metrics: dict[str, object] = field(default_factory=dict, compare=False)
     encoder: MiniLMEncoder | CachedEncoder = field(default_factory=shared_encoder, compare=False, repr=False)
+    query_tail: int = QUERY_TAIL  # characters of the query's end it embeds (recorded in its artifact)
 
     name = "verifier-sklearn"
 
@@ -152,7 +156,7 @@ class SklearnVerifier:
     def features(self, queries: Sequence[str], answers: Sequence[str],
                  logprobs: Sequence[tuple[float, ...] | None] | None = None,
                  agreement: Sequence[float | None] | None = None) -> np.ndarray:
-        q = self.encoder.encode([s[-QUERY_TAIL:] for s in queries])
+        q = self.encoder.encode([s[-self.query_tail:] for s in queries])
         a = self.encoder.encode([s[-ANSWER_TAIL:] for s in answers])
         return np.hstack([q, a, _side_features(answers, queries, logprobs, agreement)])
 
@@ -175,7 +179,8 @@ class SklearnVerifier:
     def save(self, directory: str | Path) -> Path:
         arrays = {"mean": self.mean, "scale": self.scale, "coef": self.coef,
                   "intercept": np.array([self.intercept])}
-        meta = {"calibration": self.calibration.to_meta(), "metrics": self.metrics}
+        meta = {"calibration": self.calibration.to_meta(), "metrics": self.metrics,
+                "query_tail": self.query_tail}
         return save_artifact(directory, VerifierKind.SKLEARN.value, meta, arrays)
 
 
@@ -203,7 +208,7 @@ def train_sklearn_verifier(examples: Sequence[Example], *, calibration: Calibrat
     coef, intercept = model.coef_[0].astype(np.float32), float(model.intercept_[0])
     cal = CalibrationMap.fit(calibration, z[held] @ coef + intercept, labels[held])
     return SklearnVerifier(mean.astype(np.float32), scale.astype(np.float32), coef, intercept, cal,
-                           {"C": best_c, "examples": len(examples)}, encoder)
+                           {"C": best_c, "examples": len(examples)}, encoder=encoder)
 
 
 def load_verifier(directory: str | Path, *,
@@ -214,9 +219,13 @@ def load_verifier(directory: str | Path, *,
     try:
         if artifact.kind == VerifierKind.SKLEARN.value:
             a = artifact.arrays
+            tail = artifact.meta.get("query_tail", LEGACY_QUERY_TAIL)
+            if isinstance(tail, bool) or not isinstance(tail, int) or tail < 1:
+                raise ArtifactError(artifact.directory, f"query_tail must be a positive integer, got {tail!r}")
             return SklearnVerifier(a["mean"], a["scale"], a["coef"], float(a["intercept"][0]),
                                    CalibrationMap.from_meta(artifact.meta["calibration"]),
-                                   dict(artifact.meta.get("metrics", {})))  # type: ignore[arg-type]
+                                   dict(artifact.meta.get("metrics", {})),  # type: ignore[arg-type]
+                                   query_tail=tail)
         from verifiers._cross_encoder import CrossEncoderVerifier
 
         return CrossEncoderVerifier.from_artifact(artifact)
