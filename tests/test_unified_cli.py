@@ -333,3 +333,25 @@ def test_costs_come_from_the_tiers_prices_when_the_data_has_none(
     assert chosen["cost"] <= 0.3 * dearest
     quality, cost, _ = anyio.run(_serve, policy, test)
     assert (quality, cost) == (pytest.approx(chosen["quality"]), pytest.approx(chosen["cost"]))
+
+
+def test_failed_calls_are_counted_and_reported_not_silent_zeros() -> None:
+    """A tier whose call fails is recorded as quality 0 at the cost charged, and the failure
+    shows up as a note naming the tier, the count and the error type."""
+    from scripted import Flaky, Scripted
+
+    from cascade import Tier
+    from cascade.errors import BadRequestError
+    from cascade.tuning._unified_data import record_answers
+
+    good = Scripted("4", name="good")
+    bad = Flaky("4", name="bad", script=[None, BadRequestError("scripted@bad", 400, "no"), None,
+                                         BadRequestError("scripted@bad", 400, "no")])
+    tiers = [Tier("good", "g", good, None, None), Tier("bad", "b", bad, None, None)]
+    answers = anyio.run(record_answers, tiers, [("q1", 1), ("q2", 2), ("q3", 3), ("q4", 4)])
+    assert answers.failed is not None
+    assert answers.failed[:, 0].tolist() == [False] * 4
+    assert answers.failed[:, 1].tolist() == [False, True, False, True]
+    assert [t[1] for t in answers.texts] == ["4", None, "4", None]
+    notes = answers.failure_notes(["good", "bad"])
+    assert notes == ["tier bad: 2 of 4 calls failed (BadRequestError); counted as quality 0 at the cost charged"]

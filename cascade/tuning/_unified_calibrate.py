@@ -264,6 +264,7 @@ async def train_unified(policy: Policy, data: Path, base_dir: Path, *, out: Path
     target.write_text(json.dumps(document, indent=1), encoding="utf-8")
     notes = [f"decision rule {model.rule.value}: the larger area under its cost–quality curve replayed "
              "on this data (" + ", ".join(f"{r.value} {v:.4f}" for r, v in rule_scores.items()) + ")"]
+    notes.extend(answers.failure_notes(recorded.tiers))
     if out is not None and out.resolve() != _resolve(spec.artifact, base_dir).resolve():
         notes.append(f"the policy reads {spec.artifact}: point routing.unified.artifact at {out} to use this fit")
     return UnifiedFit(target, router_path, trained, settings.describe(), recorded.tiers, names,
@@ -433,6 +434,7 @@ async def calibrate_unified(policy: Policy, data: Path, target: Target, base_dir
         texts = [router_text(p, routing.max_chars) for p in recorded.prompts]
         p, _ = await anyio.to_thread.run_sync(learned.predict, texts)
     answers = recorded.answers
+    notes.extend(answers.failure_notes(recorded.tiers))
     groups = group_ids(answers.texts, settings.key)
     require_answers(answers, groups, recorded.models, spec.answer, str(data))
     unified_data = UnifiedData(settings.model.models, np.clip(p, 0.0, 1.0), answers.quality,

@@ -112,6 +112,27 @@ class Answers:
     quality: np.ndarray  # (n, tiers)
     cost: np.ndarray  # (n, tiers)
     texts: tuple[tuple[str | None, ...], ...]  # n × tiers
+    failed: np.ndarray | None = None  # (n, tiers) bool: the call raised (a RunError)
+    errors: tuple[str | None, ...] = ()  # per tier: the first failure's error type
+
+    def failure_notes(self, tiers: Sequence[str]) -> list[str]:
+        """One line per tier whose calls failed: never a silent zero."""
+        if self.failed is None:
+            return []
+        notes = []
+        for j, name in enumerate(tiers):
+            count = int(self.failed[:, j].sum())
+            if count:
+                kind = self.errors[j] if j < len(self.errors) else None
+                notes.append(f"tier {name}: {count} of {self.failed.shape[0]} calls failed"
+                             f"{f' ({kind})' if kind else ''}; counted as quality 0 at the cost charged")
+        return notes
+
+
+def _error_kind(exc: RunError) -> str:
+    """The failing call's error class as the attempt recorded it (its text stays out)."""
+    recorded = next((a.error for a in reversed(exc.attempts) if a.error), None)
+    return recorded.split(":", 1)[0].strip() if recorded else type(exc).__name__
 
 
 async def record_answers(tiers: Sequence[Tier], queries: Sequence[tuple[str, int]],
@@ -120,6 +141,8 @@ async def record_answers(tiers: Sequence[Tier], queries: Sequence[tuple[str, int
     n, m = len(queries), len(tiers)
     quality, cost = np.zeros((n, m)), np.zeros((n, m))
     texts: list[list[str | None]] = [[None] * m for _ in range(n)]
+    failed = np.zeros((n, m), dtype=bool)
+    errors: list[str | None] = [None] * m
     for j, tier in enumerate(tiers):
         engine = Cascade([replace(tier, estimator=None, threshold=math.inf, fallback_estimator=None)],
                          feature=feature)
@@ -128,12 +151,14 @@ async def record_answers(tiers: Sequence[Tier], queries: Sequence[tuple[str, int
                 result = await engine.run(prompt, metadata={"replay_row": str(row)})
             except RunError as exc:
                 cost[i, j] = math.fsum(a.cost for a in exc.attempts)
+                failed[i, j] = True
+                errors[j] = errors[j] or _error_kind(exc)
                 continue
             attempt = result.attempts[0]
             quality[i, j] = attempt.label or 0.0
             cost[i, j] = attempt.cost
             texts[i][j] = attempt.answer
-    return Answers(quality, cost, tuple(tuple(r) for r in texts))
+    return Answers(quality, cost, tuple(tuple(r) for r in texts), failed, tuple(errors))
 
 
 def require_answers(answers: Answers, groups: np.ndarray, models: Sequence[str],
