@@ -10,6 +10,8 @@
   and one True/False column per model, **no answers, no costs**) split 50/50 with
   ``np.random.RandomState(0).permutation(n)``, first ``n // 2`` train (the rule of
   ``../shared/BASELINES.md``).
+- ``mmlu_all.csv``: the same 14,042 rows unsplit, in file order (the input of
+  ``benchmarks/timing_file.py``, which splits them itself with the same rule).
 - ``mtbench.csv``: MT-Bench as RouterBench format with **graded** quality, one row per
   (question, turn) — 80 questions × 2 turns. Quality = the GPT-4 judge's score / 10
   (``routellm/evals/mt_bench/judgements.jsonl``); ``|model_response`` = the model's answer to
@@ -176,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         train, test = split_halves(len(rows))
         n_train = _write(args.outdir / "mmlu_train.csv", header, (rows[i] for i in train))
         n_test = _write(args.outdir / "mmlu_test.csv", header, (rows[i] for i in test))
+        _write(args.outdir / "mmlu_all.csv", header, rows)  # in file order: benchmarks/timing_file.py's SRC
         mt = mtbench_rows(source)
         mt_header = ["sample_id", "prompt", "eval_name"] + [
             m + suffix for m in MODELS for suffix in ("", "|model_response", "|total_cost")]
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OutsideDataError, OSError, KeyError, json.JSONDecodeError, csv.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"mmlu: {len(rows)} rows -> {n_train} train, {n_test} test; mtbench: {n_mt} rows "
+    print(f"mmlu: {len(rows)} rows (mmlu_all.csv) -> {n_train} train, {n_test} test; mtbench: {n_mt} rows "
           f"(graded score / 10) in {args.outdir}")
     return 0
 

@@ -240,6 +240,8 @@ def test_outside_data_builds_the_split_and_graded_mtbench(tmp_path: Path, bare: 
     assert prompts == sorted(f"Q{i}\nAnswer:" for i in range(10))  # mmlu_a then mmlu_b, all rows once
     order = np.random.RandomState(0).permutation(10)
     assert {r.prompt for r in train.rows} == {f"Q{i}\nAnswer:" for i in order[:5]}
+    every = load_table(out / "mmlu_all.csv")  # unsplit, in file order (timing_file.py's input)
+    assert [r.prompt for r in every.rows] == [f"Q{i}\nAnswer:" for i in range(10)]
     mt = load_table(out / "mtbench.csv")
     assert mt.format is ReplayFormat.ROUTERBENCH and mt.has_costs and mt.has_responses
     one, two = mt.rows

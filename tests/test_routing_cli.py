@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -40,6 +41,8 @@ def test_train_then_calibrate_to_shares_and_to_quality(tmp_path: Path) -> None:
                                   "--out", str(tmp_path / "knn"), "--k", "3", "--test", str(FIXTURE)])
     assert trained.exit_code == 0, trained.output
     assert "knn router for 3 models on 12 queries" in trained.output
+    assert re.search(r"settings: k=3, \w+ weighting, prior m=[\d.inf]+ \(those not given as options "
+                     r"chosen by 5-fold cross-validation", trained.output), trained.output
     assert (tmp_path / "knn" / "manifest.json").is_file()
     policy = _policy(tmp_path)
     shares = runner.invoke(app, ["calibrate-router", "--policy", str(policy), "--data", str(FIXTURE),

@@ -21,6 +21,8 @@ from cascade.errors import CascadeError
 from cascade.policy import load_policy
 from cascade.policy._writeback import with_router_thresholds
 from cascade.routing import (
+    KnnModel,
+    MfModel,
     RouteCalibrationError,
     RouterEncoder,
     RouterModel,
@@ -31,6 +33,7 @@ from cascade.routing import (
     train_knn,
     train_mf,
 )
+from cascade.routing._models import prior_label
 from verifiers import ArtifactError, StaticEncoder, auroc, distil_static, load_static
 
 
@@ -161,8 +164,27 @@ def train_router_command(
               f"{model.header.encoder.value} embeddings; cold start "  # type: ignore[attr-defined]
               f"below similarity {model.min_similarity:.3f}; trained in "
               f"{time.perf_counter() - started:.1f} s -> {folder}", highlight=False)
+    settings = _settings_line(model)
+    if settings:
+        out.print(settings, highlight=False)
     if report is not None:
         out.print(report)
+
+
+def _settings_line(model: RouterModel) -> str | None:
+    """The router's settings and where they came from (cross-validation or the flags)."""
+    metrics = model.header.metrics  # type: ignore[attr-defined]
+    if isinstance(model, KnnModel):
+        what = f"k={model.k}, {model.weighting.value} weighting, prior m={prior_label(model.prior)}"
+    elif isinstance(model, MfModel):
+        what = (f"dim={metrics.get('dim')}, epochs={metrics.get('epochs')}, "
+                f"weight_decay={metrics.get('weight_decay')}")
+    else:
+        return None
+    score = metrics.get("cv_score")
+    how = (f" (those not given as options chosen by 5-fold cross-validation on the data, "
+           f"{metrics.get('cv')} {score:.4f})" if isinstance(score, float) else " (as given)")
+    return f"settings: {what}{how}"
 
 
 def _train_unified(policy: Path, data: Path, out_file: Path | None, encoder: EncoderChoice | None,
