@@ -41,8 +41,10 @@ def test_train_then_calibrate_to_shares_and_to_quality(tmp_path: Path) -> None:
                                   "--out", str(tmp_path / "knn"), "--k", "3", "--test", str(FIXTURE)])
     assert trained.exit_code == 0, trained.output
     assert "knn router for 3 models on 12 queries" in trained.output
+    flat = " ".join(trained.output.split())  # rich wraps long lines
     assert re.search(r"settings: k=3, \w+ weighting, prior m=[\d.inf]+ \(those not given as options "
-                     r"chosen by 5-fold cross-validation", trained.output), trained.output
+                     r"chosen by 5-fold cross-validation on the data, aiq [\d.]+\)", flat), flat
+    assert "Loading weights" not in trained.output  # no transformers progress bar in our output
     assert (tmp_path / "knn" / "manifest.json").is_file()
     policy = _policy(tmp_path)
     shares = runner.invoke(app, ["calibrate-router", "--policy", str(policy), "--data", str(FIXTURE),

@@ -19,7 +19,7 @@ import anyio
 import numpy as np
 
 from verifiers._artifacts import Artifact, save_artifact
-from verifiers._encoder import fine_tune, load_minilm
+from verifiers._encoder import fine_tune, load_minilm, load_pretrained
 from verifiers._trained import (
     ANSWER_TAIL,
     Calibration,
@@ -88,11 +88,9 @@ class CrossEncoderVerifier:
     @classmethod
     def from_artifact(cls, artifact: Artifact) -> CrossEncoderVerifier:
         import torch
-        from transformers import AutoModel, AutoTokenizer
 
         encoder = artifact.directory / ENCODER_DIR
-        tokenizer = AutoTokenizer.from_pretrained(str(encoder), local_files_only=True)
-        model = AutoModel.from_pretrained(str(encoder), local_files_only=True, use_safetensors=True)
+        tokenizer, model = load_pretrained(encoder, use_safetensors=True)
         head = torch.nn.Linear(model.config.hidden_size, 1)
         with torch.no_grad():
             head.weight.copy_(torch.from_numpy(artifact.arrays["head.weight"]))

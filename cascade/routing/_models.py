@@ -386,11 +386,11 @@ def load_router_model(directory: str | Path, *, sha256: str | None = None) -> Ro
 
 def _load_bert(artifact: Artifact, header: Header, index: NeighbourIndex) -> BertModel:
     import torch
-    from transformers import AutoModel, AutoTokenizer
+
+    from verifiers._encoder import load_pretrained
 
     folder = artifact.directory / ENCODER_DIR
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    encoder = AutoModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+    tokenizer, encoder = load_pretrained(folder, use_safetensors=True)
     encoder.eval()
     weight = _array(artifact, "head.weight", (len(header.models), encoder.config.hidden_size))
     head = torch.nn.Linear(encoder.config.hidden_size, len(header.models))
