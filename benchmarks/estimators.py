@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -202,7 +203,7 @@ def markdown(vote: dict[str, object], verifiers: list[dict[str, object]], risk: 
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -214,7 +215,7 @@ def main() -> None:
                         help="add verifier rows to the existing results (vote and risk kept)")
     parser.add_argument("--sets", help="comma-separated: arc,winogrande,mbpp,gsm8k")
     parser.add_argument("--kinds", help="comma-separated: sklearn,cross-encoder")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     sets = args.sets.split(",") if args.sets else None
     kinds = args.kinds.split(",") if args.kinds else None
     if args.merge:
@@ -231,9 +232,12 @@ def main() -> None:
         verifiers = verifiers_table(args.data, not args.no_cross_encoder, args.epochs, args.quick, sets, kinds)
     OUT.mkdir(exist_ok=True)
     text = markdown(vote, verifiers, risk)
-    (OUT / "estimators.md").write_text("Produced by `.venv/bin/python benchmarks/estimators.py`\n\n" + text)
-    (OUT / "estimators.json").write_text(json.dumps({"vote": vote, "verifiers": verifiers, "risk": risk},
-                                                    indent=1, default=float) + "\n")
+    command = " ".join([".venv/bin/python benchmarks/estimators.py", *(argv if argv is not None else sys.argv[1:])])
+    commands = [*old.get("commands", []), command] if args.merge else [command]  # a merge keeps its history
+    produced = ", then ".join(f"`{c}`" for c in commands)
+    (OUT / "estimators.md").write_text(f"Produced by {produced}\n\n" + text)
+    (OUT / "estimators.json").write_text(json.dumps({"vote": vote, "verifiers": verifiers, "risk": risk,
+                                                     "commands": commands}, indent=1, default=float) + "\n")
     print(text)
 
 
