@@ -292,7 +292,8 @@ def run_tests(tests, requests, replies, verdicts):
                     scope[name] = importlib.import_module(module)
             else:
                 scope[str(name)] = decode(value, remote)
-        except Exception:  # noqa: BLE001 - a name that cannot be offered is simply absent
+        except (ImportError, OSError, RuntimeError, TooBig, ValueError, TypeError, IndexError,
+                KeyError, RecursionError):  # a name that cannot be offered is simply absent
             continue
     for index, test in enumerate(tests):
         try:

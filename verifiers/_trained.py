@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     from verifiers._cross_encoder import CrossEncoderVerifier
 
 ANSWER_TAIL = 512
-# The query's end the verifier embeds: the same 500 characters the routers see
-# (``cascade.routing.router_text``), so a prompt is encoded once for both (``CachedEncoder``).
+# The query's end the verifier embeds; the routers read the same length
+# (``cascade.routing._train.ROUTER_MAX_CHARS`` is this), so a prompt is encoded once for both.
 QUERY_TAIL = 500
 LEGACY_QUERY_TAIL = 1000  # artifacts saved before the query tail was recorded
 

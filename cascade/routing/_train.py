@@ -33,8 +33,9 @@ from cascade.routing._models import (
 from verifiers import conversation_text
 from verifiers._encoder import fine_tune, load_minilm
 from verifiers._static import StaticEncoder
+from verifiers._trained import QUERY_TAIL
 
-ROUTER_MAX_CHARS = 500  # the conversation's end routers see: the question, not a shared few-shot prefix
+ROUTER_MAX_CHARS = QUERY_TAIL  # the conversation's end routers (and the verifier) see: the question, not a shared few-shot prefix
 COLD_START_QUANTILE = 0.01
 
 

@@ -112,21 +112,14 @@ class Answers:
     quality: np.ndarray  # (n, tiers)
     cost: np.ndarray  # (n, tiers)
     texts: tuple[tuple[str | None, ...], ...]  # n × tiers
-    failed: np.ndarray | None = None  # (n, tiers) bool: the call raised (a RunError)
-    errors: tuple[str | None, ...] = ()  # per tier: the first failure's error type
+    failed: np.ndarray  # (n, tiers) bool: the call raised (a RunError)
+    errors: tuple[str | None, ...]  # per tier: the first failure's error class
 
     def failure_notes(self, tiers: Sequence[str]) -> list[str]:
         """One line per tier whose calls failed: never a silent zero."""
-        if self.failed is None:
-            return []
-        notes = []
-        for j, name in enumerate(tiers):
-            count = int(self.failed[:, j].sum())
-            if count:
-                kind = self.errors[j] if j < len(self.errors) else None
-                notes.append(f"tier {name}: {count} of {self.failed.shape[0]} calls failed"
-                             f"{f' ({kind})' if kind else ''}; counted as quality 0 at the cost charged")
-        return notes
+        return [f"tier {name}: {count} of {len(self.failed)} calls failed ({kind}); counted as "
+                "quality 0 at the cost charged"
+                for name, count, kind in zip(tiers, self.failed.sum(axis=0), self.errors) if count]
 
 
 def _error_kind(exc: RunError) -> str:
