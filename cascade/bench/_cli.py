@@ -228,14 +228,18 @@ class Reporter:
             self.tick()
 
     def finish(self) -> None:
+        """The suite is done: the bound becomes the count (methods often need fewer settings
+        than the most they may take)."""
+        self.total = self.done
         if self.bars is not None and self.task is not None:
-            self.bars.update(self.task, completed=self.total, description=f"{self.label}: done")
+            self.bars.update(self.task, total=self.done, completed=self.done, description=f"{self.label}: done")
         else:
             self._line("done")
 
     def _line(self, text: str) -> None:
         self.last = self.clock()
-        self.console.print(f"[{self.label}] {text} — {self.done}/{self.total} engine runs, "
+        bound = "" if text == "done" else "at most "
+        self.console.print(f"[{self.label}] {text} — {self.done} of {bound}{self.total} engine runs, "
                            f"{self.last - self.started:.0f} s", markup=False, highlight=False, soft_wrap=True)
 
 
