@@ -186,3 +186,4 @@ def test_train_router_writes_the_chosen_prior(tmp_path: Path) -> None:
     again = load_router_model(tmp_path / "knn")
     assert again.prior == (math.inf if meta["prior"] == "inf" else meta["prior"])  # type: ignore[attr-defined]
     assert again.k == meta["k"] and again.weighting.value == meta["weighting"]  # type: ignore[attr-defined]
+

@@ -185,7 +185,7 @@ def _new_settings(kind: RouterKind, static: StaticEncoder | None, x: np.ndarray,
     match kind:
         case RouterKind.KNN:
             choice = choose_knn(x, data.labels, data.costs)
-            return RouterSettings(kind, static, k=choice.k, weighting=choice.weighting)
+            return RouterSettings(kind, static, k=choice.k, weighting=choice.weighting, prior=choice.prior)
         case RouterKind.MF:
             return RouterSettings(kind, static, mf=choose_mf(x, data.labels, data.costs).settings)
         case RouterKind.BERT:

@@ -37,6 +37,7 @@ from cascade.routing import (
     train_mf,
 )
 from cascade.routing._cv import fold_rows
+from cascade.routing._models import prior_label
 from verifiers import AnswerKind, StaticEncoder
 from verifiers._normalise import normalise
 
@@ -182,7 +183,9 @@ class RouterSettings:
     k: int | None = None
     weighting: KnnWeighting | None = None
     mf: MfSettings | None = None
+    prior: float | None = None  # kNN's pull toward each model's mean quality (m; math.inf: means only)
     epochs: int = 2  # BERT
+    max_length: int = 256  # BERT: word pieces read per prompt
 
     @classmethod
     def of(cls, model: RouterModel) -> RouterSettings:
@@ -191,28 +194,32 @@ class RouterSettings:
         metrics = getattr(getattr(model, "header", None), "metrics", {})
         match model.kind:
             case RouterKind.KNN:
-                return cls(model.kind, static, k=model.k, weighting=model.weighting)  # type: ignore[attr-defined]
+                return cls(model.kind, static, k=model.k, weighting=model.weighting,  # type: ignore[attr-defined]
+                           prior=model.prior)  # type: ignore[attr-defined]
             case RouterKind.MF:
                 mf = None
                 if all(key in metrics for key in ("dim", "epochs", "weight_decay")):
                     mf = MfSettings(int(metrics["dim"]), int(metrics["epochs"]), float(metrics["weight_decay"]))
                 return cls(model.kind, static, mf=mf)
             case RouterKind.BERT:
-                return cls(model.kind, None, epochs=int(metrics.get("epochs", 2)))
+                return cls(model.kind, None, epochs=int(metrics.get("epochs", 2)),
+                           max_length=int(model.max_length))  # type: ignore[attr-defined]
         raise AssertionError(model.kind)
 
     def describe(self) -> str:
         encoder = "static encoder" if self.static is not None else "MiniLM"
         match self.kind:
             case RouterKind.KNN:
-                return f"knn, {encoder}, k={self.k}, {getattr(self.weighting, 'value', '-')} weighting"
+                prior = "-" if self.prior is None else prior_label(self.prior)
+                return (f"knn, {encoder}, k={self.k}, {getattr(self.weighting, 'value', '-')} weighting, "
+                        f"prior m={prior}")
             case RouterKind.MF:
                 mf = self.mf
                 settings = "settings by CV" if mf is None else \
                     f"dim={mf.dim}, weight_decay={mf.weight_decay:g}, epochs={mf.epochs}"
                 return f"mf, {encoder}, {settings}"
             case RouterKind.BERT:
-                return f"bert (fine-tuned MiniLM), {self.epochs} epochs"
+                return f"bert (fine-tuned MiniLM), {self.epochs} epochs, max_length {self.max_length}"
         raise AssertionError(self.kind)
 
 
@@ -221,13 +228,13 @@ def train_router(settings: RouterSettings, data: CorrectnessData, x: np.ndarray)
     match settings.kind:
         case RouterKind.KNN:
             return train_knn(data, k=settings.k, weighting=settings.weighting, embeddings=x,
-                             static=settings.static)
+                             static=settings.static, prior=settings.prior)
         case RouterKind.MF:
             mf = settings.mf
             extra = {} if mf is None else {"dim": mf.dim, "epochs": mf.epochs, "weight_decay": mf.weight_decay}
             return train_mf(data, embeddings=x, static=settings.static, **extra)  # type: ignore[arg-type]
         case RouterKind.BERT:
-            return train_bert(data, embeddings=x, epochs=settings.epochs)
+            return train_bert(data, embeddings=x, epochs=settings.epochs, max_length=settings.max_length)
     raise AssertionError(settings.kind)
 
 
