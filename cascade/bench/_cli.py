@@ -34,9 +34,9 @@ from cascade.providers import ReplayTable, load_table
 from verifiers import AnswerKind
 
 REPO = Path(__file__).resolve().parent.parent
-ROUTERS = ("knn", "mf", "bert", "knn-static", "mf-static", "rules", "causal_llm",
-           "unified-knn", "unified-mf", "unified-knn-static",
-           "unified-mf-static")  # cascade.bench._routing, cascade.bench._unified
+ROUTERS = ("knn", "mf", "knn-mf", "bert", "knn-static", "mf-static", "knn-mf-static", "rules", "causal_llm",
+           "unified-knn", "unified-mf", "unified-knn-mf", "unified-knn-static",
+           "unified-mf-static", "unified-knn-mf-static")  # cascade.bench._routing, cascade.bench._unified
 METHODS = tuple(REGISTRY)
 
 

@@ -42,6 +42,7 @@ from cascade.routing import (
     train_bert,
     utility_starts,
     train_knn,
+    train_knn_mf,
     train_mf,
 )
 from cascade.tuning._ensemble_search import plan_tiers
@@ -49,7 +50,7 @@ from cascade.routing._cv import KnnChoice
 from cascade.routing._models import NeighbourIndex
 from verifiers import CachedEncoder, Point, StaticEncoder, frontier, shared_static, simulate_cascade
 
-FOLDS = {RouterKind.KNN: 5, RouterKind.MF: 5, RouterKind.BERT: 2}
+FOLDS = {RouterKind.KNN: 5, RouterKind.MF: 5, RouterKind.KNN_MF: 5, RouterKind.BERT: 2}
 KEEP = 24  # train-hull settings measured on test: as many as the cascade-only methods get
 STATIC_SUFFIX = "-static"
 
@@ -110,12 +111,13 @@ class Chosen:
     mf: MfSettings | None = None
 
     def describe(self) -> str:
+        parts = []
         if self.knn is not None:
-            return (f"{self.knn.describe()} (CV score {self.knn.score:.4f}; "
-                    f"{self.knn.score_without_prior:.4f} without the prior)")
+            parts.append(f"{self.knn.describe()} (CV score {self.knn.score:.4f}; "
+                         f"{self.knn.score_without_prior:.4f} without the prior)")
         if self.mf is not None:
-            return f"dim={self.mf.dim}, weight_decay={self.mf.weight_decay:g}, epochs={self.mf.epochs}"
-        return "fixed settings"
+            parts.append(f"dim={self.mf.dim}, weight_decay={self.mf.weight_decay:g}, epochs={self.mf.epochs}")
+        return "; MF ".join(parts) if parts else "fixed settings"
 
 
 def _choose(kind: RouterKind, inputs: Inputs) -> Chosen:
@@ -124,6 +126,9 @@ def _choose(kind: RouterKind, inputs: Inputs) -> Chosen:
             return Chosen(knn=choose_knn(inputs.x[0], inputs.labels, inputs.cost))
         case RouterKind.MF:
             return Chosen(mf=choose_mf(inputs.x[0], inputs.labels, inputs.cost).settings)
+        case RouterKind.KNN_MF:
+            return Chosen(knn=choose_knn(inputs.x[0], inputs.labels, inputs.cost),
+                          mf=choose_mf(inputs.x[0], inputs.labels, inputs.cost).settings)
         case RouterKind.BERT:
             return Chosen()
     raise AssertionError(kind)
@@ -142,6 +147,12 @@ def _fit(kind: RouterKind, inputs: Inputs, rows: np.ndarray, chosen: Chosen = Ch
             mf = chosen.mf
             extra = {} if mf is None else {"dim": mf.dim, "epochs": mf.epochs, "weight_decay": mf.weight_decay}
             return train_mf(data, embeddings=inputs.x[0][rows], static=inputs.static, **extra)  # type: ignore[arg-type]
+        case RouterKind.KNN_MF:
+            knn = chosen.knn
+            return train_knn_mf(data, embeddings=inputs.x[0][rows], static=inputs.static, mf=chosen.mf,
+                                knn_k=None if knn is None else knn.k,
+                                weighting=None if knn is None else knn.weighting,
+                                prior=None if knn is None else knn.prior)
         case RouterKind.BERT:
             return train_bert(data, embeddings=inputs.x[0][rows], epochs=2, max_length=128)
     raise AssertionError(kind)

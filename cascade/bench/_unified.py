@@ -28,7 +28,8 @@ from cascade.tuning._unified_data import answer_key, group_ids
 from verifiers import AnswerKind, shared_static
 
 PREFIX = "unified-"
-KINDS = ("unified-knn", "unified-mf", "unified-knn-static", "unified-mf-static")
+KINDS = ("unified-knn", "unified-mf", "unified-knn-mf", "unified-knn-static", "unified-mf-static",
+         "unified-knn-mf-static")
 MAX_CALLS = 3
 
 

@@ -10,6 +10,7 @@ from cascade.routing._models import (
     BertModel,
     KnnModel,
     KnnWeighting,
+    MeanModel,
     MfModel,
     NeighbourIndex,
     RouterEncoder,
@@ -41,6 +42,7 @@ from cascade.routing._train import (
     router_text,
     train_bert,
     train_knn,
+    train_knn_mf,
     train_mf,
 )
 from cascade.routing._types import RouteContext, Router, RouteTier
@@ -69,6 +71,7 @@ __all__ = [
     "KnnWeighting",
     "MfSettings",
     "LearnedRouter",
+    "MeanModel",
     "MfModel",
     "NeighbourIndex",
     "Preference",
@@ -110,6 +113,7 @@ __all__ = [
     "target_threshold",
     "train_bert",
     "train_knn",
+    "train_knn_mf",
     "train_mf",
     "utility_starts",
     "AnswerStats",

@@ -76,7 +76,7 @@ class LearnedRouter:
             raise RouterArtifactError("this router was trained on MiniLM embeddings; it cannot be "
                                       "queried with a static encoder's")
         if self.inline is None:
-            tiny = (static is not None and self.model.kind in (RouterKind.KNN, RouterKind.MF)
+            tiny = (static is not None and self.model.kind in (RouterKind.KNN, RouterKind.MF, RouterKind.KNN_MF)
                     and self.model.index.embeddings.size <= INLINE_MAX_INDEX)
             object.__setattr__(self, "inline", tiny)
 

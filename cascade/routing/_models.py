@@ -11,6 +11,7 @@ saved inside the artifact, in ``static/``, so a router always embeds as it was t
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 import numbers
@@ -36,6 +37,7 @@ class RouterKind(str, enum.Enum):
     KNN = "knn"
     MF = "mf"
     BERT = "bert"
+    KNN_MF = "knn-mf"  # the mean of a kNN's and an MF's P(ok), trained on the same queries
 
 
 class KnnWeighting(str, enum.Enum):
@@ -261,6 +263,50 @@ class MfModel:
             "classifier": self.classifier.astype(np.float32), "bias": self.bias.astype(np.float32)})
 
 
+@dataclass(frozen=True, slots=True)
+class MeanModel:
+    """The mean of a kNN and an MF router's P(ok), both trained on the same queries with the
+    same encoder (one index, one header). The two err differently — kNN's neighbourhood means
+    are cautious, MF's logistic scores sharp and often over-confident — so their mean is
+    better calibrated than either (cross-fitted log loss on train, docs/benchmarks.md)."""
+
+    knn: KnnModel
+    mf: MfModel
+    kind: RouterKind = RouterKind.KNN_MF
+
+    def __post_init__(self) -> None:
+        if self.knn.models != self.mf.models:
+            raise RouterArtifactError(f"kNN + MF router: the parts route different models "
+                                      f"({', '.join(self.knn.models)} / {', '.join(self.mf.models)})")
+        if self.knn.header.encoder is not self.mf.header.encoder:
+            raise RouterArtifactError("kNN + MF router: the parts were trained with different encoders")
+        if self.knn.index.embeddings.shape != self.mf.index.embeddings.shape:
+            raise RouterArtifactError("kNN + MF router: the parts were trained on different queries")
+
+    header = property(lambda self: self.knn.header)
+    index = property(lambda self: self.knn.index)
+    models = property(lambda self: self.knn.models)
+    min_similarity = property(lambda self: self.knn.min_similarity)
+    expected_cost = property(lambda self: self.knn.expected_cost)
+    static = property(lambda self: self.knn.static)
+
+    def predict(self, texts: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
+        return (self.knn.predict(texts, embeddings) + self.mf.predict(texts, embeddings)) / 2.0  # type: ignore[no-any-return]
+
+    def save(self, directory: str | Path) -> Path:
+        _save_static(self.static, directory)
+        graded = bool(np.any((self.knn.labels != 0) & (self.knn.labels != 1)))
+        prior = prior_label(self.knn.prior) if math.isinf(self.knn.prior) else self.knn.prior
+        meta = self.header.meta(k=self.knn.k, weighting=self.knn.weighting.value, prior=prior,
+                                mf_metrics=self.mf.header.metrics)
+        return save_artifact(directory, "router-knn-mf", meta, {
+            "embeddings": self.index.embeddings.astype(np.float16),
+            "labels": self.knn.labels.astype(np.float32 if graded else np.uint8),
+            "model_embeddings": self.mf.model_embeddings.astype(np.float32),
+            "projection": self.mf.projection.astype(np.float32),
+            "classifier": self.mf.classifier.astype(np.float32), "bias": self.mf.bias.astype(np.float32)})
+
+
 @dataclass(slots=True)
 class BertModel:
     """The MiniLM encoder fine-tuned with one logistic head per model (multi-label)."""
@@ -358,30 +404,47 @@ def load_router_model(directory: str | Path, *, sha256: str | None = None) -> Ro
                                   f"not {header.encoder.value!r}")
     static = _static(artifact, header)
     width = DIMENSIONS if static is None else static.dimensions
-    m = len(header.models)
     index = NeighbourIndex(_array(artifact, "embeddings", (None, width)).astype(np.float32))
     match kind:  # the shapes checked here are what the models' own checks need
         case RouterKind.KNN:
-            labels = _array(artifact, "labels", (index.embeddings.shape[0], m)).astype(np.float32)
-            try:
-                weighting = KnnWeighting(artifact.meta.get("weighting", KnnWeighting.SIMILARITY.value))
-            except ValueError:
-                raise RouterArtifactError(f"{directory}/meta.json: unknown kNN `weighting` "
-                                          f"{artifact.meta.get('weighting')!r}") from None
-            k, prior = artifact.meta.get("k", 10), _prior_from_meta(artifact.meta.get("prior"))
-            problem = knn_setting_problem(k, prior)
-            if problem is not None:
-                raise RouterArtifactError(f"{directory}/meta.json: {problem}")
-            return KnnModel(header, index, labels, k, static=static,  # type: ignore[arg-type]
-                            weighting=weighting, prior=prior)  # type: ignore[arg-type]
+            return _load_knn(artifact, header, index, static)
         case RouterKind.MF:
-            p = _array(artifact, "model_embeddings", (m, None))
-            return MfModel(header, index, p, _array(artifact, "projection", (p.shape[1], width)),
-                           _array(artifact, "classifier", (p.shape[1],)), _array(artifact, "bias", (m,)),
-                           static=static)
+            return _load_mf(artifact, header, index, static)
+        case RouterKind.KNN_MF:
+            metrics = artifact.meta.get("mf_metrics")
+            if not isinstance(metrics, dict):
+                raise RouterArtifactError(f"{directory}/meta.json: `mf_metrics` is not a mapping")
+            return MeanModel(_load_knn(artifact, header, index, static),
+                             _load_mf(artifact, dataclasses.replace(header, metrics=dict(metrics)), index, static))
         case RouterKind.BERT:
             return _load_bert(artifact, header, index)
     raise RouterArtifactError(f"{directory}: unknown router kind {artifact.kind!r}")  # unreachable
+
+
+def _load_knn(artifact: Artifact, header: Header, index: NeighbourIndex,
+              static: StaticEncoder | None) -> KnnModel:
+    directory = artifact.directory
+    labels = _array(artifact, "labels", (index.embeddings.shape[0], len(header.models))).astype(np.float32)
+    try:
+        weighting = KnnWeighting(artifact.meta.get("weighting", KnnWeighting.SIMILARITY.value))
+    except ValueError:
+        raise RouterArtifactError(f"{directory}/meta.json: unknown kNN `weighting` "
+                                  f"{artifact.meta.get('weighting')!r}") from None
+    k, prior = artifact.meta.get("k", 10), _prior_from_meta(artifact.meta.get("prior"))
+    problem = knn_setting_problem(k, prior)
+    if problem is not None:
+        raise RouterArtifactError(f"{directory}/meta.json: {problem}")
+    return KnnModel(header, index, labels, k, static=static,  # type: ignore[arg-type]
+                    weighting=weighting, prior=prior)  # type: ignore[arg-type]
+
+
+def _load_mf(artifact: Artifact, header: Header, index: NeighbourIndex,
+             static: StaticEncoder | None) -> MfModel:
+    width = index.embeddings.shape[1]
+    p = _array(artifact, "model_embeddings", (len(header.models), None))
+    return MfModel(header, index, p, _array(artifact, "projection", (p.shape[1], width)),
+                   _array(artifact, "classifier", (p.shape[1],)), _array(artifact, "bias", (len(header.models),)),
+                   static=static)
 
 
 def _load_bert(artifact: Artifact, header: Header, index: NeighbourIndex) -> BertModel:

@@ -25,6 +25,7 @@ from cascade.routing._models import (
     Header,
     KnnModel,
     KnnWeighting,
+    MeanModel,
     MfModel,
     NeighbourIndex,
     RouterEncoder,
@@ -323,6 +324,21 @@ def train_mf(data: CorrectnessData | PreferenceData, *, dim: int | None = None, 
                      objective="correctness" if isinstance(data, CorrectnessData) else "preference")
     return MfModel(header, index, p.detach().numpy(), w_proj.detach().numpy(),
                    w_cls.detach().numpy(), bias.detach().numpy(), static=static)
+
+
+def train_knn_mf(data: CorrectnessData, *, knn_k: int | None = None, weighting: KnnWeighting | None = None,
+                 prior: float | None = None, mf: MfSettings | None = None,
+                 quantile: float = COLD_START_QUANTILE, embeddings: np.ndarray | None = None,
+                 static: StaticEncoder | None = None) -> MeanModel:
+    """A kNN and an MF router on the same queries and embeddings, answering with the mean of
+    their P(ok) (``MeanModel``); settings left None are chosen by cross-validation for each
+    part, as ``train_knn`` and ``train_mf`` do."""
+    index = _index(data.texts, embeddings, static)
+    knn = train_knn(data, k=knn_k, weighting=weighting, prior=prior, quantile=quantile,
+                    embeddings=index.embeddings, static=static)
+    extra = {} if mf is None else {"dim": mf.dim, "epochs": mf.epochs, "weight_decay": mf.weight_decay, "lr": mf.lr}
+    return MeanModel(knn, train_mf(data, quantile=quantile, embeddings=index.embeddings, static=static,
+                                   **extra))  # type: ignore[arg-type]
 
 
 def train_bert(data: CorrectnessData, *, epochs: int = 2, batch_size: int = 16, lr: float = 3e-5,

@@ -188,6 +188,10 @@ def _new_settings(kind: RouterKind, static: StaticEncoder | None, x: np.ndarray,
             return RouterSettings(kind, static, k=choice.k, weighting=choice.weighting, prior=choice.prior)
         case RouterKind.MF:
             return RouterSettings(kind, static, mf=choose_mf(x, data.labels, data.costs).settings)
+        case RouterKind.KNN_MF:
+            choice = choose_knn(x, data.labels, data.costs)
+            return RouterSettings(kind, static, k=choice.k, weighting=choice.weighting, prior=choice.prior,
+                                  mf=choose_mf(x, data.labels, data.costs).settings)
         case RouterKind.BERT:
             return RouterSettings(kind)
     raise AssertionError(kind)

@@ -34,6 +34,7 @@ from cascade.routing import (
     RouterModel,
     train_bert,
     train_knn,
+    train_knn_mf,
     train_mf,
 )
 from cascade.routing._cv import fold_rows
@@ -197,10 +198,11 @@ class RouterSettings:
                 return cls(model.kind, static, k=model.k, weighting=model.weighting,  # type: ignore[attr-defined]
                            prior=model.prior)  # type: ignore[attr-defined]
             case RouterKind.MF:
-                mf = None
-                if all(key in metrics for key in ("dim", "epochs", "weight_decay")):
-                    mf = MfSettings(int(metrics["dim"]), int(metrics["epochs"]), float(metrics["weight_decay"]))
-                return cls(model.kind, static, mf=mf)
+                return cls(model.kind, static, mf=_mf_settings(metrics))
+            case RouterKind.KNN_MF:
+                knn = model.knn  # type: ignore[attr-defined]
+                return cls(model.kind, static, k=knn.k, weighting=knn.weighting, prior=knn.prior,
+                           mf=_mf_settings(model.mf.header.metrics))  # type: ignore[attr-defined]
             case RouterKind.BERT:
                 return cls(model.kind, None, epochs=int(metrics.get("epochs", 2)),
                            max_length=int(model.max_length))  # type: ignore[attr-defined]
@@ -218,9 +220,23 @@ class RouterSettings:
                 settings = "settings by CV" if mf is None else \
                     f"dim={mf.dim}, weight_decay={mf.weight_decay:g}, epochs={mf.epochs}"
                 return f"mf, {encoder}, {settings}"
+            case RouterKind.KNN_MF:
+                mf = self.mf
+                settings = "MF settings by CV" if mf is None else \
+                    f"MF dim={mf.dim}, weight_decay={mf.weight_decay:g}, epochs={mf.epochs}"
+                prior = "-" if self.prior is None else prior_label(self.prior)
+                return (f"knn-mf (mean of kNN and MF), {encoder}, k={self.k}, "
+                        f"{getattr(self.weighting, 'value', '-')} weighting, prior m={prior}, {settings}")
             case RouterKind.BERT:
                 return f"bert (fine-tuned MiniLM), {self.epochs} epochs, max_length {self.max_length}"
         raise AssertionError(self.kind)
+
+
+def _mf_settings(metrics: dict[str, object]) -> MfSettings | None:
+    """An MF router's settings from its artifact's metrics (None: not recorded, so CV)."""
+    if all(key in metrics for key in ("dim", "epochs", "weight_decay")):
+        return MfSettings(int(metrics["dim"]), int(metrics["epochs"]), float(metrics["weight_decay"]))  # type: ignore[arg-type]
+    return None
 
 
 def train_router(settings: RouterSettings, data: CorrectnessData, x: np.ndarray) -> RouterModel:
@@ -233,6 +249,9 @@ def train_router(settings: RouterSettings, data: CorrectnessData, x: np.ndarray)
             mf = settings.mf
             extra = {} if mf is None else {"dim": mf.dim, "epochs": mf.epochs, "weight_decay": mf.weight_decay}
             return train_mf(data, embeddings=x, static=settings.static, **extra)  # type: ignore[arg-type]
+        case RouterKind.KNN_MF:
+            return train_knn_mf(data, knn_k=settings.k, weighting=settings.weighting, prior=settings.prior,
+                                mf=settings.mf, embeddings=x, static=settings.static)
         case RouterKind.BERT:
             return train_bert(data, embeddings=x, epochs=settings.epochs, max_length=settings.max_length)
     raise AssertionError(settings.kind)
