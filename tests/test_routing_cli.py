@@ -69,3 +69,34 @@ def test_bad_training_data_exits_2_naming_the_column(tmp_path: Path) -> None:
     pairwise = runner.invoke(app, ["train-router", "--kind", "knn", "--data", str(FIXTURE),
                                    "--out", str(tmp_path / "x"), "--pairwise"])
     assert pairwise.exit_code == 2 and "MF routers only" in pairwise.output
+
+
+@pytest.mark.models  # loads MiniLM
+def test_a_knn_mf_router_trains_names_both_halves_and_routes_from_a_policy(tmp_path: Path) -> None:
+    import anyio
+
+    from cascade import Cascade
+    from cascade.errors import CascadeError
+    from cascade.routing import MeanModel, load_router_model
+
+    trained = runner.invoke(app, ["train-router", "--kind", "knn-mf", "--data", str(FIXTURE),
+                                  "--out", str(tmp_path / "knn-mf"), "--k", "3"])
+    assert trained.exit_code == 0, trained.output
+    flat = " ".join(trained.output.split())
+    assert "knn-mf router for 3 models on 12 queries" in flat
+    assert re.search(r"settings: k=3, \w+ weighting, prior m=[\d.inf]+ .*; MF dim=\d+, epochs=\d+, "
+                     r"weight_decay=[\d.e-]+ ", flat), flat
+    model = load_router_model(tmp_path / "knn-mf")
+    assert isinstance(model, MeanModel) and model.knn.k == 3
+    refused = runner.invoke(app, ["train-router", "--kind", "knn-mf", "--data", str(FIXTURE),
+                                  "--out", str(tmp_path / "other"), "--epochs", "5"])
+    assert refused.exit_code == 2 and "--epochs" in refused.output
+    policy = _policy(tmp_path)
+    policy.write_text(policy.read_text().replace("kind: knn\n", "kind: knn-mf\n").replace("artifact: knn ", "artifact: knn-mf "))
+    engine = Cascade.from_policy(load_policy(policy), base_dir=tmp_path)
+    result = anyio.run(engine.run, "Question: What is 7 plus 5?\nAnswer:")
+    assert result.answer == "12" and result.attempts[0].tier == 0  # an arithmetic query starts cheap
+    mismatch = _policy(tmp_path)  # kind knn, artifact of kind knn-mf: refused, naming both
+    mismatch.write_text(mismatch.read_text().replace("artifact: knn ", "artifact: knn-mf "))
+    with pytest.raises(CascadeError, match="knn-mf router artifact, but the policy says kind 'knn'"):
+        Cascade.from_policy(load_policy(mismatch), base_dir=tmp_path)

@@ -22,6 +22,7 @@ from cascade.policy import load_policy
 from cascade.policy._writeback import with_router_thresholds
 from cascade.routing import (
     KnnModel,
+    MeanModel,
     MfModel,
     RouteCalibrationError,
     RouterEncoder,
@@ -31,6 +32,7 @@ from cascade.routing import (
     router_embed,
     train_bert,
     train_knn,
+    train_knn_mf,
     train_mf,
 )
 from cascade.routing._models import prior_label
@@ -40,6 +42,7 @@ from verifiers import ArtifactError, StaticEncoder, auroc, distil_static, load_s
 class RouterChoice(str, enum.Enum):
     KNN = "knn"
     MF = "mf"
+    KNN_MF = "knn-mf"  # the mean of a kNN's and an MF's P(ok), one artifact
     BERT = "bert"
     UNIFIED = "unified"  # the unified decision's artifact, for a routing.mode unified policy
 
@@ -81,6 +84,11 @@ def _train(kind: RouterChoice, data: Path, models: list[str] | None, pairwise: b
             return train_knn(labelled, k=k, static=static)
         case RouterChoice.MF:
             return train_mf(labelled, static=static, **({"epochs": epochs} if epochs else {}))
+        case RouterChoice.KNN_MF:
+            if epochs:
+                raise _fail("--epochs: the MF half of knn-mf chooses its epochs by cross-validation "
+                            "(with the other MF settings)", EXIT_BAD_INPUT)
+            return train_knn_mf(labelled, knn_k=k, static=static)
         case RouterChoice.BERT:
             return train_bert(labelled, **({"epochs": epochs} if epochs else {}))
         case RouterChoice.UNIFIED:
@@ -105,7 +113,7 @@ def _held_out(model: RouterModel, test: Path) -> Table:
 
 @app.command("train-router")
 def train_router_command(
-    kind: Annotated[RouterChoice, typer.Option(help="knn | mf | bert | unified (the unified "
+    kind: Annotated[RouterChoice, typer.Option(help="knn | mf | knn-mf (the mean of both) | bert | unified (the unified "
                                                "decision of a routing.mode unified --policy)")],
     data: Annotated[Path, typer.Option(help="per-model correctness (RouterBench or RouteLLM CSV), "
                                        "or preference JSON lines with --pairwise")],
@@ -174,6 +182,9 @@ def train_router_command(
 def _settings_line(model: RouterModel) -> str | None:
     """The router's settings and where they came from (cross-validation or the flags)."""
     metrics = model.header.metrics  # type: ignore[attr-defined]
+    if isinstance(model, MeanModel):
+        knn, mf = _settings_line(model.knn), _settings_line(model.mf)
+        return None if knn is None or mf is None else f"{knn}; MF {mf.removeprefix('settings: ')}"
     if isinstance(model, KnnModel):
         what = f"k={model.k}, {model.weighting.value} weighting, prior m={prior_label(model.prior)}"
     elif isinstance(model, MfModel):

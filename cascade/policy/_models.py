@@ -353,9 +353,9 @@ class RulesRouterSpec(_RouterSpec):
 
 
 class LearnedRouterSpec(_RouterSpec):
-    """A router trained with ``cascade train-router`` (kNN, MF or BERT classifier)."""
+    """A router trained with ``cascade train-router`` (kNN, MF, their mean, or BERT classifier)."""
 
-    kind: Literal["knn", "mf", "bert"]
+    kind: Literal["knn", "mf", "knn-mf", "bert"]
     artifact: str = Field(description="directory written by cascade train-router (relative "
                           "to the policy file)")
     sha256: str | None = _PIN
@@ -446,8 +446,8 @@ class RoutingSpec(_Spec):
             raise ValueError(f"`unified:` is used by mode unified only (mode is {mode.value})")
         router = info.data.get("router")
         if value is not None and router is not None and not isinstance(router, LearnedRouterSpec):
-            raise ValueError(f"mode unified needs a trained router (kind knn, mf or bert) for its "
-                             f"priors, not kind {router.kind}")
+            raise ValueError(f"mode unified needs a trained router (kind knn, mf, knn-mf or bert) "
+                             f"for its priors, not kind {router.kind}")
         return value
 
 
@@ -716,7 +716,7 @@ class Policy(_Spec):
         if slo.input_drift is not None and "routing" in info.data and not isinstance(
                 getattr(info.data["routing"], "router", None), LearnedRouterSpec):
             raise ValueError("input_drift needs a learned router (routing.router kind knn, "
-                             "mf or bert)")
+                             "mf, knn-mf or bert)")
         if "telemetry" not in info.data:  # its own error is reported
             return slo
         audit = info.data["telemetry"].audit
