@@ -17,8 +17,9 @@ from cascade.errors import CascadeError
 # Listed here so that --help needs no import of cascade.bench; tests/test_bench.py checks them
 # against cascade.bench._methods.REGISTRY and cascade.bench._cli.ROUTERS.
 METHODS = ("vote", "verifier", "agreement")
-ROUTERS = ("knn", "mf", "bert", "knn-static", "mf-static", "rules", "causal_llm",
-           "unified-knn", "unified-mf", "unified-knn-static", "unified-mf-static")
+ROUTERS = ("knn", "mf", "knn-mf", "bert", "knn-static", "mf-static", "knn-mf-static", "rules", "causal_llm",
+           "unified-knn", "unified-mf", "unified-knn-mf", "unified-knn-static",
+           "unified-mf-static", "unified-knn-mf-static")
 BENCH_NEEDS = ("matplotlib", "sklearn")  # the [bench] extra, checked before hours of work
 
 
