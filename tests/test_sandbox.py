@@ -62,6 +62,14 @@ def test_a_well_behaved_answer_still_passes_its_tests() -> None:
     assert running_with(marker) == []
 
 
+def test_failing_tests_are_verdicts_and_an_exotic_exception_fails_closed() -> None:
+    verdicts, _ = sandboxed(ADD, ["raise SystemExit(0)", "assert add(1, 2) == 3", "import sys\nsys.exit(1)",
+                                  "raise KeyboardInterrupt", "1 / 0"])
+    assert verdicts == (False, True, False, False, False)  # each failure is its own verdict
+    odd, _ = sandboxed(ADD, ["assert add(1, 2) == 3", "class Odd(BaseException):\n    pass\nraise Odd()"])
+    assert odd == (False, False)  # the tests sandbox ended without "end": no test can pass
+
+
 def test_the_answer_cannot_write_outside_its_private_tmp(tmp_path: Path) -> None:
     target = tmp_path / "escaped.txt"
     token = secrets.token_hex(4)
