@@ -48,6 +48,7 @@ from cascade.routing import (
 from cascade.tuning._ensemble_search import plan_tiers
 from cascade.routing._cv import KnnChoice
 from cascade.routing._models import NeighbourIndex
+from cascade.routing._train import mf_options
 from verifiers import CachedEncoder, Point, StaticEncoder, frontier, shared_static, simulate_cascade
 
 FOLDS = {RouterKind.KNN: 5, RouterKind.MF: 5, RouterKind.KNN_MF: 5, RouterKind.BERT: 2}
@@ -144,9 +145,8 @@ def _fit(kind: RouterKind, inputs: Inputs, rows: np.ndarray, chosen: Chosen = Ch
                              k=None if knn is None else knn.k, weighting=None if knn is None else knn.weighting,
                              prior=None if knn is None else knn.prior)
         case RouterKind.MF:
-            mf = chosen.mf
-            extra = {} if mf is None else {"dim": mf.dim, "epochs": mf.epochs, "weight_decay": mf.weight_decay}
-            return train_mf(data, embeddings=inputs.x[0][rows], static=inputs.static, **extra)  # type: ignore[arg-type]
+            return train_mf(data, embeddings=inputs.x[0][rows], static=inputs.static,
+                            **mf_options(chosen.mf))  # type: ignore[arg-type]
         case RouterKind.KNN_MF:
             knn = chosen.knn
             return train_knn_mf(data, embeddings=inputs.x[0][rows], static=inputs.static, mf=chosen.mf,

@@ -215,14 +215,18 @@ class KnnModel:
         weights = knn_weights(sims, self.weighting)[:, :, None]
         return knn_shrink((self.labels[index] * weights).sum(axis=1), weights.sum(axis=1), mean, self.prior)
 
-    def save(self, directory: str | Path) -> Path:
-        _save_static(self.static, directory)
+    def parts(self) -> tuple[dict[str, object], dict[str, np.ndarray]]:
+        """Its settings for ``meta.json`` and its arrays (also what a ``MeanModel`` saves)."""
         graded = bool(np.any((self.labels != 0) & (self.labels != 1)))
         prior = prior_label(self.prior) if math.isinf(self.prior) else self.prior
-        return save_artifact(directory, "router-knn",
-                             self.header.meta(k=self.k, weighting=self.weighting.value, prior=prior),
-                             {"embeddings": self.index.embeddings.astype(np.float16),
-                              "labels": self.labels.astype(np.float32 if graded else np.uint8)})
+        return ({"k": self.k, "weighting": self.weighting.value, "prior": prior},
+                {"embeddings": self.index.embeddings.astype(np.float16),
+                 "labels": self.labels.astype(np.float32 if graded else np.uint8)})
+
+    def save(self, directory: str | Path) -> Path:
+        _save_static(self.static, directory)
+        settings, arrays = self.parts()
+        return save_artifact(directory, "router-knn", self.header.meta(**settings), arrays)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,13 +258,16 @@ class MfModel:
     def predict(self, texts: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
         return _sigmoid(self.scores(embeddings))
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What its artifact holds (also what a ``MeanModel`` saves)."""
+        return {"embeddings": self.index.embeddings.astype(np.float16),
+                "model_embeddings": self.model_embeddings.astype(np.float32),
+                "projection": self.projection.astype(np.float32),
+                "classifier": self.classifier.astype(np.float32), "bias": self.bias.astype(np.float32)}
+
     def save(self, directory: str | Path) -> Path:
         _save_static(self.static, directory)
-        return save_artifact(directory, "router-mf", self.header.meta(), {
-            "embeddings": self.index.embeddings.astype(np.float16),
-            "model_embeddings": self.model_embeddings.astype(np.float32),
-            "projection": self.projection.astype(np.float32),
-            "classifier": self.classifier.astype(np.float32), "bias": self.bias.astype(np.float32)})
+        return save_artifact(directory, "router-mf", self.header.meta(), self.arrays())
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,16 +302,10 @@ class MeanModel:
 
     def save(self, directory: str | Path) -> Path:
         _save_static(self.static, directory)
-        graded = bool(np.any((self.knn.labels != 0) & (self.knn.labels != 1)))
-        prior = prior_label(self.knn.prior) if math.isinf(self.knn.prior) else self.knn.prior
-        meta = self.header.meta(k=self.knn.k, weighting=self.knn.weighting.value, prior=prior,
-                                mf_metrics=self.mf.header.metrics)
-        return save_artifact(directory, "router-knn-mf", meta, {
-            "embeddings": self.index.embeddings.astype(np.float16),
-            "labels": self.knn.labels.astype(np.float32 if graded else np.uint8),
-            "model_embeddings": self.mf.model_embeddings.astype(np.float32),
-            "projection": self.mf.projection.astype(np.float32),
-            "classifier": self.mf.classifier.astype(np.float32), "bias": self.mf.bias.astype(np.float32)})
+        settings, arrays = self.knn.parts()
+        return save_artifact(directory, "router-knn-mf",
+                             self.header.meta(**settings, mf_metrics=self.mf.header.metrics),
+                             {**arrays, **self.mf.arrays()})
 
 
 @dataclass(slots=True)

@@ -207,6 +207,11 @@ class MfSettings:
     lr: float = 3e-3
 
 
+def mf_options(mf: MfSettings | None) -> dict[str, float | int]:
+    """``train_mf`` keyword arguments fixing these settings (none: chosen by cross-validation)."""
+    return {} if mf is None else {"dim": mf.dim, "epochs": mf.epochs, "weight_decay": mf.weight_decay}
+
+
 MF_DIMS = (16, 64)
 MF_WEIGHT_DECAYS = (1e-4, 1e-2)
 MF_EPOCHS = (100, 200, 400)  # snapshots of one training run per (dim, weight decay)
@@ -336,9 +341,8 @@ def train_knn_mf(data: CorrectnessData, *, knn_k: int | None = None, weighting: 
     index = _index(data.texts, embeddings, static)
     knn = train_knn(data, k=knn_k, weighting=weighting, prior=prior, quantile=quantile,
                     embeddings=index.embeddings, static=static)
-    extra = {} if mf is None else {"dim": mf.dim, "epochs": mf.epochs, "weight_decay": mf.weight_decay, "lr": mf.lr}
     return MeanModel(knn, train_mf(data, quantile=quantile, embeddings=index.embeddings, static=static,
-                                   **extra))  # type: ignore[arg-type]
+                                   **mf_options(mf)))  # type: ignore[arg-type]
 
 
 def train_bert(data: CorrectnessData, *, epochs: int = 2, batch_size: int = 16, lr: float = 3e-5,

@@ -39,6 +39,7 @@ from cascade.routing import (
 )
 from cascade.routing._cv import fold_rows
 from cascade.routing._models import prior_label
+from cascade.routing._train import mf_options
 from verifiers import AnswerKind, StaticEncoder
 from verifiers._normalise import normalise
 
@@ -246,9 +247,7 @@ def train_router(settings: RouterSettings, data: CorrectnessData, x: np.ndarray)
             return train_knn(data, k=settings.k, weighting=settings.weighting, embeddings=x,
                              static=settings.static, prior=settings.prior)
         case RouterKind.MF:
-            mf = settings.mf
-            extra = {} if mf is None else {"dim": mf.dim, "epochs": mf.epochs, "weight_decay": mf.weight_decay}
-            return train_mf(data, embeddings=x, static=settings.static, **extra)  # type: ignore[arg-type]
+            return train_mf(data, embeddings=x, static=settings.static, **mf_options(settings.mf))  # type: ignore[arg-type]
         case RouterKind.KNN_MF:
             return train_knn_mf(data, knn_k=settings.k, weighting=settings.weighting, prior=settings.prior,
                                 mf=settings.mf, embeddings=x, static=settings.static)
