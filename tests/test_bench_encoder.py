@@ -102,10 +102,20 @@ def test_bench_routers_decide_from_memoised_rows_without_re_encoding() -> None:
         def __init__(self) -> None:
             self.index = index
 
-    memo = Memo.of(Model(), texts, np.array([[0.9, 0.8], [0.2, 0.9]]))  # type: ignore[arg-type]
+    memo = Memo.of(Model(), texts, np.array([[0.9, 0.8], [0.2, 0.9]]), queries)  # type: ignore[arg-type]
     assert memo.static is None and memo.min_similarity == -1.0
+
+    class Unasked:
+        embeddings = index.embeddings
+
+        def nearest(self, queries: np.ndarray) -> np.ndarray:
+            raise AssertionError("a test query's similarity was not computed up front")
+
+    memo.index.base = Unasked()  # type: ignore[assignment]
     first = memo.index.nearest(queries[:1])
-    assert first == index.nearest(queries[:1]) and memo.index.nearest(queries[:1]) is first
+    assert first.shape == (1,) and np.isclose(first[0], index.nearest(queries[:1])[0], atol=1e-6)
+    assert memo.index.nearest(queries[:1]) is first
+    assert np.isclose(memo.index.nearest(queries[1:])[0], index.nearest(queries[1:])[0], atol=1e-6)
     lookup = dict(zip(texts, queries))
     router = LearnedRouter(memo, (0, 1), (0.5, 0.0), 1,  # type: ignore[arg-type]
                            lambda ts: np.stack([lookup[t] for t in ts]), memo.min_similarity, inline=True)

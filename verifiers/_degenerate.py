@@ -12,6 +12,7 @@ original confidence and the checks that fired are kept in ``Estimate.details``.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import replace
 from types import MappingProxyType
@@ -55,16 +56,25 @@ def _tokens(text: str) -> list[str]:
     return [t.lower() for t in _TOKEN.findall(text)]
 
 
+@functools.lru_cache(maxsize=256)
+def _asked(question: str) -> frozenset[str] | None:
+    """The question's own (non-filler) tokens; None for a yes/no or empty question. Cached:
+    every judged tier of a run asks it of the same question (few-shot prompts are long)."""
+    asked = _tokens(question)
+    if not asked or asked[0] in _YES_NO:
+        return None
+    return frozenset(asked) - _FILLER
+
+
 def _is_echo(question: str, answer: str) -> bool:
     """Every token of the answer that is not filler occurs in the question, and they cover most
     of the question's (so 'Paris' to 'What is the capital of France?' is not an echo, nor
     'Paris' picked from options listed in the question, but 'The answer is 17+25.' to 'What is
     17 + 25?' is). Yes/no questions are exempt: restating them is an answer."""
-    asked = _tokens(question)
-    if not asked or asked[0] in _YES_NO:
+    asked_content = _asked(question)
+    if asked_content is None:
         return False
     content = set(_tokens(answer)) - _FILLER
-    asked_content = set(asked) - _FILLER
     return (bool(content) and content <= asked_content
             and len(content) >= _ECHO_COVERAGE * len(asked_content))
 

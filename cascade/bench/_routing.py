@@ -83,6 +83,8 @@ class Inputs:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """The test queries' embeddings, computed once (the engine's router asks per query)."""
+        if len(texts) == 1:  # the engine's router asks one query at a time
+            return self.lookup[texts[0]][None]
         return np.stack([self.lookup[t] for t in texts])
 
 
@@ -181,12 +183,17 @@ def _cross_fit(kind: RouterKind, inputs: Inputs, chosen: Chosen = Chosen()) -> P
 
 class _Nearest:
     """A router's training index whose per-query nearest similarity is remembered: the engine
-    asks it once per query per setting (the same single-row product, so the same value)."""
+    asks it once per query per setting. The test queries' similarities are computed up front
+    in blocks (one matrix product instead of a 1 × n product per query and router)."""
 
-    def __init__(self, base: NeighbourIndex) -> None:
+    def __init__(self, base: NeighbourIndex, queries: np.ndarray | None = None, block: int = 1024) -> None:
         self.base = base
         self.embeddings = base.embeddings
         self._seen: dict[bytes, np.ndarray] = {}
+        for start in range(0, 0 if queries is None else queries.shape[0], block):
+            rows = queries[start:start + block]  # type: ignore[index]
+            similarity = base.nearest(rows)
+            self._seen.update((row.tobytes(), similarity[i:i + 1]) for i, row in enumerate(rows))
 
     def nearest(self, queries: np.ndarray) -> np.ndarray:
         if queries.shape[0] != 1:
@@ -211,13 +218,16 @@ class Memo:
     static: None = None
 
     @classmethod
-    def of(cls, base: RouterModel, texts: Sequence[str], p: np.ndarray) -> Memo:
-        return cls(base, dict(zip(texts, p)), _Nearest(base.index))
+    def of(cls, base: RouterModel, texts: Sequence[str], p: np.ndarray, x: np.ndarray) -> Memo:
+        """``x``: the test queries' embeddings, whose nearest similarities are computed here."""
+        return cls(base, dict(zip(texts, p)), _Nearest(base.index, x))
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.base, name)
 
     def predict(self, texts: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
+        if len(texts) == 1:  # the engine's router asks one query at a time
+            return self.rows[texts[0]][None]
         return np.stack([self.rows[t] for t in texts])
 
 
@@ -319,7 +329,7 @@ async def router_curves(kinds: Sequence[str], train: Side, test: Side, single: M
         p_train = await anyio.to_thread.run_sync(_cross_fit, kind, inputs, chosen)
         model = await anyio.to_thread.run_sync(_fit, kind, inputs, np.arange(inputs.labels.shape[0]), chosen)
         p_test = await anyio.to_thread.run_sync(model.predict, list(inputs.texts[1]), inputs.x[1])
-        memo = Memo.of(model, inputs.texts[1], p_test)
+        memo = await anyio.to_thread.run_sync(Memo.of, model, inputs.texts[1], p_test, inputs.x[1])
         tell(f"router: {name}, measured on test")
         routed = await _routing_only(kind, memo, inputs, p_train, by_name, test, progress)
         curves.append(routed)

@@ -12,7 +12,7 @@ docs/routing.md has the measurements)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 import numpy as np
@@ -64,8 +64,10 @@ class LearnedRouter:
     cost_weight: float = 0.0  # utility rule only
     inline: bool | None = None  # decide on the event loop; None: the measured rule (module doc)
     cold_start_tier: int | None = None  # where cold starts go; None: ``default``
+    _costs: tuple[float | None, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_costs", tuple(self.model.expected_cost[c] for c in self.columns))
         if self.rule is RouteRule.UTILITY and any(c is None for c in self.costs):
             raise RouterArtifactError("the utility rule needs each tier's expected cost, and this "
                                       "router was trained on data without costs: use the threshold rule")
@@ -81,8 +83,9 @@ class LearnedRouter:
             object.__setattr__(self, "inline", tiny)
 
     @property
-    def costs(self) -> list[float | None]:
-        return [self.model.expected_cost[c] for c in self.columns]
+    def costs(self) -> tuple[float | None, ...]:
+        """Each tier's expected cost per call (the model's, for the tier's column)."""
+        return self._costs
 
     @property
     def name(self) -> str:
