@@ -129,9 +129,11 @@ async def test_hang_is_a_read_timeout_with_a_read_timeout_and_a_total_one_in_a_r
         with pytest.raises(ProviderTimeoutError) as info:
             await provider.complete(CALL)
     assert info.value.phase == "read"
-    # through the engine: the tier's timeout bounds the call, the next tier answers
-    up.script(["hang"])
-    result = await _two_tier_run(up, timeout_s=0.3)
+    # through the engine: the tier's timeout bounds the call, the next tier answers. The cheap
+    # tier asks for the hang by header: were it scripted, a request that had not reached the
+    # server when the tier's timeout fired (a loaded machine) would leave the hang to the next
+    # tier's request, which has the 60 s default
+    result = await _two_tier_run(up, timeout_s=1.0, cheap_headers='{"x-fault": "hang"}')
     first, _ = result.attempts
     assert first.decision is Decision.ERROR and (first.error or "").startswith(
         "ProviderTimeoutError")
@@ -152,14 +154,15 @@ async def test_slow_within_and_beyond_the_timeout(up: RemoteUpstream) -> None:
     assert info.value.phase == "read"
 
 
-async def _two_tier_run(up: RemoteUpstream, *, timeout_s: float = 5.0):  # type: ignore[no-untyped-def]
+async def _two_tier_run(up: RemoteUpstream, *, timeout_s: float = 5.0,  # type: ignore[no-untyped-def]
+                        cheap_headers: str = "{}"):
     policy = parse_policy(f"""
 resilience: {{retry: {{max_attempts: 1}}}}  # no retries: each fault falls back to the next tier
 tiers:
   - name: cheap
     model: small
     timeout_s: {timeout_s}
-    provider: {{kind: openai, base_url: "{up.base_url}", api_key: "{KEY}"}}
+    provider: {{kind: openai, base_url: "{up.base_url}", api_key: "{KEY}", headers: {cheap_headers}}}
   - name: dear
     model: big
     provider: {{kind: openai, base_url: "{up.base_url}", api_key: "{KEY}"}}
