@@ -156,3 +156,15 @@ async def test_a_long_prompt_is_encoded_once_for_the_verifier_and_the_routers(
     tails = {router_text(p) for p in prompts}
     assert tails <= seen.keys()  # the routers' text, which the verifier reads too
     assert not [t for t in seen if len(t) > 500]  # no longer tail encoded for the verifier alone
+
+
+def test_batches_are_the_same_in_every_process() -> None:
+    """The cache encodes its new texts by length, ties by text: a set's order changes with the
+    process's hash seed, and a text's embedding moves by ~1e-7 with its batch's make-up, which
+    flipped one borderline verifier decision between two runs of the same bench command."""
+    from verifiers import CachedEncoder
+
+    inner = CountingEncoder()
+    texts = [f"q{i:02d}" for i in range(40)][::-1] + ["a longer one", "z", "q07"]
+    CachedEncoder(inner).encode(texts)  # type: ignore[arg-type]
+    assert inner.calls == [sorted(set(texts), key=lambda t: (len(t), t))]

@@ -138,7 +138,9 @@ class CachedEncoder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 32, max_length: int = 256) -> np.ndarray:
         with self._lock:
-            missing = sorted({t for t in texts if t not in self._seen}, key=len)  # batches of like length: little padding
+            # batches of like length (little padding), ties by text: a set's order changes with
+            # each process's hash seed, and batch make-up moves float sums by ~1e-7
+            missing = sorted({t for t in texts if t not in self._seen}, key=lambda t: (len(t), t))
         if missing:
             rows = self._encoder.encode(missing, batch_size, max_length)
             with self._lock:
