@@ -5,6 +5,15 @@ KNN" is checked against on files nobody tuned to.
     python benchmarks/routerbench_knn.py check DATA          # ARC / Winogrande / MBPP vs BASELINES
     python benchmarks/routerbench_knn.py run --train TRAIN --test TEST [--c-max X] [--json OUT]
     python benchmarks/routerbench_knn.py run --halves FILE [...]   # one file, halves split (seed 0)
+    ... --ours knn --ours mf --ours knn-mf   # also our routers' scores under the same rule
+
+Two protocols, both printed (``gain over random``): **the reference's** (RouterBench's and
+BASELINES': one routing per willingness-to-pay value, the AIQ of the hull of all 32 *test*
+points) and **the bench's** (``cascade bench``: the values on the hull of their *train* points,
+from out-of-fold scores, at most 12, each measured on test). With ``--ours KIND`` our router of
+that kind (``cascade.routing``, trained as ``cascade train-router`` trains it: its own texts,
+MiniLM and CV-chosen settings; out-of-fold scores refitted per fold with those settings) is put
+through the same rule and both protocols, so the only difference left is the quality predictor.
 
 What it does (RouterBench, withmartian/routerbench: ``routers/knn_router.py``,
 ``evaluate_routers.py``, ``utils.WILLINGNESS_TO_PAY``, ``configs/evaluate_routers.yaml``;
@@ -41,6 +50,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,32 +175,149 @@ def route(scores: np.ndarray, penalty: np.ndarray, w: float) -> np.ndarray:
     return np.argmax(scores * w - penalty[None, :], axis=1)  # first model on ties (idxmax)
 
 
-def points(scores: np.ndarray, penalty: np.ndarray, labels: np.ndarray, cost: np.ndarray) -> list[tuple[float, float]]:
+@dataclass(frozen=True)
+class Rule:
+    """A routing rule swept over its grid: ``route(scores, w)`` → the chosen model per row."""
+    name: str
+    grid: tuple[float, ...]
+    route: Callable[[np.ndarray, float], np.ndarray]
+
+
+def reference_rule(penalty: np.ndarray) -> Rule:
+    return Rule("RouterBench's rule", WILLINGNESS_TO_PAY, lambda s, w: route(s, penalty, w))
+
+
+def bench_rule(train: Split) -> Rule:
+    """``cascade bench``'s routing-only rule: argmax P(ok) − λ · (mean train cost relative to the
+    dearest model's), λ ∈ {0} ∪ 31 values from 1e-3 to 1e3 (``cascade.bench._routing``)."""
+    from cascade.routing import utility_starts
+
+    mean = list(train.cost.mean(axis=0))
+    return Rule("the bench's rule", BENCH_GRID, lambda s, w: utility_starts(s, mean, w))
+
+
+BENCH_GRID = (0.0, *(float(w) for w in np.geomspace(1e-3, 1e3, 31)))
+
+
+def points(scores: np.ndarray, rule: Rule | np.ndarray, labels: np.ndarray, cost: np.ndarray) -> list[tuple[float, float]]:
+    """One (total cost, mean quality) point per value of the rule's grid (a penalty vector:
+    RouterBench's rule)."""
+    rule = rule if isinstance(rule, Rule) else reference_rule(rule)
     rows = np.arange(len(scores))
     out = []
-    for w in WILLINGNESS_TO_PAY:
-        chosen = route(scores, penalty, w)
+    for w in rule.grid:
+        chosen = rule.route(scores, w)
         out.append((float(cost[rows, chosen].sum()), float(labels[rows, chosen].mean())))
     return out
 
 
-def choose_k(x: np.ndarray, train: Split, penalty: np.ndarray) -> tuple[int, dict[int, float]]:
-    """k by 5-fold CV AIQ on train (out-of-fold routing, one c_max for every variant)."""
+def choose_k(x: np.ndarray, train: Split, penalty: np.ndarray) -> tuple[int, dict[int, float], np.ndarray]:
+    """k by 5-fold CV AIQ on train (out-of-fold routing, one c_max for every variant); also
+    the chosen k's out-of-fold scores (what the train-hull protocol chooses its settings on)."""
     folds = np.random.RandomState(0).permutation(len(x)) % FOLDS
-    curves = {}
+    curves, oof = {}, {}
     for k in NEIGHBORS:
         scores = np.zeros_like(train.labels)
         for f in range(FOLDS):
             held, fit = folds == f, folds != f
             scores[held] = knn_scores(x[fit], train.labels[fit], x[held], k)
-        curves[k] = points(scores, penalty, train.labels, train.cost)
+        curves[k], oof[k] = points(scores, penalty, train.labels, train.cost), scores
     c_max = max(hull(p)[-1][0] for p in curves.values())
     cv = {k: aiq(p, c_max) for k, p in curves.items()}
-    return max(NEIGHBORS, key=lambda k: (cv[k], -k)), cv
+    best = max(NEIGHBORS, key=lambda k: (cv[k], -k))
+    return best, cv, oof[best]
+
+
+def train_hull_points(train_scores: np.ndarray, train: Split, test_scores: np.ndarray, test: Split,
+                      rule: Rule | np.ndarray, keep: int = 12) -> list[tuple[float, float]]:
+    """The bench's protocol: of the rule's grid values, those on the hull of their train points
+    (``train_scores``: out-of-fold), at most ``keep`` spread along it
+    (``cascade.bench._sweep.pareto``, as every bench curve is chosen), each measured on test.
+    The reference protocol instead takes the hull of every grid value's test point."""
+    from cascade.bench._sweep import Setting, pareto
+
+    rule = rule if isinstance(rule, Rule) else reference_rule(rule)
+    on_train = points(train_scores, rule, train.labels, train.cost)
+    kept = pareto([Setting(train.models, (w,), c, q) for w, (c, q) in zip(rule.grid, on_train)], keep)
+    rows = np.arange(len(test_scores))
+    out = []
+    for setting in kept:
+        chosen = rule.route(test_scores, setting.thresholds[0])
+        out.append((float(test.cost[rows, chosen].sum()), float(test.labels[rows, chosen].mean())))
+    return out
+
+
+OURS = ("knn", "mf", "knn-mf")  # RouterKind values: MiniLM routers of cascade.routing, settings chosen by CV
+
+
+def ours_scores(kind: str, train: Split, test: Split, cache: Path | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """One of our routers trained on train as ``cascade train-router --kind KIND`` trains it
+    (its texts, MiniLM, settings chosen by its own CV): P(ok) per test query and model, the
+    same router's out-of-fold P(ok) on train (refitted per fold of ``choose_k``'s folds with
+    the chosen settings) and the settings."""
+    from cascade.routing import CorrectnessData, router_text
+
+    train_texts = [router_text(t) for t in train.texts]
+    test_texts = [router_text(t) for t in test.texts]
+    x_train, x_test = embed(train_texts, cache), embed(test_texts, cache)
+
+    def data(rows: np.ndarray) -> CorrectnessData:
+        return CorrectnessData("train", tuple(train_texts[i] for i in rows), train.models,
+                               train.labels[rows].astype(np.float32), train.cost[rows])
+
+    everything = np.arange(len(train_texts))
+    model = _trainer(kind, None)(data(everything), embeddings=x_train)
+    folds = np.random.RandomState(0).permutation(len(train_texts)) % FOLDS
+    oof = np.zeros_like(train.labels)
+    for f in range(FOLDS):
+        fit, held = everything[folds != f], everything[folds == f]
+        part = _trainer(kind, model)(data(fit), embeddings=x_train[fit])
+        oof[held] = part.predict([train_texts[i] for i in held], x_train[held])
+    return model.predict(test_texts, x_test), oof, _settings(model)
+
+
+def _trainer(kind: str, chosen: object | None):  # type: ignore[no-untyped-def]
+    """``cascade.routing``'s trainer for ``kind``; with ``chosen``, its settings fixed to that model's."""
+    import functools
+
+    from cascade.routing import MeanModel, MfSettings, RouterKind, train_knn, train_knn_mf, train_mf
+
+    router = RouterKind(kind)
+    trainer = {RouterKind.KNN: train_knn, RouterKind.MF: train_mf, RouterKind.KNN_MF: train_knn_mf}[router]
+    if chosen is None:
+        return trainer
+    knn, mf = (chosen.knn, chosen.mf) if isinstance(chosen, MeanModel) else (chosen, chosen)
+    fixed: dict[str, object] = {}
+    if router is not RouterKind.MF:
+        fixed.update({"k" if router is RouterKind.KNN else "knn_k": knn.k, "weighting": knn.weighting,
+                      "prior": knn.prior})
+    if router is not RouterKind.KNN:
+        m = mf.header.metrics
+        settings = MfSettings(int(m["dim"]), int(m["epochs"]), float(m["weight_decay"]))
+        fixed.update({"mf": settings} if router is RouterKind.KNN_MF else
+                     {"dim": settings.dim, "epochs": settings.epochs, "weight_decay": settings.weight_decay})
+    return functools.partial(trainer, **fixed)
+
+
+def _settings(model: object) -> str:
+    """The settings cross-validation chose, as ``cascade train-router`` prints them."""
+    from cascade.routing import KnnModel, MeanModel
+
+    out = []
+    for part in (model.knn, model.mf) if isinstance(model, MeanModel) else (model,):
+        if isinstance(part, KnnModel):
+            out.append(f"k={part.k}, {part.weighting.value} weighting, prior m={part.prior:g}")
+        else:
+            m = part.header.metrics  # type: ignore[attr-defined]
+            out.append(f"dim={m['dim']}, weight_decay={m['weight_decay']:g}, epochs={m['epochs']}")
+    return "; ".join(out)
 
 
 def evaluate(train: Split, test: Split, costing: Costing, cache: Path | None,
-             c_max: float | None = None) -> dict[str, object]:
+             c_max: float | None = None, ours: tuple[str, ...] = ()) -> dict[str, object]:
+    """RouterBench's KNN on the pair, and each of ``ours`` with RouterBench's rule, every one
+    under both protocols: the reference's (the hull of all 32 test points) and the bench's
+    (the train hull's settings, from out-of-fold scores, measured on test)."""
     started = time.monotonic()
     prefix = shared_prefix(train.texts)
 
@@ -200,29 +327,55 @@ def evaluate(train: Split, test: Split, costing: Costing, cache: Path | None,
     x_train = embed([strip(t) for t in train.texts], cache)
     x_test = embed([strip(t) for t in test.texts], cache)
     penalty = penalties(train.models, costing)
-    k, cv = choose_k(x_train, train, penalty)
-    pts = points(knn_scores(x_train, train.labels, x_test, k), penalty, test.labels, test.cost)
+    k, cv, oof = choose_k(x_train, train, penalty)
+    test_scores = knn_scores(x_train, train.labels, x_test, k)
+    pts = points(test_scores, penalty, test.labels, test.cost)
     singles = [(float(test.cost[:, j].sum()), float(test.labels[:, j].mean())) for j in range(len(train.models))]
     c_max = c_max or max(hull(pts)[-1][0], hull(singles)[-1][0])
     knn, random = aiq(pts, c_max), aiq(singles, c_max)
+    rules = (reference_rule(penalty), bench_rule(train))
+
+    def gains(train_scores: np.ndarray, scores: np.ndarray) -> dict[str, dict[str, float]]:
+        """Gain over random mixing per rule, under both protocols."""
+        return {rule.name: {"test_sweep": aiq(points(scores, rule, test.labels, test.cost), c_max) - random,
+                            "train_hull": aiq(train_hull_points(train_scores, train, scores, test, rule), c_max) - random}
+                for rule in rules}
+
+    mine: dict[str, dict[str, object]] = {}
+    for kind in ours:
+        scores, kind_oof, settings = ours_scores(kind, train, test, cache)
+        mine[kind] = {"settings": settings, "gains": gains(kind_oof, scores)}
     return {"k": k, "cv_aiq": cv, "prefix_chars": len(prefix), "c_max": c_max, "knn_aiq": knn,
             "random_aiq": random, "gain_over_random": knn - random, "points": pts,
+            "knn_gains": gains(oof, test_scores), "ours": mine,
             "singles": dict(zip(train.models, singles)), "train": len(train.texts), "test": len(test.texts),
             "seconds": time.monotonic() - started}
 
 
-def check(data: Path, cache: Path | None) -> dict[str, object]:
+def check(data: Path, cache: Path | None, ours: tuple[str, ...] = ()) -> dict[str, object]:
     out: dict[str, object] = {}
     for name, (c_max, published) in PUBLISHED.items():
         train = read(data / f"{name}_train.csv", Costing())
         test = read(data / f"{name}_test.csv", Costing())
-        found = evaluate(train, test, Costing(), cache, c_max)
+        found = evaluate(train, test, Costing(), cache, c_max, ours)
         found["published_knn_aiq"] = published
         found["difference"] = float(found["knn_aiq"]) - published  # type: ignore[arg-type]
         print(f"{name}: k={found['k']} KNN AIQ {found['knn_aiq']:.4f} (BASELINES {published:.4f}, "
               f"{found['difference']:+.4f}); random {found['random_aiq']:.4f}; {found['seconds']:.0f} s")
+        report(found)
         out[name] = found
     return out
+
+
+def report(found: dict[str, object]) -> None:
+    """Each router's gain over random mixing, per rule and protocol, one line each."""
+    rows = [("RouterBench-KNN", f"k={found['k']}", found["knn_gains"])]
+    rows += [(f"ours {kind}", mine["settings"], mine["gains"]) for kind, mine in found["ours"].items()]  # type: ignore[attr-defined]
+    print("  gain over random mixing — per rule: hull of every grid value on test (the reference's "
+          "protocol) / train-hull settings measured on test (the bench's)")
+    for name, settings, by_rule in rows:
+        cells = "; ".join(f"{rule} {g['test_sweep']:+.4f} / {g['train_hull']:+.4f}" for rule, g in by_rule.items())  # type: ignore[attr-defined]
+        print(f"  {name} ({settings}): {cells}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,9 +393,12 @@ def main(argv: list[str] | None = None) -> int:
     for p in (chk, run):
         p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "cascade-bench" / "rb-knn")
         p.add_argument("--json", type=Path, help="write the results here")
+        p.add_argument("--ours", action="append", default=[], choices=OURS,
+                       help="also our router of this kind with RouterBench's rule, under both protocols (repeatable)")
     args = parser.parse_args(argv)
     if args.command == "check":
-        result = check(args.data / "routerbench" if (args.data / "routerbench").is_dir() else args.data, args.cache)
+        folder = args.data / "routerbench" if (args.data / "routerbench").is_dir() else args.data
+        result = check(folder, args.cache, tuple(args.ours))
     else:
         costing = Costing(parse_prices(args.price), args.output_tokens)
         if args.halves is not None:
@@ -251,10 +407,11 @@ def main(argv: list[str] | None = None) -> int:
             train, test = read(args.train, costing), read(args.test, costing)
         else:
             parser.error("give --train and --test, or --halves")
-        result = evaluate(train, test, costing, args.cache, args.c_max)
+        result = evaluate(train, test, costing, args.cache, args.c_max, tuple(args.ours))
         print(f"k={result['k']} (CV AIQ {', '.join(f'{k}: {v:.4f}' for k, v in result['cv_aiq'].items())}); "
               f"test: RouterBench-KNN AIQ {result['knn_aiq']:.4f}, random {result['random_aiq']:.4f}, "
               f"gain {result['gain_over_random']:+.4f} at c_max {result['c_max']:.4f}; {result['seconds']:.0f} s")
+        report(result)
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
     return 0

@@ -275,6 +275,46 @@ def test_routerbench_knn_scores_route_and_prefix() -> None:
     assert routerbench_knn.shared_prefix(["abc", "abd"]) == ""
 
 
+def test_the_train_hull_protocol_measures_only_the_train_hull_settings_on_test() -> None:
+    # per query the score gap (dear - cheap) is 1, 0.01, 0: as w grows, q1 then q2 go dear
+    scores = np.array([[0.0, 1.0], [0.0, 0.01], [0.5, 0.5]])
+    penalty = np.array([1e-7, 4e-6])
+    cost = np.array([[1.0, 10.0]] * 3)
+    split = lambda labels: routerbench_knn.Split(("cheap", "dear"), ["a", "b", "c"], np.array(labels), cost)  # noqa: E731
+    train = split([[1.0, 1.0], [0.0, 1.0], [1.0, 1.0]])  # sending q1 alone dear buys nothing on train
+    test = split([[0.0, 1.0], [1.0, 1.0], [1.0, 1.0]])  # ... and everything on test
+    kept = routerbench_knn.train_hull_points(scores, train, scores, test, penalty)
+    assert kept == [(3.0, 2 / 3), (21.0, 1.0)]  # the settings on the train hull, measured on test
+    swept = routerbench_knn.points(scores, penalty, test.labels, test.cost)
+    assert (12.0, 1.0) in swept  # the reference protocol also gets the test-only best point
+    assert routerbench_knn.aiq(swept, 21.0) > routerbench_knn.aiq(kept, 21.0)
+
+
+@pytest.mark.parametrize("kind", routerbench_knn.OURS)
+def test_our_routers_scores_under_the_reference_rule(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    topic = rng.integers(0, 2, 60)  # topic 1: the cheap model is right
+
+    def embed(texts: list[str], cache: object) -> np.ndarray:  # MiniLM-wide stand-in: the topic, noise
+        rows = [int(t.split()[-1]) for t in texts]
+        x = np.stack([[topic[r], 1 - topic[r], *np.random.default_rng(r).normal(0, 0.02, 382)] for r in rows])
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    monkeypatch.setattr(routerbench_knn, "embed", embed)
+    labels = np.stack([topic.astype(float), np.ones(60)], axis=1)
+    cost = np.tile([1.0, 10.0], (60, 1))
+    whole = routerbench_knn.Split(("cheap", "dear"), [f"question {i}" for i in range(60)], labels, cost)
+    train, test = routerbench_knn.halves(whole)
+    scores, oof, settings = routerbench_knn.ours_scores(kind, train, test, None)
+    assert scores.shape == (30, 2) and oof.shape == (30, 2)
+    assert ((oof >= 0) & (oof <= 1)).all() and ((scores >= 0) & (scores <= 1)).all()
+    assert scores[test.labels[:, 0] == 1, 0].mean() > scores[test.labels[:, 0] == 0, 0].mean() + 0.2
+    assert ("k=" in settings) == (kind != "mf") and ("dim=" in settings) == (kind != "knn")
+    penalty = np.array([1e-7, 4e-6])
+    assert routerbench_knn.aiq(routerbench_knn.points(scores, penalty, test.labels, test.cost), 300.0) > \
+        routerbench_knn.aiq([(float(test.cost[:, j].sum()), float(test.labels[:, j].mean())) for j in (0, 1)], 300.0)
+
+
 def test_a_verifier_cannot_be_trained_on_a_file_without_answers(tmp_path: Path) -> None:
     from cascade.cli._train import examples_from
 
