@@ -60,6 +60,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from cascade.bench._costs import DEFAULT_OUTPUT_TOKENS, Costing, parse_prices, price_models
 from cascade.bench._metrics import aiq, hull
+from cascade.errors import ReplayDataError
 from cascade.providers import ReplayTable, load_table
 
 # RouterBench's willingness-to-pay grid (utils.WILLINGNESS_TO_PAY).
@@ -378,6 +379,25 @@ def report(found: dict[str, object]) -> None:
         print(f"  {name} ({settings}): {cells}")
 
 
+def _command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, object]:
+    if args.command == "check":
+        folder = args.data / "routerbench" if (args.data / "routerbench").is_dir() else args.data
+        return check(folder, args.cache, tuple(args.ours))
+    costing = Costing(parse_prices(args.price), args.output_tokens)
+    if args.halves is not None:
+        train, test = halves(read(args.halves, costing))
+    elif args.train is not None and args.test is not None:
+        train, test = read(args.train, costing), read(args.test, costing)
+    else:
+        parser.error("give --train and --test, or --halves")
+    result = evaluate(train, test, costing, args.cache, args.c_max, tuple(args.ours))
+    print(f"k={result['k']} (CV AIQ {', '.join(f'{k}: {v:.4f}' for k, v in result['cv_aiq'].items())}); "
+          f"test: RouterBench-KNN AIQ {result['knn_aiq']:.4f}, random {result['random_aiq']:.4f}, "
+          f"gain {result['gain_over_random']:+.4f} at c_max {result['c_max']:.4f}; {result['seconds']:.0f} s")
+    report(result)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="RouterBench's KNN router, re-implemented")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -394,24 +414,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "cascade-bench" / "rb-knn")
         p.add_argument("--json", type=Path, help="write the results here")
         p.add_argument("--ours", action="append", default=[], choices=OURS,
-                       help="also our router of this kind with RouterBench's rule, under both protocols (repeatable)")
+                       help="also our router of this kind, under both rules and both protocols (repeatable)")
     args = parser.parse_args(argv)
-    if args.command == "check":
-        folder = args.data / "routerbench" if (args.data / "routerbench").is_dir() else args.data
-        result = check(folder, args.cache, tuple(args.ours))
-    else:
-        costing = Costing(parse_prices(args.price), args.output_tokens)
-        if args.halves is not None:
-            train, test = halves(read(args.halves, costing))
-        elif args.train is not None and args.test is not None:
-            train, test = read(args.train, costing), read(args.test, costing)
-        else:
-            parser.error("give --train and --test, or --halves")
-        result = evaluate(train, test, costing, args.cache, args.c_max, tuple(args.ours))
-        print(f"k={result['k']} (CV AIQ {', '.join(f'{k}: {v:.4f}' for k, v in result['cv_aiq'].items())}); "
-              f"test: RouterBench-KNN AIQ {result['knn_aiq']:.4f}, random {result['random_aiq']:.4f}, "
-              f"gain {result['gain_over_random']:+.4f} at c_max {result['c_max']:.4f}; {result['seconds']:.0f} s")
-        report(result)
+    try:
+        result = _command(args, parser)
+    except ReplayDataError as exc:  # a file that cannot be read: its name, row and column, no traceback
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
     return 0

@@ -290,6 +290,17 @@ def test_the_train_hull_protocol_measures_only_the_train_hull_settings_on_test()
     assert routerbench_knn.aiq(swept, 21.0) > routerbench_knn.aiq(kept, 21.0)
 
 
+def test_routerbench_knn_names_a_file_it_cannot_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prompt,gpt-4\nq,1.7\n", encoding="utf-8")
+    for argv in (["run", "--halves", str(tmp_path / "missing.csv")], ["run", "--halves", str(bad)]):
+        with pytest.raises(SystemExit) as stopped:
+            routerbench_knn.main(argv)
+        assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "missing.csv: cannot read" in err and "bad.csv" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("kind", routerbench_knn.OURS)
 def test_our_routers_scores_under_the_reference_rule(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(0)
