@@ -5,15 +5,15 @@ KNN" is checked against on files nobody tuned to.
     python benchmarks/routerbench_knn.py check DATA          # ARC / Winogrande / MBPP vs BASELINES
     python benchmarks/routerbench_knn.py run --train TRAIN --test TEST [--c-max X] [--json OUT]
     python benchmarks/routerbench_knn.py run --halves FILE [...]   # one file, halves split (seed 0)
-    ... --ours knn --ours mf --ours knn-mf   # also our routers' scores under the same rule
+    ... --ours knn --ours mf --ours knn-mf   # also our routers' scores under the same rules
 
 Two protocols, both printed (``gain over random``): **the reference's** (RouterBench's and
 BASELINES': one routing per willingness-to-pay value, the AIQ of the hull of all 32 *test*
 points) and **the bench's** (``cascade bench``: the values on the hull of their *train* points,
 from out-of-fold scores, at most 12, each measured on test). With ``--ours KIND`` our router of
 that kind (``cascade.routing``, trained as ``cascade train-router`` trains it: its own texts,
-MiniLM and CV-chosen settings; out-of-fold scores refitted per fold with those settings) is put
-through the same rule and both protocols, so the only difference left is the quality predictor.
+MiniLM and CV-chosen settings; out-of-fold scores cross-fitted with those settings) is put
+through the same rules and protocols, so the only difference left is the quality predictor.
 
 What it does (RouterBench, withmartian/routerbench: ``routers/knn_router.py``,
 ``evaluate_routers.py``, ``utils.WILLINGNESS_TO_PAY``, ``configs/evaluate_routers.yaml``;
@@ -200,10 +200,8 @@ def bench_rule(train: Split) -> Rule:
 BENCH_GRID = (0.0, *(float(w) for w in np.geomspace(1e-3, 1e3, 31)))
 
 
-def points(scores: np.ndarray, rule: Rule | np.ndarray, labels: np.ndarray, cost: np.ndarray) -> list[tuple[float, float]]:
-    """One (total cost, mean quality) point per value of the rule's grid (a penalty vector:
-    RouterBench's rule)."""
-    rule = rule if isinstance(rule, Rule) else reference_rule(rule)
+def points(scores: np.ndarray, rule: Rule, labels: np.ndarray, cost: np.ndarray) -> list[tuple[float, float]]:
+    """One (total cost, mean quality) point per value of the rule's grid."""
     rows = np.arange(len(scores))
     out = []
     for w in rule.grid:
@@ -212,7 +210,7 @@ def points(scores: np.ndarray, rule: Rule | np.ndarray, labels: np.ndarray, cost
     return out
 
 
-def choose_k(x: np.ndarray, train: Split, penalty: np.ndarray) -> tuple[int, dict[int, float], np.ndarray]:
+def choose_k(x: np.ndarray, train: Split, rule: Rule) -> tuple[int, dict[int, float], np.ndarray]:
     """k by 5-fold CV AIQ on train (out-of-fold routing, one c_max for every variant); also
     the chosen k's out-of-fold scores (what the train-hull protocol chooses its settings on)."""
     folds = np.random.RandomState(0).permutation(len(x)) % FOLDS
@@ -222,7 +220,7 @@ def choose_k(x: np.ndarray, train: Split, penalty: np.ndarray) -> tuple[int, dic
         for f in range(FOLDS):
             held, fit = folds == f, folds != f
             scores[held] = knn_scores(x[fit], train.labels[fit], x[held], k)
-        curves[k], oof[k] = points(scores, penalty, train.labels, train.cost), scores
+        curves[k], oof[k] = points(scores, rule, train.labels, train.cost), scores
     c_max = max(hull(p)[-1][0] for p in curves.values())
     cv = {k: aiq(p, c_max) for k, p in curves.items()}
     best = max(NEIGHBORS, key=lambda k: (cv[k], -k))
@@ -230,22 +228,17 @@ def choose_k(x: np.ndarray, train: Split, penalty: np.ndarray) -> tuple[int, dic
 
 
 def train_hull_points(train_scores: np.ndarray, train: Split, test_scores: np.ndarray, test: Split,
-                      rule: Rule | np.ndarray, keep: int = 12) -> list[tuple[float, float]]:
+                      rule: Rule, keep: int = 12) -> list[tuple[float, float]]:
     """The bench's protocol: of the rule's grid values, those on the hull of their train points
     (``train_scores``: out-of-fold), at most ``keep`` spread along it
     (``cascade.bench._sweep.pareto``, as every bench curve is chosen), each measured on test.
     The reference protocol instead takes the hull of every grid value's test point."""
     from cascade.bench._sweep import Setting, pareto
 
-    rule = rule if isinstance(rule, Rule) else reference_rule(rule)
     on_train = points(train_scores, rule, train.labels, train.cost)
     kept = pareto([Setting(train.models, (w,), c, q) for w, (c, q) in zip(rule.grid, on_train)], keep)
-    rows = np.arange(len(test_scores))
-    out = []
-    for setting in kept:
-        chosen = rule.route(test_scores, setting.thresholds[0])
-        out.append((float(test.cost[rows, chosen].sum()), float(test.labels[rows, chosen].mean())))
-    return out
+    return points(test_scores, Rule(rule.name, tuple(k.thresholds[0] for k in kept), rule.route),
+                  test.labels, test.cost)
 
 
 OURS = ("knn", "mf", "knn-mf")  # RouterKind values: MiniLM routers of cascade.routing, settings chosen by CV
@@ -254,70 +247,24 @@ OURS = ("knn", "mf", "knn-mf")  # RouterKind values: MiniLM routers of cascade.r
 def ours_scores(kind: str, train: Split, test: Split, cache: Path | None) -> tuple[np.ndarray, np.ndarray, str]:
     """One of our routers trained on train as ``cascade train-router --kind KIND`` trains it
     (its texts, MiniLM, settings chosen by its own CV): P(ok) per test query and model, the
-    same router's out-of-fold P(ok) on train (refitted per fold of ``choose_k``'s folds with
-    the chosen settings) and the settings."""
-    from cascade.routing import CorrectnessData, router_text
+    same router's out-of-fold P(ok) on train (``cross_fitted_priors`` with the chosen settings,
+    as ``cascade calibrate`` cross-fits a unified policy's priors) and the settings."""
+    from cascade.routing import CorrectnessData, RouterKind, router_text
+    from cascade.tuning._unified_data import RouterSettings, cross_fitted_priors, train_router
 
-    train_texts = [router_text(t) for t in train.texts]
+    train_texts = tuple(router_text(t) for t in train.texts)
     test_texts = [router_text(t) for t in test.texts]
-    x_train, x_test = embed(train_texts, cache), embed(test_texts, cache)
-
-    def data(rows: np.ndarray) -> CorrectnessData:
-        return CorrectnessData("train", tuple(train_texts[i] for i in rows), train.models,
-                               train.labels[rows].astype(np.float32), train.cost[rows])
-
-    everything = np.arange(len(train_texts))
-    model = _trainer(kind, None)(data(everything), embeddings=x_train)
-    folds = np.random.RandomState(0).permutation(len(train_texts)) % FOLDS
-    oof = np.zeros_like(train.labels)
-    for f in range(FOLDS):
-        fit, held = everything[folds != f], everything[folds == f]
-        part = _trainer(kind, model)(data(fit), embeddings=x_train[fit])
-        oof[held] = part.predict([train_texts[i] for i in held], x_train[held])
-    return model.predict(test_texts, x_test), oof, _settings(model)
-
-
-def _trainer(kind: str, chosen: object | None):  # type: ignore[no-untyped-def]
-    """``cascade.routing``'s trainer for ``kind``; with ``chosen``, its settings fixed to that model's."""
-    import functools
-
-    from cascade.routing import MeanModel, MfSettings, RouterKind, train_knn, train_knn_mf, train_mf
-
-    router = RouterKind(kind)
-    trainer = {RouterKind.KNN: train_knn, RouterKind.MF: train_mf, RouterKind.KNN_MF: train_knn_mf}[router]
-    if chosen is None:
-        return trainer
-    knn, mf = (chosen.knn, chosen.mf) if isinstance(chosen, MeanModel) else (chosen, chosen)
-    fixed: dict[str, object] = {}
-    if router is not RouterKind.MF:
-        fixed.update({"k" if router is RouterKind.KNN else "knn_k": knn.k, "weighting": knn.weighting,
-                      "prior": knn.prior})
-    if router is not RouterKind.KNN:
-        m = mf.header.metrics
-        settings = MfSettings(int(m["dim"]), int(m["epochs"]), float(m["weight_decay"]))
-        fixed.update({"mf": settings} if router is RouterKind.KNN_MF else
-                     {"dim": settings.dim, "epochs": settings.epochs, "weight_decay": settings.weight_decay})
-    return functools.partial(trainer, **fixed)
-
-
-def _settings(model: object) -> str:
-    """The settings cross-validation chose, as ``cascade train-router`` prints them."""
-    from cascade.routing import KnnModel, MeanModel
-
-    out = []
-    for part in (model.knn, model.mf) if isinstance(model, MeanModel) else (model,):
-        if isinstance(part, KnnModel):
-            out.append(f"k={part.k}, {part.weighting.value} weighting, prior m={part.prior:g}")
-        else:
-            m = part.header.metrics  # type: ignore[attr-defined]
-            out.append(f"dim={m['dim']}, weight_decay={m['weight_decay']:g}, epochs={m['epochs']}")
-    return "; ".join(out)
+    x_train, x_test = embed(list(train_texts), cache), embed(test_texts, cache)
+    data = CorrectnessData("train", train_texts, train.models, train.labels.astype(np.float32), train.cost)
+    model = train_router(RouterSettings(RouterKind(kind)), data, x_train)
+    chosen = RouterSettings.of(model)
+    return model.predict(test_texts, x_test), cross_fitted_priors(chosen, data, x_train, FOLDS), chosen.describe()
 
 
 def evaluate(train: Split, test: Split, costing: Costing, cache: Path | None,
              c_max: float | None = None, ours: tuple[str, ...] = ()) -> dict[str, object]:
-    """RouterBench's KNN on the pair, and each of ``ours`` with RouterBench's rule, every one
-    under both protocols: the reference's (the hull of all 32 test points) and the bench's
+    """RouterBench's KNN on the pair, and each of ``ours``, every one under both rules and both
+    protocols: the reference's (the hull of all 32 test points) and the bench's
     (the train hull's settings, from out-of-fold scores, measured on test)."""
     started = time.monotonic()
     prefix = shared_prefix(train.texts)
@@ -327,14 +274,14 @@ def evaluate(train: Split, test: Split, costing: Costing, cache: Path | None,
 
     x_train = embed([strip(t) for t in train.texts], cache)
     x_test = embed([strip(t) for t in test.texts], cache)
-    penalty = penalties(train.models, costing)
-    k, cv, oof = choose_k(x_train, train, penalty)
+    reference = reference_rule(penalties(train.models, costing))
+    k, cv, oof = choose_k(x_train, train, reference)
     test_scores = knn_scores(x_train, train.labels, x_test, k)
-    pts = points(test_scores, penalty, test.labels, test.cost)
+    pts = points(test_scores, reference, test.labels, test.cost)
     singles = [(float(test.cost[:, j].sum()), float(test.labels[:, j].mean())) for j in range(len(train.models))]
     c_max = c_max or max(hull(pts)[-1][0], hull(singles)[-1][0])
     knn, random = aiq(pts, c_max), aiq(singles, c_max)
-    rules = (reference_rule(penalty), bench_rule(train))
+    rules = (reference, bench_rule(train))
 
     def gains(train_scores: np.ndarray, scores: np.ndarray) -> dict[str, dict[str, float]]:
         """Gain over random mixing per rule, under both protocols."""

@@ -268,7 +268,7 @@ def test_routerbench_knn_scores_route_and_prefix() -> None:
     assert routerbench_knn.route(scores, penalty, 1e-9).tolist() == [0, 0]  # cost dominates
     assert routerbench_knn.route(scores, penalty, 1e3).tolist() == [0, 1]  # quality dominates, ties cheap
     cost = np.array([[1.0, 10.0], [1.0, 10.0]])
-    pts = routerbench_knn.points(scores, penalty, np.array([[1.0, 1.0], [0.0, 1.0]]), cost)
+    pts = routerbench_knn.points(scores, routerbench_knn.reference_rule(penalty), np.array([[1.0, 1.0], [0.0, 1.0]]), cost)
     assert len(pts) == len(routerbench_knn.WILLINGNESS_TO_PAY)
     assert (2.0, 0.5) in pts and (11.0, 1.0) in pts
     assert routerbench_knn.shared_prefix(["Shots here.\nQ: a b", "Shots here.\nQ: abc"]) == "Shots here.\nQ: "
@@ -278,14 +278,14 @@ def test_routerbench_knn_scores_route_and_prefix() -> None:
 def test_the_train_hull_protocol_measures_only_the_train_hull_settings_on_test() -> None:
     # per query the score gap (dear - cheap) is 1, 0.01, 0: as w grows, q1 then q2 go dear
     scores = np.array([[0.0, 1.0], [0.0, 0.01], [0.5, 0.5]])
-    penalty = np.array([1e-7, 4e-6])
+    rule = routerbench_knn.reference_rule(np.array([1e-7, 4e-6]))
     cost = np.array([[1.0, 10.0]] * 3)
     split = lambda labels: routerbench_knn.Split(("cheap", "dear"), ["a", "b", "c"], np.array(labels), cost)  # noqa: E731
     train = split([[1.0, 1.0], [0.0, 1.0], [1.0, 1.0]])  # sending q1 alone dear buys nothing on train
     test = split([[0.0, 1.0], [1.0, 1.0], [1.0, 1.0]])  # ... and everything on test
-    kept = routerbench_knn.train_hull_points(scores, train, scores, test, penalty)
+    kept = routerbench_knn.train_hull_points(scores, train, scores, test, rule)
     assert kept == [(3.0, 2 / 3), (21.0, 1.0)]  # the settings on the train hull, measured on test
-    swept = routerbench_knn.points(scores, penalty, test.labels, test.cost)
+    swept = routerbench_knn.points(scores, rule, test.labels, test.cost)
     assert (12.0, 1.0) in swept  # the reference protocol also gets the test-only best point
     assert routerbench_knn.aiq(swept, 21.0) > routerbench_knn.aiq(kept, 21.0)
 
@@ -321,8 +321,8 @@ def test_our_routers_scores_under_the_reference_rule(kind: str, monkeypatch: pyt
     assert ((oof >= 0) & (oof <= 1)).all() and ((scores >= 0) & (scores <= 1)).all()
     assert scores[test.labels[:, 0] == 1, 0].mean() > scores[test.labels[:, 0] == 0, 0].mean() + 0.2
     assert ("k=" in settings) == (kind != "mf") and ("dim=" in settings) == (kind != "knn")
-    penalty = np.array([1e-7, 4e-6])
-    assert routerbench_knn.aiq(routerbench_knn.points(scores, penalty, test.labels, test.cost), 300.0) > \
+    rule = routerbench_knn.reference_rule(np.array([1e-7, 4e-6]))
+    assert routerbench_knn.aiq(routerbench_knn.points(scores, rule, test.labels, test.cost), 300.0) > \
         routerbench_knn.aiq([(float(test.cost[:, j].sum()), float(test.labels[:, j].mean())) for j in (0, 1)], 300.0)
 
 
