@@ -5,7 +5,6 @@ is in ``cascade._calls``."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 from pathlib import Path
 
@@ -50,7 +49,7 @@ from cascade.routing import (
     columns_for,
     load_router_model,
 )
-from cascade.routing._unified import UnifiedSettings, load_unified
+from cascade.routing._unified import AnswerKey, UnifiedSettings, load_unified
 from cascade.resilience import Deployment
 from verifiers import (
     DEFAULT_RATING_PROMPT,
@@ -64,7 +63,6 @@ from verifiers import (
     SelfConsistencyEstimator,
     SelfRatingEstimator,
     TokenLogprobEstimator,
-    normalise,
 )
 
 
@@ -232,7 +230,7 @@ def _unified(spec: UnifiedSpec, router: LearnedRouterSpec, tiers: list[Tier],
     model = load_unified(path).subset([router.models.get(t.name, t.model) for t in tiers])
     if spec.max_calls is not None:
         model = dataclasses.replace(model, max_calls=min(spec.max_calls, len(tiers)))
-    return UnifiedSettings(model, spec.cost_weight, functools.partial(normalise, kind=spec.answer))
+    return UnifiedSettings(model, spec.cost_weight, AnswerKey.of(spec.answer, spec.check_arithmetic))
 
 
 def build_router(spec: RouterSpec, tiers: list[Tier], index: dict[str, int], default: int,

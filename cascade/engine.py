@@ -456,10 +456,10 @@ class Cascade:
         state.check, state.unified = False, True
         prior = unified.prior([s.p_ok for s in state.route.scores] if state.route else [])
         called: list[int] = []
-        answers: list[str] = []
+        keys: list[str | None] = []  # each answer's group key, judged once
         open_ = list(runnable)
         while state.stop is None:
-            step = unified.model.decide(prior, called, unified.groups(answers),
+            step = unified.model.decide(prior, called, unified.grouped(keys),
                                         unified.cost_weight, open_)
             if step.call is None:
                 break
@@ -468,9 +468,13 @@ class Cascade:
             attempt = state.attempts[-1]
             if attempt.decision is Decision.ESCALATE and attempt.answer is not None and not (
                     attempt.finish_reason == "length" and not self.tiers[step.call].accept_truncated):
+                key, false = unified.key.judge(attempt.answer)
+                if false:  # counts as no answer: say why on the attempt
+                    state.attempts[-1] = dataclasses.replace(
+                        attempt, details={**attempt.details, "false_arithmetic": list(false)})
                 called.append(step.call)
-                answers.append(attempt.answer)
-        quality = unified.model.qualities(prior, called, unified.groups(answers))
+                keys.append(key)
+        quality = unified.model.qualities(prior, called, unified.grouped(keys))
         if called:
             chosen = max(called, key=lambda t: quality[t])
             at = next(i for i, a in enumerate(state.attempts) if a.tier == chosen)

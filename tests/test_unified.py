@@ -4,6 +4,7 @@ engine end to end on replay tiers, and the policy's errors."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import itertools
 import math
@@ -19,9 +20,11 @@ from cascade.policy import RoutingMode
 from cascade.routing import CorrectnessData, RouteContext, RouteReason, RouteTargetKind, train_knn
 from cascade.routing._select import RouteCalibrationError
 from cascade.routing._unified import (
+    AnswerKey,
     CALLED_FEATURES,
     WAITING_FEATURES,
     UnifiedModel,
+    UnifiedSettings,
     called_features,
     load_unified,
     waiting_features,
@@ -36,6 +39,7 @@ from cascade.routing._unified_train import (
     sweep_unified,
 )
 from cascade.types import Decision, RouteDecision, TierScore
+from verifiers import AnswerKind
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOPICS = FIXTURES / "routing_routerbench.csv"
@@ -50,12 +54,14 @@ def _weights(called: dict[str, float], waiting: dict[str, float], m: int) -> tup
 
 
 def _model(cost: list[float], *, agree: float = 0.0, spread: dict[tuple[int, int, int, int], float] | None = None,
-           max_calls: int | None = None, models: tuple[str, ...] | None = None) -> UnifiedModel:
+           max_calls: int | None = None, models: tuple[str, ...] | None = None,
+           no_answer: float = 0.0) -> UnifiedModel:
     """Estimates equal the prior (logit weight 1, no intercept), plus ``agree`` × agreement
-    share and −``agree`` × the rival answer's support for called tiers; no spread unless given."""
+    share and −``agree`` × the rival answer's support for called tiers, plus ``no_answer`` for
+    a called tier without one; no spread unless given."""
     m = len(cost)
-    wc, ww = _weights({"logit_prior": 1.0, "agree_share": agree, "rival_support": -agree},
-                      {"logit_prior": 1.0}, m)
+    wc, ww = _weights({"logit_prior": 1.0, "agree_share": agree, "rival_support": -agree,
+                       "no_answer": no_answer}, {"logit_prior": 1.0}, m)
     s = np.zeros((2, m, m + 1, m + 1))
     for key, value in (spread or {}).items():
         s[key] = value
@@ -241,7 +247,8 @@ class FixedRouter:
                              tuple(TierScore(t.name, v, None) for t, v in zip(ctx.tiers, p)))
 
 
-def _policy(tmp_path: Path, unified: str, mode: str = "unified", router: str = "") -> Path:
+def _policy(tmp_path: Path, unified: str, mode: str = "unified", router: str = "",
+            replay: Path = TOPICS) -> Path:
     x = np.eye(12, 384, dtype=np.float32) + 0.01
     labels = np.tile([1.0, 1.0, 1.0], (12, 1))
     labels[:6, 0] = 0.0
@@ -252,9 +259,9 @@ def _policy(tmp_path: Path, unified: str, mode: str = "unified", router: str = "
     body = textwrap.dedent(f"""\
         feature: unified
         tiers:
-          - {{name: cheap, model: cheap-model, provider: {{kind: replay, data: {TOPICS}}}}}
-          - {{name: mid, model: mid-model, provider: {{kind: replay, data: {TOPICS}}}}}
-          - {{name: dear, model: dear-model, provider: {{kind: replay, data: {TOPICS}}}}}
+          - {{name: cheap, model: cheap-model, provider: {{kind: replay, data: {replay}}}}}
+          - {{name: mid, model: mid-model, provider: {{kind: replay, data: {replay}}}}}
+          - {{name: dear, model: dear-model, provider: {{kind: replay, data: {replay}}}}}
         routing:
           mode: {mode}
           router: {router or '{kind: knn, artifact: knn, cold_start: false}'}
@@ -313,6 +320,56 @@ async def test_engine_escalates_on_disagreement_and_returns_the_best_estimate(tm
     assert result.tier_name == "dear" and result.confidence == pytest.approx(0.95)
     assert result.answer == "Augustus" and result.accepted
     assert sum(a.decision is Decision.ACCEPT for a in result.attempts) == 1
+
+
+WORKED = "Question: Tom has 9 boxes of 3 pens and buys 4 more pens. How many pens?\nAnswer:"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("check", ["", "check_arithmetic: false"])
+async def test_an_answer_whose_own_arithmetic_is_false_counts_as_no_answer(tmp_path: Path, check: str) -> None:
+    """λ 0.5, priors (0.95, 0.95, 0.99), "no answer" weight −6. Cheap is called first (0.95 −
+    0.005, as above). Its working says 9 * 3 = 28: with the check (on by default for number
+    answers) it counts as no answer, its estimate falls to sigmoid(logit 0.95 − 6) = 0.047 and
+    mid (0.95 − 0.05) is called and returned; with ``check_arithmetic: false`` cheap's "#### 32"
+    is an answer, 0.95, and the run stops there."""
+    data = tmp_path / "worked.csv"
+    with data.open("w", newline="") as out:
+        rows = csv.writer(out)
+        rows.writerow(["", "sample_id", "prompt", "eval_name", *MODELS,
+                       *(f"{m}|model_response" for m in MODELS), *(f"{m}|total_cost" for m in MODELS),
+                       "oracle_model_to_route_to"])
+        rows.writerow([0, "w.0", repr([WORKED]), "math", 0.0, 1.0, 1.0,
+                       repr(["9 * 3 = 28 pens in boxes, 28 + 4 = 32. #### 32"]),
+                       repr(["9 * 3 = 27 pens, 27 + 4 = 31. #### 31"]), repr(["#### 31"]),
+                       0.0001, 0.001, 0.01, "mid-model"])
+    path = _policy(tmp_path, f"unified: {{artifact: unified.json, cost_weight: 0.5, answer: number, {check}}}",
+                   replay=data)
+    _model([0.01, 0.1, 1.0], models=MODELS, no_answer=-6.0).save(tmp_path / "unified.json")
+    PRIORS[WORKED] = (0.95, 0.95, 0.99)
+    async with Cascade.from_yaml(path) as engine:
+        assert engine.routing is not None and engine.routing.unified is not None
+        assert engine.routing.unified.key.check_arithmetic == (not check)  # type: ignore[attr-defined]
+        engine.routing = dataclasses.replace(engine.routing, router=FixedRouter())  # type: ignore[arg-type]
+        result = await engine.run(WORKED)
+    if check:
+        assert [a.tier_name for a in result.attempts] == ["cheap"] and result.answer.endswith("#### 32")
+        assert result.confidence == pytest.approx(0.95) and result.attempts[0].details == {}
+    else:
+        assert [a.tier_name for a in result.attempts] == ["cheap", "mid"]
+        assert result.tier_name == "mid" and result.answer.endswith("#### 31")
+        assert result.attempts[0].details == {"false_arithmetic": ["9 * 3 = 28"]}
+
+
+def test_the_arithmetic_check_follows_the_answer_kind_unless_set() -> None:
+    assert AnswerKey.of(AnswerKind.NUMBER).check_arithmetic
+    assert not AnswerKey.of(AnswerKind.CHOICE).check_arithmetic
+    assert not AnswerKey.of(AnswerKind.NUMBER, False).check_arithmetic
+    assert AnswerKey.of(AnswerKind.EXACT, True)("so 2 + 2 = 5.\nAnswer: five") is None
+    assert AnswerKey.of(AnswerKind.EXACT)("so 2 + 2 = 5.\nAnswer: five") == "five"
+    assert AnswerKey.of(AnswerKind.NUMBER).judge("2 + 2 = 5, #### 5") == (None, ("2 + 2 = 5",))
+    settings = UnifiedSettings(_model([0.1, 1.0]), 0.1, AnswerKey.of(AnswerKind.NUMBER))
+    assert settings.groups(["3 + 4 = 8, so #### 8", "#### 8", "3 + 4 = 7 #### 7"]) == [None, 0, 1]
 
 
 def test_policy_errors_name_the_key(tmp_path: Path) -> None:

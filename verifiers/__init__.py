@@ -10,6 +10,7 @@ from verifiers._agreement import (
     load_agreement,
 )
 from verifiers._agreement_search import AnswerSet, Goal, Plan, Point, frontier, pick, search
+from verifiers._arithmetic import ArithmeticCheck, check_arithmetic
 from verifiers._calibrate import (
     CalibrationError,
     CascadeChoice,
@@ -68,6 +69,8 @@ from verifiers._types import (
 from verifiers._vote import SelfConsistencyEstimator, decided, majority_probability, vote_confidence
 
 __all__ = [
+    "ArithmeticCheck",
+    "check_arithmetic",
     "Degeneracy",
     "find_degeneracy",
     "guard_estimate",

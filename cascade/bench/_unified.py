@@ -17,6 +17,7 @@ import numpy as np
 from cascade.bench._replay import Curve, Outcomes, Side, Suite, bench_encoder
 from cascade.bench._routing import _choose, _cross_fit, _fit, _inputs, router_kind
 from cascade.providers import ReplayProvider
+from cascade.routing._unified import AnswerKey
 from cascade.routing._unified_train import (
     UnifiedData,
     candidate_models,
@@ -63,6 +64,10 @@ async def unified_curves(kinds: Sequence[str], suite: Suite, train: Side, test: 
     if suite.answer is None:
         notes.append("unified: no answer kind, so answers cannot agree; the decision uses the "
                      "router's priors only (give --answer to use agreement)")
+    elif AnswerKey.of(suite.answer).check_arithmetic:
+        notes.append(f"unified: {suite.answer.value} answers whose own worked arithmetic is false "
+                     "count as no answer (verifiers.check_arithmetic; policy key "
+                     "unified.check_arithmetic)")
     for name in kinds:
         kind, static = router_kind(name.removeprefix(PREFIX))
         tell(f"unified: {name}: router on train")

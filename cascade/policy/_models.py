@@ -428,6 +428,9 @@ class UnifiedSpec(_Spec):
                                   "(default: the artifact's)")
     answer: AnswerKind = Field(AnswerKind.EXACT, description="how answers are compared "
                                "(agreement between the tiers called)")
+    check_arithmetic: bool | None = Field(None, description="an answer whose own worked "
+                                          "arithmetic is false counts as no answer (default: "
+                                          "on for answer number, off for the others)")
 
 
 class RoutingSpec(_Spec):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,9 +35,11 @@ import numpy as np
 
 from cascade.errors import RouterArtifactError
 from cascade.routing._lookahead import AnswerStats, State, _Scorer, canonical, lookahead
+from verifiers import AnswerKind, check_arithmetic, normalise
 
 __all__ = [
     "CALLED_FEATURES",
+    "AnswerKey",
     "AnswerStats",
     "DecisionRule",
     "WAITING_FEATURES",
@@ -315,13 +317,42 @@ class UnifiedModel:
 
 
 @dataclass(frozen=True, slots=True)
+class AnswerKey:
+    """How an answer's text becomes its group key: ``verifiers.normalise`` by ``kind``; None
+    (counted as "no answer") when nothing can be extracted — and, with ``check_arithmetic``,
+    when the answer's own worked arithmetic is false (``verifiers.check_arithmetic``): an
+    answer built on a false step agrees with nothing and vouches for nothing. The check is on
+    by default for ``number`` answers (worked arithmetic is their substance) and off for the
+    others; a policy sets it with ``unified.check_arithmetic``."""
+
+    kind: AnswerKind
+    check_arithmetic: bool
+
+    @classmethod
+    def of(cls, kind: AnswerKind, check_arithmetic: bool | None = None) -> AnswerKey:
+        default = kind is AnswerKind.NUMBER
+        return cls(kind, default if check_arithmetic is None else check_arithmetic)
+
+    def judge(self, text: str) -> tuple[str | None, tuple[str, ...]]:
+        """The group key, and the false steps of working that made it None (if any)."""
+        if self.check_arithmetic:
+            false = check_arithmetic(text).false
+            if false:
+                return None, false
+        return normalise(text, self.kind), ()
+
+    def __call__(self, text: str) -> str | None:
+        return self.judge(text)[0]
+
+
+@dataclass(frozen=True, slots=True)
 class UnifiedSettings:
     """What the engine runs with ``routing.mode: unified``: the model bound to the policy's
     tiers, λ, and how an answer's text becomes its group key (None: no answer found)."""
 
     model: UnifiedModel
     cost_weight: float
-    key: Callable[[str], str | None]
+    key: AnswerKey
 
     def prior(self, p_ok: Sequence[float | None]) -> np.ndarray:
         """The router's P(good) per tier; where it gives none (a failed router), the tier's
@@ -332,8 +363,12 @@ class UnifiedSettings:
         return np.array([base[i] if v is None else float(v) for i, v in enumerate(p_ok)])
 
     def groups(self, answers: Sequence[str]) -> list[int | None]:
+        return self.grouped([self.key(a) for a in answers])
+
+    @staticmethod
+    def grouped(keys: Sequence[str | None]) -> list[int | None]:
+        """Group ids from group keys: equal keys, equal ids in order of first use; None stays."""
         seen: dict[str, int] = {}
-        keys = [self.key(a) for a in answers]
         return [None if k is None else seen.setdefault(k, len(seen)) for k in keys]
 
 

@@ -234,7 +234,7 @@ async def train_unified(policy: Policy, data: Path, base_dir: Path, *, out: Path
         names = tuple(router.models.get(t.name, t.model) for t in engine.tiers)
         recorded = await _record(engine, data, MIN_ROWS_PER_FOLD * folds)
     answers = recorded.answers
-    groups = group_ids(answers.texts, answer_key(spec.answer))
+    groups = group_ids(answers.texts, answer_key(spec.answer, spec.check_arithmetic))
     require_answers(answers, groups, recorded.models, spec.answer, str(data))
     texts = tuple(router_text(p, router.max_chars) for p in recorded.prompts)
     labelled = CorrectnessData(str(data), texts, names, answers.quality.astype(np.float32), answers.cost)

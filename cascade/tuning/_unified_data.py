@@ -40,8 +40,8 @@ from cascade.routing import (
 from cascade.routing._cv import fold_rows
 from cascade.routing._models import prior_label
 from cascade.routing._train import mf_options
+from cascade.routing._unified import AnswerKey
 from verifiers import AnswerKind, StaticEncoder
-from verifiers._normalise import normalise
 
 __all__ = [
     "MIN_ROWS_PER_FOLD",
@@ -86,11 +86,13 @@ def group_ids(answers: Sequence[Sequence[str | None]],
     return out
 
 
-def answer_key(kind: AnswerKind | None) -> Callable[[str], str | None] | None:
-    """The group key the engine uses for ``unified.answer: kind`` (None: no kind)."""
+def answer_key(kind: AnswerKind | None,
+               check_arithmetic: bool | None = None) -> Callable[[str], str | None] | None:
+    """The group key the engine uses for ``unified.answer: kind`` and
+    ``unified.check_arithmetic`` (``routing.AnswerKey``; None: no kind)."""
     if kind is None:
         return None
-    return lambda text: normalise(text, kind)
+    return AnswerKey.of(kind, check_arithmetic)
 
 
 def labelled_rows(table: ReplayTable, models: Sequence[str]) -> list[int]:

@@ -1,0 +1,91 @@
+"""``verifiers.check_arithmetic``: false steps of working are found, true ones (however they are
+written) are not, what is not plain arithmetic is never judged, and nothing is executed."""
+
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from verifiers import check_arithmetic
+
+GSM8K_STYLE = """Janet starts with 16 eggs per day.
+She eats 3 for breakfast, so she has 16 - 3 = 13 eggs left.
+She uses 4 for baking, so she has 13 - 4 = 9 eggs left.
+She sells these 9 eggs at the farmers' market for 9 * $2 = $<<9*2=18>>18.
+#### 18"""
+
+
+@pytest.mark.parametrize("text, links", [
+    (GSM8K_STYLE, 3),  # "9 * $2 = $<<9*2=18>>": the "<<" ends the first run, the second judges it
+    ("22 + 4 x 12 = 22 + 48 = 70", 2),  # a chain: each link judged, x is times
+    ("1,350 + 6 × 350 = $3,450", 1),  # thousands commas, currency, ×
+    ("17 / (1/4) = 17 \\* 4 = 68", 2),  # markdown's escaped star
+    ("12.8 / 2/5 = 32", 1),  # a fraction written tight
+    ("10 / 3 = 3.33 and 2 / 3 = 0.667", 2),  # rounded to the shown decimals
+    ("73 / 8 = 9 boxes are needed", 1),  # rounded up to a whole number
+    ("4500 / (1 + 1 + 1.01) = 1500", 1),  # within 1 %
+    ("- 16 - 3 = 13", 1),  # a list's bullet opening the line
+    ("Step 1. 5 + 3 = 8", 1),  # the first part's tail that parses
+    ("She pays 10% of 700 = 0.10 * 700 = 70", 1),  # "700" ends a phrase: not the first link
+])
+def test_true_working_holds(text: str, links: int) -> None:
+    result = check_arithmetic(text)
+    assert result.holds and result.false == ()
+    assert result.checked == links
+
+
+@pytest.mark.parametrize("text, false", [
+    ("16 - 3 = 13, then 13 - 4 = 8", ("13 - 4 = 8",)),
+    ("22 + 4 x 12 = 22 + 48 = 80", ("22 + 48 = 80",)),
+    ("She has 2 * 27 - 5 = 52 years", ("2 * 27 - 5 = 52",)),
+    ("<<80/100*2*20=64>>64 pizzas", ("80/100*2*20 = 64",)),
+    ("0.33 - 0.2 = 0.1333", ("0.33 - 0.2 = 0.1333",)),
+    ("so 9 * 3 = 28 and 28 + 4 = 32", ("9 * 3 = 28",)),
+])
+def test_false_steps_are_named(text: str, false: tuple[str, ...]) -> None:
+    result = check_arithmetic(text)
+    assert not result.holds and result.false == false
+
+
+@pytest.mark.parametrize("text", [
+    "20% * 10 = 2",  # a percentage is not plain arithmetic
+    "2x + 30 = 110",  # an unknown: the part starts with an operator
+    "10 = 100 - 9X",  # a term with a letter
+    "5 = 6",  # no operator on either side: a label or a mapping, not a computation
+    "assert add(2, 3) == 6",  # a comparison in code
+    "x == 2 + 2 == 5",
+    "The date 12/25 = Christmas",
+    "1/0 = 7",  # division by zero: not judged
+    "9**9**9 = 1",  # powers are not evaluated at all
+    "__import__('os').system('touch /tmp/pwned') = 5",
+    "99999999999 * 99999999999 * 99999999999 * 99999999999 = 1",  # beyond 1e18: not judged
+    "(" * 60 + "1" + ")" * 60 + " + 1 = 3",  # longer than a part may be
+])
+def test_what_is_not_plain_arithmetic_is_never_judged(text: str) -> None:
+    started = time.perf_counter()
+    result = check_arithmetic(text)
+    assert result.holds and result.checked == 0, result
+    assert time.perf_counter() - started < 0.1
+
+
+_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+
+
+@given(st.integers(0, 10**6), st.sampled_from(sorted(_OPS)), st.integers(0, 10**6),
+       st.integers(2, 10**6))
+def test_any_true_step_holds_and_a_wrong_result_is_caught(a: int, op: str, b: int, off: int) -> None:
+    right = _OPS[op](a, b)
+    assert check_arithmetic(f"so {a} {op} {b} = {right} apples").holds
+    wrong = right + off
+    if abs(Fraction(off)) > abs(Fraction(wrong)) / 100:  # beyond the 1 % rounding allowance
+        assert check_arithmetic(f"so {a} {op} {b} = {wrong} apples").false == (f"{a} {op} {b} = {wrong}",)
+
+
+@given(st.text(max_size=300))
+def test_any_text_is_judged_without_error(text: str) -> None:
+    result = check_arithmetic(text)
+    assert result.checked >= len(result.false)
