@@ -326,13 +326,15 @@ WORKED = "Question: Tom has 9 boxes of 3 pens and buys 4 more pens. How many pen
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("check", ["", "check_arithmetic: false"])
-async def test_an_answer_whose_own_arithmetic_is_false_counts_as_no_answer(tmp_path: Path, check: str) -> None:
+@pytest.mark.parametrize("check, pad", [("", 0), ("", 200), ("check_arithmetic: false", 0)])
+async def test_an_answer_whose_own_arithmetic_is_false_counts_as_no_answer(tmp_path: Path, check: str,
+                                                                           pad: int) -> None:
     """λ 0.5, priors (0.95, 0.95, 0.99), "no answer" weight −6. Cheap is called first (0.95 −
     0.005, as above). Its working says 9 * 3 = 28: with the check (on by default for number
     answers) it counts as no answer, its estimate falls to sigmoid(logit 0.95 − 6) = 0.047 and
     mid (0.95 − 0.05) is called and returned; with ``check_arithmetic: false`` cheap's "#### 32"
-    is an answer, 0.95, and the run stops there."""
+    is an answer, 0.95, and the run stops there. ``pad`` lines of true working first make the
+    answer long enough to be judged in a worker thread."""
     data = tmp_path / "worked.csv"
     with data.open("w", newline="") as out:
         rows = csv.writer(out)
@@ -340,7 +342,7 @@ async def test_an_answer_whose_own_arithmetic_is_false_counts_as_no_answer(tmp_p
                        *(f"{m}|model_response" for m in MODELS), *(f"{m}|total_cost" for m in MODELS),
                        "oracle_model_to_route_to"])
         rows.writerow([0, "w.0", repr([WORKED]), "math", 0.0, 1.0, 1.0,
-                       repr(["9 * 3 = 28 pens in boxes, 28 + 4 = 32. #### 32"]),
+                       repr(["1 + 1 = 2\n" * pad + "9 * 3 = 28 pens in boxes, 28 + 4 = 32. #### 32"]),
                        repr(["9 * 3 = 27 pens, 27 + 4 = 31. #### 31"]), repr(["#### 31"]),
                        0.0001, 0.001, 0.01, "mid-model"])
     path = _policy(tmp_path, f"unified: {{artifact: unified.json, cost_weight: 0.5, answer: number, {check}}}",
