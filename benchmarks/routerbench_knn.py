@@ -13,7 +13,10 @@ points) and **the bench's** (``cascade bench``: the values on the hull of their 
 from out-of-fold scores, at most 12, each measured on test). With ``--ours KIND`` our router of
 that kind (``cascade.routing``, trained as ``cascade train-router`` trains it: its own texts,
 MiniLM and CV-chosen settings; out-of-fold scores cross-fitted with those settings) is put
-through the same rules and protocols, so the only difference left is the quality predictor.
+through the same rules and protocols, so the only difference left is the quality predictor;
+for each rule and protocol it also prints our AIQ minus the reference's with a **paired
+bootstrap** 95 % interval (1,000 resamples of the test queries, both routers' routings measured
+on each; settings fixed), so "at least as much" can be read against the noise.
 
 What it does (RouterBench, withmartian/routerbench: ``routers/knn_router.py``,
 ``evaluate_routers.py``, ``utils.WILLINGNESS_TO_PAY``, ``configs/evaluate_routers.yaml``;
@@ -69,6 +72,7 @@ WILLINGNESS_TO_PAY = (1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.005, 0.
                       10000.0, 25000.0, 50000.0, 75000.0, 100000.0, 1e6, 1e9)
 NEIGHBORS = (5, 10, 40)  # configs/evaluate_routers.yaml
 FOLDS = 5
+BOOTSTRAP_ROUNDS = 1000
 # RouterBench's per-token prices (routers/common.py TOKEN_COSTS): (prompt, completion) per
 # 10M tokens as written there; the rule compares them with score · w, so their scale matters.
 TOKEN_PRICES_PER_10M = {
@@ -200,14 +204,39 @@ def bench_rule(train: Split) -> Rule:
 BENCH_GRID = (0.0, *(float(w) for w in np.geomspace(1e-3, 1e3, 31)))
 
 
+def choices(scores: np.ndarray, rule: Rule) -> list[np.ndarray]:
+    """The chosen model per row, one array per value of the rule's grid."""
+    return [rule.route(scores, w) for w in rule.grid]
+
+
+def measure(chosen: list[np.ndarray], labels: np.ndarray, cost: np.ndarray,
+            rows: np.ndarray | None = None) -> list[tuple[float, float]]:
+    """One (total cost, mean quality) point per routing, over ``rows`` (default: all)."""
+    rows = np.arange(len(labels)) if rows is None else rows
+    return [(float(cost[rows, c[rows]].sum()), float(labels[rows, c[rows]].mean())) for c in chosen]
+
+
 def points(scores: np.ndarray, rule: Rule, labels: np.ndarray, cost: np.ndarray) -> list[tuple[float, float]]:
     """One (total cost, mean quality) point per value of the rule's grid."""
-    rows = np.arange(len(scores))
-    out = []
-    for w in rule.grid:
-        chosen = rule.route(scores, w)
-        out.append((float(cost[rows, chosen].sum()), float(labels[rows, chosen].mean())))
-    return out
+    return measure(choices(scores, rule), labels, cost)
+
+
+def paired_difference(ours: list[np.ndarray], reference: list[np.ndarray], test: Split, c_max: float,
+                      rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> dict[str, float]:
+    """Our AIQ minus the reference's on the same test queries, with a paired bootstrap 95 %
+    interval: each round resamples the queries once and measures both routers' routings (their
+    settings fixed) on that resample. Random mixing is the same for both, so this is also the
+    difference of their gains over it."""
+    rng = np.random.default_rng(seed)
+    n = len(test.labels)
+    point = aiq(measure(ours, test.labels, test.cost), c_max) - aiq(measure(reference, test.labels, test.cost), c_max)
+    draws = []
+    for _ in range(rounds):
+        rows = rng.integers(0, n, n)
+        draws.append(aiq(measure(ours, test.labels, test.cost, rows), c_max)
+                     - aiq(measure(reference, test.labels, test.cost, rows), c_max))
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return {"difference": point, "low": float(low), "high": float(high), "rounds": rounds}
 
 
 def choose_k(x: np.ndarray, train: Split, rule: Rule) -> tuple[int, dict[int, float], np.ndarray]:
@@ -227,18 +256,23 @@ def choose_k(x: np.ndarray, train: Split, rule: Rule) -> tuple[int, dict[int, fl
     return best, cv, oof[best]
 
 
-def train_hull_points(train_scores: np.ndarray, train: Split, test_scores: np.ndarray, test: Split,
-                      rule: Rule, keep: int = 12) -> list[tuple[float, float]]:
+def train_hull_choices(train_scores: np.ndarray, train: Split, test_scores: np.ndarray,
+                       rule: Rule, keep: int = 12) -> list[np.ndarray]:
     """The bench's protocol: of the rule's grid values, those on the hull of their train points
     (``train_scores``: out-of-fold), at most ``keep`` spread along it
-    (``cascade.bench._sweep.pareto``, as every bench curve is chosen), each measured on test.
-    The reference protocol instead takes the hull of every grid value's test point."""
+    (``cascade.bench._sweep.pareto``, as every bench curve is chosen), each routing the test
+    queries. The reference protocol instead takes the hull of every grid value's test point."""
     from cascade.bench._sweep import Setting, pareto
 
     on_train = points(train_scores, rule, train.labels, train.cost)
     kept = pareto([Setting(train.models, (w,), c, q) for w, (c, q) in zip(rule.grid, on_train)], keep)
-    return points(test_scores, Rule(rule.name, tuple(k.thresholds[0] for k in kept), rule.route),
-                  test.labels, test.cost)
+    return choices(test_scores, Rule(rule.name, tuple(k.thresholds[0] for k in kept), rule.route))
+
+
+def train_hull_points(train_scores: np.ndarray, train: Split, test_scores: np.ndarray, test: Split,
+                      rule: Rule, keep: int = 12) -> list[tuple[float, float]]:
+    """``train_hull_choices`` measured on test."""
+    return measure(train_hull_choices(train_scores, train, test_scores, rule, keep), test.labels, test.cost)
 
 
 OURS = ("knn", "mf", "knn-mf")  # RouterKind values: MiniLM routers of cascade.routing, settings chosen by CV
@@ -283,19 +317,29 @@ def evaluate(train: Split, test: Split, costing: Costing, cache: Path | None,
     knn, random = aiq(pts, c_max), aiq(singles, c_max)
     rules = (reference, bench_rule(train))
 
-    def gains(train_scores: np.ndarray, scores: np.ndarray) -> dict[str, dict[str, float]]:
-        """Gain over random mixing per rule, under both protocols."""
-        return {rule.name: {"test_sweep": aiq(points(scores, rule, test.labels, test.cost), c_max) - random,
-                            "train_hull": aiq(train_hull_points(train_scores, train, scores, test, rule), c_max) - random}
-                for rule in rules}
+    def routings(train_scores: np.ndarray, scores: np.ndarray) -> dict[tuple[str, str], list[np.ndarray]]:
+        """Per (rule, protocol): the test routings whose AIQ that protocol reports."""
+        return {**{(rule.name, "test_sweep"): choices(scores, rule) for rule in rules},
+                **{(rule.name, "train_hull"): train_hull_choices(train_scores, train, scores, rule) for rule in rules}}
 
+    def gains(routed: dict[tuple[str, str], list[np.ndarray]]) -> dict[str, dict[str, float]]:
+        """Gain over random mixing per rule, under both protocols."""
+        out: dict[str, dict[str, float]] = {}
+        for (rule, protocol), chosen in routed.items():
+            out.setdefault(rule, {})[protocol] = aiq(measure(chosen, test.labels, test.cost), c_max) - random
+        return out
+
+    theirs = routings(oof, test_scores)
     mine: dict[str, dict[str, object]] = {}
     for kind in ours:
         scores, kind_oof, settings = ours_scores(kind, train, test, cache)
-        mine[kind] = {"settings": settings, "gains": gains(kind_oof, scores)}
+        routed = routings(kind_oof, scores)
+        versus = {f"{rule} / {protocol}": paired_difference(chosen, theirs[rule, protocol], test, c_max)
+                  for (rule, protocol), chosen in routed.items()}
+        mine[kind] = {"settings": settings, "gains": gains(routed), "minus_reference": versus}
     return {"k": k, "cv_aiq": cv, "prefix_chars": len(prefix), "c_max": c_max, "knn_aiq": knn,
             "random_aiq": random, "gain_over_random": knn - random, "points": pts,
-            "knn_gains": gains(oof, test_scores), "ours": mine,
+            "knn_gains": gains(theirs), "ours": mine,
             "singles": dict(zip(train.models, singles)), "train": len(train.texts), "test": len(test.texts),
             "seconds": time.monotonic() - started}
 
@@ -324,6 +368,10 @@ def report(found: dict[str, object]) -> None:
     for name, settings, by_rule in rows:
         cells = "; ".join(f"{rule} {g['test_sweep']:+.4f} / {g['train_hull']:+.4f}" for rule, g in by_rule.items())  # type: ignore[attr-defined]
         print(f"  {name} ({settings}): {cells}")
+    for kind, mine in found["ours"].items():  # type: ignore[attr-defined]
+        cells = "; ".join(f"{where} {d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+                          for where, d in mine["minus_reference"].items())
+        print(f"  ours {kind} − RouterBench-KNN, AIQ (paired bootstrap 95 %, {BOOTSTRAP_ROUNDS} rounds): {cells}")
 
 
 def _command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, object]:

@@ -290,6 +290,22 @@ def test_the_train_hull_protocol_measures_only_the_train_hull_settings_on_test()
     assert routerbench_knn.aiq(swept, 21.0) > routerbench_knn.aiq(kept, 21.0)
 
 
+def test_the_paired_difference_resamples_both_routers_on_the_same_queries() -> None:
+    rng = np.random.default_rng(1)
+    cheap_right = rng.integers(0, 2, 200).astype(float)
+    labels = np.stack([cheap_right, np.ones(200)], axis=1)
+    test = routerbench_knn.Split(("cheap", "dear"), [str(i) for i in range(200)], labels, np.tile([1.0, 10.0], (200, 1)))
+    always = [np.zeros(200, int), np.ones(200, int)]  # all cheap, all dear
+    knows = [*always, (1 - cheap_right).astype(int)]  # ... and dear exactly where cheap is wrong
+    guesses = [*always, rng.integers(0, 2, 200)]  # ... and dear at random
+    same = routerbench_knn.paired_difference(always, always, test, 2000.0, rounds=200)
+    assert same == {"difference": 0.0, "low": 0.0, "high": 0.0, "rounds": 200}
+    better = routerbench_knn.paired_difference(knows, guesses, test, 2000.0, rounds=200)
+    assert better["difference"] > 0 and 0 < better["low"] < better["difference"] < better["high"]
+    worse = routerbench_knn.paired_difference(guesses, knows, test, 2000.0, rounds=200)
+    assert worse["difference"] == pytest.approx(-better["difference"]) and worse["high"] < 0
+
+
 def test_routerbench_knn_names_a_file_it_cannot_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("prompt,gpt-4\nq,1.7\n", encoding="utf-8")
