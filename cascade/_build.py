@@ -18,6 +18,7 @@ from cascade.errors import (
 )
 from cascade.policy import (
     AgreementSpec,
+    ArithmeticSpec,
     CausalRouterSpec,
     CombineSpec,
     GraderSpec,
@@ -55,6 +56,7 @@ from verifiers import (
     DEFAULT_RATING_PROMPT,
     AgreementEstimator,
     AnswerKind,
+    ArithmeticEstimator,
     ArtifactError,
     CombinedEstimator,
     Embed,
@@ -92,6 +94,8 @@ def build_estimator(spec: EstimatorSpec | None, base_dir: Path) -> Estimator | N
             return CombinedEstimator(members, spec.method, spec.weights, spec.intercept)  # type: ignore[arg-type]
         case AgreementSpec():
             return _agreement(spec, base_dir)
+        case ArithmeticSpec():
+            return ArithmeticEstimator()
     raise TypeError(f"no estimator for {spec!r}")  # unreachable: the union is closed
 
 

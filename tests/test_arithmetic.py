@@ -3,14 +3,18 @@ written) are not, what is not plain arithmetic is never judged, and nothing is e
 
 from __future__ import annotations
 
+import csv
+import textwrap
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from verifiers import check_arithmetic
+from cascade import Cascade
+from verifiers import ArithmeticEstimator, Candidate, EstimateContext, check_arithmetic
 
 GSM8K_STYLE = """Janet starts with 16 eggs per day.
 She eats 3 for breakfast, so she has 16 - 3 = 13 eggs left.
@@ -89,3 +93,53 @@ def test_any_true_step_holds_and_a_wrong_result_is_caught(a: int, op: str, b: in
 def test_any_text_is_judged_without_error(text: str) -> None:
     result = check_arithmetic(text)
     assert result.checked >= len(result.false)
+
+
+# --- as an estimator: kind arithmetic, in the engine --------------------------------------------
+
+QUESTIONS = ("Question: 9 boxes of 3 pens and 4 more: how many pens?\nAnswer:",
+             "Question: 6 bags of 5 apples and 2 more: how many apples?\nAnswer:")
+
+
+def _replay(path: Path) -> Path:
+    with path.open("w", newline="") as out:
+        rows = csv.writer(out)
+        rows.writerow(["", "sample_id", "prompt", "eval_name", "cheap", "dear", "cheap|model_response",
+                       "dear|model_response", "cheap|total_cost", "dear|total_cost", "oracle_model_to_route_to"])
+        rows.writerow([0, "a", repr([QUESTIONS[0]]), "math", 0.0, 1.0, repr(["9 * 3 = 28, 28 + 4 = 32. #### 32"]),
+                       repr(["9 * 3 = 27, 27 + 4 = 31. #### 31"]), 0.001, 0.01, "dear"])
+        rows.writerow([1, "b", repr([QUESTIONS[1]]), "math", 1.0, 1.0, repr(["6 * 5 = 30, 30 + 2 = 32. #### 32"]),
+                       repr(["#### 32"]), 0.001, 0.01, "cheap"])
+    return path
+
+
+@pytest.mark.anyio
+async def test_the_arithmetic_estimator_vetoes_false_working_in_a_cascade(tmp_path: Path) -> None:
+    data = _replay(tmp_path / "pens.csv")
+    policy = tmp_path / "p.yaml"
+    policy.write_text(textwrap.dedent(f"""\
+        feature: pens
+        tiers:
+          - name: small
+            model: cheap
+            provider: {{kind: replay, data: {data}}}
+            estimator: {{kind: arithmetic}}
+            threshold: 0.5
+          - {{name: large, model: dear, provider: {{kind: replay, data: {data}}}}}
+        """))
+    async with Cascade.from_yaml(policy) as engine:
+        wrong = await engine.run(QUESTIONS[0])
+        right = await engine.run(QUESTIONS[1])
+    assert [a.tier_name for a in wrong.attempts] == ["small", "large"] and wrong.answer.endswith("#### 31")
+    assert wrong.attempts[0].confidence == 0.0 and wrong.attempts[0].estimator == "arithmetic"
+    assert wrong.attempts[0].details == {"checked": 2, "false_arithmetic": ["9 * 3 = 28"]}
+    assert [a.tier_name for a in right.attempts] == ["small"] and right.confidence == 1.0
+
+
+@pytest.mark.anyio
+async def test_the_arithmetic_estimator_judges_a_long_answer_off_the_loop() -> None:
+    long = "1 + 1 = 2\n" * 300 + "so 9 * 3 = 28"
+    ctx = EstimateContext(query=(("user", "q"),), candidate=Candidate(long))
+    found = await ArithmeticEstimator().estimate(ctx)
+    assert found.confidence == 0.0 and found.details["checked"] == 301
+    assert ArithmeticEstimator().requires == frozenset() and ArithmeticEstimator().name == "arithmetic"

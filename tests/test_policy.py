@@ -31,7 +31,7 @@ BROKEN = [
      [("tiers[0].provider", 4,
        "unknown provider kind 'bedrock' (expected one of: openai, anthropic, llama_cpp, replay)")]),
     ("tiers:\n" + GOOD_TIER + "    estimator: {kind: vibes}\n    threshold: 0.5\n",
-     [("tiers[0].estimator", 5, "unknown estimator kind 'vibes' (expected one of: logprob, vote, verifier, self_rating, combine, agreement)")]),
+     [("tiers[0].estimator", 5, "unknown estimator kind 'vibes' (expected one of: logprob, vote, verifier, self_rating, combine, agreement, arithmetic)")]),
     ("tiers:\n  - name: a\n    model: m\n    provider: {data: x}\n",
      [("tiers[0].provider", 4, "missing 'kind'")]),
     ("tiers:\n  - name: a\n    provider: {kind: replay, data: x}\n",

@@ -10,7 +10,7 @@ from verifiers._agreement import (
     load_agreement,
 )
 from verifiers._agreement_search import AnswerSet, Goal, Plan, Point, frontier, pick, search
-from verifiers._arithmetic import ArithmeticCheck, check_arithmetic
+from verifiers._arithmetic import ArithmeticCheck, ArithmeticEstimator, check_arithmetic
 from verifiers._calibrate import (
     CalibrationError,
     CascadeChoice,
@@ -70,6 +70,7 @@ from verifiers._vote import SelfConsistencyEstimator, decided, majority_probabil
 
 __all__ = [
     "ArithmeticCheck",
+    "ArithmeticEstimator",
     "check_arithmetic",
     "Degeneracy",
     "find_degeneracy",

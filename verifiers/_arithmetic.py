@@ -29,7 +29,11 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-__all__ = ["ArithmeticCheck", "check_arithmetic"]
+import anyio
+
+from verifiers._types import Capability, Estimate, EstimateContext
+
+__all__ = ["ArithmeticCheck", "ArithmeticEstimator", "check_arithmetic"]
 
 _MAX_PART = 120  # characters in one part; longer runs are not working shown to a reader
 _MAX_MAGNITUDE = Fraction(10) ** 18
@@ -179,3 +183,28 @@ def check_arithmetic(text: str) -> ArithmeticCheck:
                 if not verdict:
                     false.append(f"{left.strip()} = {right.strip()}")
     return ArithmeticCheck(checked, tuple(false))
+
+
+_INLINE_CHARS = 1000  # ≈ 1 ms of judging; a longer answer is judged in a worker thread
+
+
+@dataclass(frozen=True, slots=True)
+class ArithmeticEstimator:
+    """Confidence 0 when the answer's own working has a false step, else 1 — a veto, meant as
+    a member of ``combine`` with ``min`` (the other member's confidence, unless the working is
+    false). ``details``: steps checked and the false ones."""
+
+    @property
+    def name(self) -> str:
+        return "arithmetic"
+
+    @property
+    def requires(self) -> frozenset[Capability]:
+        return frozenset()
+
+    async def estimate(self, ctx: EstimateContext) -> Estimate:
+        text = ctx.candidate.text
+        result = (check_arithmetic(text) if len(text) <= _INLINE_CHARS
+                  else await anyio.to_thread.run_sync(check_arithmetic, text))
+        return Estimate(1.0 if result.holds else 0.0,
+                        details={"checked": result.checked, "false_arithmetic": list(result.false)})

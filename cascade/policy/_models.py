@@ -226,6 +226,13 @@ class SelfRatingSpec(_Spec):
     scale: RatingScale = RatingScale.ZERO_TO_TEN
 
 
+class ArithmeticSpec(_Spec):
+    """A veto: confidence 0 when the answer's own worked arithmetic has a false step, else 1
+    (``verifiers.check_arithmetic``); use it as a ``combine: min`` member."""
+
+    kind: Literal["arithmetic"]
+
+
 class CombineSpec(_Spec):
     """Several estimators on one tier, combined by min, weighted mean or a learned stacker."""
 
@@ -285,7 +292,7 @@ class AgreementSpec(_Spec):
 
 
 EstimatorSpec = Annotated[
-    LogprobSpec | VoteSpec | VerifierSpec | SelfRatingSpec | CombineSpec | AgreementSpec,
+    LogprobSpec | VoteSpec | VerifierSpec | SelfRatingSpec | CombineSpec | AgreementSpec | ArithmeticSpec,
     Field(discriminator="kind"),
 ]
 CombineSpec.model_rebuild()
