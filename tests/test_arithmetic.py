@@ -35,6 +35,8 @@ She sells these 9 eggs at the farmers' market for 9 * $2 = $<<9*2=18>>18.
     ("- 16 - 3 = 13", 1),  # a list's bullet opening the line
     ("Step 1. 5 + 3 = 8", 1),  # the first part's tail that parses
     ("She pays 10% of 700 = 0.10 * 700 = 70", 1),  # "700" ends a phrase: not the first link
+    ("# Returns 1  (2 * 3 * 4 = 24 % 5 = 1)", 1),  # an aside's bracket; "% 5" is not judged
+    ("2^2 + 4^2 + 6^2 = 4 + 16 + 36 = 56", 1),  # "2 = 4 + …" starts after a power: not judged
 ])
 def test_true_working_holds(text: str, links: int) -> None:
     result = check_arithmetic(text)
@@ -64,6 +66,7 @@ def test_false_steps_are_named(text: str, false: tuple[str, ...]) -> None:
     "x == 2 + 2 == 5",
     "The date 12/25 = Christmas",
     "1/0 = 7",  # division by zero: not judged
+    "C(5, 0) * 0 * 1 = 1",  # closes a bracket opened before: a fragment of a term
     "9**9**9 = 1",  # powers are not evaluated at all
     "__import__('os').system('touch /tmp/pwned') = 5",
     "99999999999 * 99999999999 * 99999999999 * 99999999999 = 1",  # beyond 1e18: not judged

@@ -111,13 +111,24 @@ def _agrees(left: Fraction, right: Fraction, right_text: str) -> bool:
     return right != 0 and abs(left - right) <= abs(right) / 100
 
 
+def _aside(text: str) -> str:
+    """Without the brackets that open an aside the equation is in: "(2 * 3 * 4 = 24 …)"."""
+    while text.startswith("(") and text.count("(") > text.count(")"):
+        text = text[1:].lstrip()
+    return text
+
+
 def _start(part: str, *, line_start: bool, after_word: bool) -> str | None:
     """The chain's first part as it can be judged, or None: a part that starts with an operator
     or a bracket's end continues what came before it ("2x + 30", "20% * 10") and a lone number
-    right after a word ends a phrase ("10% of 700 = 0.1 * 700"); a dash opening the line is a
-    list's bullet. Else the part, or its longest tail with an operator that parses ("Step 1.
+    right after a word ends a phrase ("10% of 700 = 0.1 * 700"); a part glued to a name or a
+    power ("6^2 = 4 + 16 + 36": the run starts after ``^``) or closing a bracket opened before
+    it is a fragment of a term; a dash opening the line is a list's bullet. Else the part, or its longest tail with an operator that parses ("Step 1.
     5 + 3")."""
     text = part.strip()
+    if text.count(")") > text.count("("):
+        return None  # closes a bracket opened before the run: "C(5, 0) * 0 * 1"
+    text = _aside(text)
     bullet = re.match(r"-\s+", text)
     if bullet and line_start:
         text = text[bullet.end():]
@@ -128,7 +139,7 @@ def _start(part: str, *, line_start: bool, after_word: bool) -> str | None:
     if _readings(text):
         return text
     for space in re.finditer(r"\s+", text):
-        tail = text[space.end():]
+        tail = _aside(text[space.end():])
         if tail[:1] not in ("+", "-", "*", "/", ")") and _OPERATOR.search(tail) and _readings(tail):
             return tail
     return None
@@ -169,8 +180,10 @@ def check_arithmetic(text: str) -> ArithmeticCheck:
                 parts = parts[:-1]
             if len(parts) < 2 or any(len(p) > _MAX_PART for p in parts):
                 continue
-            first = _start(parts[0], line_start=not before, after_word=bool(before[-1:].isalpha()
-                                                                           or before[-1:] == "%"))
+            glued = not run.group(0)[:1].isspace() and (line[:run.start()][-1:].isalnum()
+                                                          or line[:run.start()][-1:] in ("^", "_", ")", "]"))
+            first = None if glued else _start(parts[0], line_start=not before, after_word=bool(
+                before[-1:].isalpha() or before[-1:] == "%"))
             if first is None:
                 parts = parts[1:]  # the chain is judged from its second part on
             else:
