@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from benchmarks import arithmetic_check
 from cascade import Cascade
 from verifiers import ArithmeticEstimator, Candidate, EstimateContext, check_arithmetic
 
@@ -146,3 +147,23 @@ async def test_the_arithmetic_estimator_judges_a_long_answer_off_the_loop() -> N
     found = await ArithmeticEstimator().estimate(ctx)
     assert found.confidence == 0.0 and found.details["checked"] == 301
     assert ArithmeticEstimator().requires == frozenset() and ArithmeticEstimator().name == "arithmetic"
+
+
+# --- benchmarks/arithmetic_check.py ------------------------------------------------------------
+
+
+def test_the_arithmetic_check_script_counts_flags_per_file_and_model(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "routellm_gsm8k"
+    folder.mkdir()
+    with (folder / "g.csv").open("w", newline="") as out:
+        rows = csv.writer(out)
+        rows.writerow(["prompt", "weak", "strong", "weak_response", "strong_response"])
+        rows.writerow(["q1", "False", "True", "9 * 3 = 28. #### 28", "9 * 3 = 27. #### 27"])
+        rows.writerow(["q2", "True", "True", "2 + 2 = 4. #### 4", "#### 4"])
+    assert arithmetic_check.main(["--data", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("- routellm_gsm8k/g.csv: 4 answers, 3 links judged, 1 flagged (25.00%); "
+                        "mean quality flagged 0.000 vs the rest 1.000; e.g. `9 * 3 = 28`")
+    assert lines[1].startswith("  - weak: 2 answers, 2 links judged, 1 flagged") and len(lines) == 2
+    assert arithmetic_check.main(["--data", str(tmp_path / "absent")]) == 2

@@ -194,7 +194,7 @@ def check_arithmetic(text: str) -> ArithmeticCheck:
                     continue
                 checked += 1
                 if not verdict:
-                    false.append(f"{left.strip()} = {right.strip()}")
+                    false.append(f"{left.strip()} = {right.strip().rstrip('.')}")
     return ArithmeticCheck(checked, tuple(false))
 
 
