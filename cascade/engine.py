@@ -81,6 +81,7 @@ from cascade.types import (
     climbs,
 )
 from verifiers import Estimate, Peer, conversation_text, guard_estimate
+from verifiers._arithmetic import judged
 
 if TYPE_CHECKING:
     from cascade._stream import CascadeStream
@@ -120,7 +121,6 @@ class _RunState:
 
 _UNWIND_S = 0.0003  # CPU time to unwind one cancelled run on a small, busy machine (docs)
 _BASE_MARGIN_S = 0.25  # the margin's cap for a run alone (10 % of shorter deadlines)
-_JUDGE_INLINE_CHARS = 1000  # ≈ 1 ms of judging; a longer answer is judged in a worker thread (docs)
 
 
 def _cut_at(deadline: float | None, concurrent: int = 0, overrun: float = 0.0) -> float:
@@ -469,9 +469,7 @@ class Cascade:
             attempt = state.attempts[-1]
             if attempt.decision is Decision.ESCALATE and attempt.answer is not None and not (
                     attempt.finish_reason == "length" and not self.tiers[step.call].accept_truncated):
-                key, false = (unified.key.judge(attempt.answer)
-                              if len(attempt.answer) <= _JUDGE_INLINE_CHARS
-                              else await anyio.to_thread.run_sync(unified.key.judge, attempt.answer))
+                key, false = await judged(unified.key.judge, attempt.answer)
                 if false:  # counts as no answer: say why on the attempt
                     state.attempts[-1] = dataclasses.replace(
                         attempt, details={**attempt.details, "false_arithmetic": list(false)})

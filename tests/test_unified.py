@@ -371,7 +371,8 @@ def test_the_arithmetic_check_follows_the_answer_kind_unless_set() -> None:
     assert AnswerKey.of(AnswerKind.EXACT)("so 2 + 2 = 5.\nAnswer: five") == "five"
     assert AnswerKey.of(AnswerKind.NUMBER).judge("2 + 2 = 5, #### 5") == (None, ("2 + 2 = 5",))
     settings = UnifiedSettings(_model([0.1, 1.0]), 0.1, AnswerKey.of(AnswerKind.NUMBER))
-    assert settings.groups(["3 + 4 = 8, so #### 8", "#### 8", "3 + 4 = 7 #### 7"]) == [None, 0, 1]
+    keys = [settings.key(a) for a in ("3 + 4 = 8, so #### 8", "#### 8", "3 + 4 = 7 #### 7", "so #### 7")]
+    assert settings.grouped(keys) == [None, 0, 1, 1]
 
 
 def test_policy_errors_name_the_key(tmp_path: Path) -> None:

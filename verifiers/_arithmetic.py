@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TypeVar
 
 import anyio
 
@@ -198,7 +200,16 @@ def check_arithmetic(text: str) -> ArithmeticCheck:
     return ArithmeticCheck(checked, tuple(false))
 
 
-_INLINE_CHARS = 1000  # ≈ 1 ms of judging; a longer answer is judged in a worker thread
+INLINE_CHARS = 1000  # ≈ 1 ms of judging dense working on this CPU; longer: a worker thread
+_T = TypeVar("_T")
+
+
+async def judged(judge: Callable[[str], _T], text: str) -> _T:
+    """``judge(text)`` on the event loop when ``text`` is at most ``INLINE_CHARS`` long, else in
+    a worker thread (a thread hop costs more than judging a short answer)."""
+    if len(text) <= INLINE_CHARS:
+        return judge(text)
+    return await anyio.to_thread.run_sync(judge, text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,8 +227,6 @@ class ArithmeticEstimator:
         return frozenset()
 
     async def estimate(self, ctx: EstimateContext) -> Estimate:
-        text = ctx.candidate.text
-        result = (check_arithmetic(text) if len(text) <= _INLINE_CHARS
-                  else await anyio.to_thread.run_sync(check_arithmetic, text))
+        result = await judged(check_arithmetic, ctx.candidate.text)
         return Estimate(1.0 if result.holds else 0.0,
                         details={"checked": result.checked, "false_arithmetic": list(result.false)})

@@ -362,9 +362,6 @@ class UnifiedSettings:
             return base.copy()
         return np.array([base[i] if v is None else float(v) for i, v in enumerate(p_ok)])
 
-    def groups(self, answers: Sequence[str]) -> list[int | None]:
-        return self.grouped([self.key(a) for a in answers])
-
     @staticmethod
     def grouped(keys: Sequence[str | None]) -> list[int | None]:
         """Group ids from group keys: equal keys, equal ids in order of first use; None stays."""
