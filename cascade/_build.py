@@ -50,7 +50,7 @@ from cascade.routing import (
     columns_for,
     load_router_model,
 )
-from cascade.routing._unified import AnswerKey, UnifiedSettings, load_unified
+from cascade.routing._unified import AnswerKey, UnifiedSettings, fitted_key, load_unified
 from cascade.resilience import Deployment
 from verifiers import (
     DEFAULT_RATING_PROMPT,
@@ -234,7 +234,14 @@ def _unified(spec: UnifiedSpec, router: LearnedRouterSpec, tiers: list[Tier],
     model = load_unified(path).subset([router.models.get(t.name, t.model) for t in tiers])
     if spec.max_calls is not None:
         model = dataclasses.replace(model, max_calls=min(spec.max_calls, len(tiers)))
-    return UnifiedSettings(model, spec.cost_weight, AnswerKey.of(spec.answer, spec.check_arithmetic))
+    key = AnswerKey.of(spec.answer, spec.check_arithmetic)
+    fitted = fitted_key(path)
+    if fitted is not None and fitted != key:
+        raise RouterArtifactError(
+            f"{path}: fitted with {fitted.describe()}, but routing.unified says {key.describe()}: "
+            "its weights learned what a group and \"no answer\" mean under the fitted key; refit "
+            "with cascade train-router --kind unified, or set `answer` / `check_arithmetic` back")
+    return UnifiedSettings(model, spec.cost_weight, key)
 
 
 def build_router(spec: RouterSpec, tiers: list[Tier], index: dict[str, int], default: int,

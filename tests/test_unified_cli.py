@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from cascade import Cascade
 from cascade.cli import app
-from cascade.errors import ConfigError, PolicyError
+from cascade.errors import ConfigError, PolicyError, RouterArtifactError
 from cascade.policy import load_policy
 from cascade.policy._writeback import with_cost_weight
 from cascade.providers import load_table
@@ -271,6 +271,13 @@ def test_train_calibrate_and_serve_end_to_end(tmp_path: Path, recorded: tuple[Pa
     fitted = json.loads((tmp_path / "routers" / "unified.json").read_text())
     assert fitted["models"] == list(MODELS) and fitted["fitted_on"]["file"] == "train.csv"
     assert fitted["fitted_on"]["queries"] == 90 and (tmp_path / "routers" / "knn" / "manifest.json").exists()
+    assert fitted["fitted_on"]["key"] == {"answer": "exact", "check_arithmetic": False}
+    for change in ("    answer: exact\n    check_arithmetic: true\n", "    answer: number\n"):
+        other = tmp_path / "other-key.yaml"
+        other.write_text(policy.read_text().replace("    answer: exact\n", change))
+        with pytest.raises(RouterArtifactError, match=r"fitted with answer exact, arithmetic check off, but "
+                                                      r"routing\.unified says answer (exact|number), arithmetic check on"):
+            Cascade.from_yaml(other)
     code, again = _cli("train-router", "--kind", "unified", "--policy", policy, "--data", train)
     assert code == 0 and "reused from" in again  # the router artifact exists now
     code, clash = _cli("train-router", "--kind", "unified", "--policy", policy, "--data", train, "--encoder", "minilm")

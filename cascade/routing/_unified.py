@@ -47,6 +47,7 @@ __all__ = [
     "UnifiedModel",
     "UnifiedSettings",
     "called_features",
+    "fitted_key",
     "load_unified",
     "waiting_features",
 ]
@@ -344,6 +345,12 @@ class AnswerKey:
     def __call__(self, text: str) -> str | None:
         return self.judge(text)[0]
 
+    def to_json(self) -> dict[str, object]:
+        return {"answer": self.kind.value, "check_arithmetic": self.check_arithmetic}
+
+    def describe(self) -> str:
+        return f"answer {self.kind.value}, arithmetic check {'on' if self.check_arithmetic else 'off'}"
+
 
 @dataclass(frozen=True, slots=True)
 class UnifiedSettings:
@@ -367,6 +374,16 @@ class UnifiedSettings:
         """Group ids from group keys: equal keys, equal ids in order of first use; None stays."""
         seen: dict[str, int] = {}
         return [None if k is None else seen.setdefault(k, len(seen)) for k in keys]
+
+
+def fitted_key(path: str | Path) -> AnswerKey | None:
+    """The answer key a unified artifact was fitted with (``fitted_on`` written by ``cascade
+    train-router --kind unified``); None when it records none (older or hand-made artifacts)."""
+    try:
+        found = json.loads(Path(path).read_text(encoding="utf-8")).get("fitted_on", {}).get("key")
+        return None if found is None else AnswerKey(AnswerKind(found["answer"]), bool(found["check_arithmetic"]))
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as exc:
+        raise RouterArtifactError(f"{path}: malformed fitted_on.key: {exc!r}") from None
 
 
 def load_unified(path: str | Path, max_calls: int | None = None) -> UnifiedModel:

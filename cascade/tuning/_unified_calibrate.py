@@ -49,13 +49,13 @@ from cascade.routing import (
     sweep_unified,
 )
 from cascade.routing._train import choose_mf
+from cascade.routing._unified import AnswerKey
 from cascade.tuning._calibrate import Target, TargetKind, replayed_policy
 from cascade.tuning._unified_data import (
     MIN_ROWS_PER_FOLD,
     Answers,
     RouterSettings,
     UnifiedFitError,
-    answer_key,
     cross_fitted_priors,
     file_digest,
     group_ids,
@@ -234,7 +234,8 @@ async def train_unified(policy: Policy, data: Path, base_dir: Path, *, out: Path
         names = tuple(router.models.get(t.name, t.model) for t in engine.tiers)
         recorded = await _record(engine, data, MIN_ROWS_PER_FOLD * folds)
     answers = recorded.answers
-    groups = group_ids(answers.texts, answer_key(spec.answer, spec.check_arithmetic))
+    key = AnswerKey.of(spec.answer, spec.check_arithmetic)
+    groups = group_ids(answers.texts, key)
     require_answers(answers, groups, recorded.models, spec.answer, str(data))
     texts = tuple(router_text(p, router.max_chars) for p in recorded.prompts)
     labelled = CorrectnessData(str(data), texts, names, answers.quality.astype(np.float32), answers.cost)
@@ -263,12 +264,17 @@ async def train_unified(policy: Policy, data: Path, base_dir: Path, *, out: Path
     target.parent.mkdir(parents=True, exist_ok=True)
     document = {**model.to_json(), "fitted_on": {
         "file": data.name, "sha256": file_digest(data), "queries": len(texts), "folds": folds,
-        "router": settings.describe(), "router_artifact": str(router.artifact),
+        "router": settings.describe(), "router_artifact": str(router.artifact), "key": key.to_json(),
         "rule_aiq_on_data": {rule.value: score for rule, score in rule_scores.items()}}}
     target.write_text(json.dumps(document, indent=1), encoding="utf-8")
     notes = [f"decision rule {model.rule.value}: the larger area under its cost–quality curve replayed "
              "on this data (" + ", ".join(f"{r.value} {v:.4f}" for r, v in rule_scores.items()) + ")"]
     notes.extend(answers.failure_notes(recorded.tiers))
+    if key.check_arithmetic:
+        texts_seen = [t for row in answers.texts for t in row if t]
+        false = sum(1 for t in texts_seen if key.judge(t)[1])
+        notes.append(f"{key.describe()}: {false} of {len(texts_seen)} recorded answers show false "
+                     "working and count as no answer")
     if out is not None and out.resolve() != _resolve(spec.artifact, base_dir).resolve():
         notes.append(f"the policy reads {spec.artifact}: point routing.unified.artifact at {out} to use this fit")
     return UnifiedFit(target, router_path, trained, settings.describe(), recorded.tiers, names,
