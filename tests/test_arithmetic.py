@@ -77,7 +77,7 @@ def test_what_is_not_plain_arithmetic_is_never_judged(text: str) -> None:
     started = time.perf_counter()
     result = check_arithmetic(text)
     assert result.holds and result.checked == 0, result
-    assert time.perf_counter() - started < 0.1
+    assert time.perf_counter() - started < 0.5  # evaluating 9**9**9 would never end
 
 
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
