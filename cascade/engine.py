@@ -469,7 +469,8 @@ class Cascade:
             attempt = state.attempts[-1]
             if attempt.decision is Decision.ESCALATE and attempt.answer is not None and not (
                     attempt.finish_reason == "length" and not self.tiers[step.call].accept_truncated):
-                key, false = await judged(unified.key.judge, attempt.answer)
+                key, false = (await judged(unified.key.judge, attempt.answer)
+                              if unified.key.check_arithmetic else (unified.key(attempt.answer), ()))
                 if false:  # counts as no answer: say why on the attempt
                     state.attempts[-1] = dataclasses.replace(
                         attempt, details={**attempt.details, "false_arithmetic": list(false)})

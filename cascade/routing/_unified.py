@@ -48,6 +48,7 @@ __all__ = [
     "UnifiedSettings",
     "called_features",
     "fitted_key",
+    "fitted_on",
     "load_unified",
     "waiting_features",
 ]
@@ -376,13 +377,26 @@ class UnifiedSettings:
         return [None if k is None else seen.setdefault(k, len(seen)) for k in keys]
 
 
-def fitted_key(path: str | Path) -> AnswerKey | None:
-    """The answer key a unified artifact was fitted with (``fitted_on`` written by ``cascade
-    train-router --kind unified``); None when it records none (older or hand-made artifacts)."""
+def fitted_on(path: str | Path) -> dict[str, object] | None:
+    """What the fit recorded about its data (``fitted_on`` written by ``cascade train-router
+    --kind unified``); None when the artifact records nothing or cannot be read (``load_unified``
+    reports an unreadable artifact)."""
     try:
-        found = json.loads(Path(path).read_text(encoding="utf-8")).get("fitted_on", {}).get("key")
-        return None if found is None else AnswerKey(AnswerKind(found["answer"]), bool(found["check_arithmetic"]))
-    except (OSError, ValueError, AttributeError, KeyError, TypeError) as exc:
+        found = json.loads(Path(path).read_text(encoding="utf-8")).get("fitted_on")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def fitted_key(path: str | Path) -> AnswerKey | None:
+    """The answer key a unified artifact was fitted with; None when it records none (older or
+    hand-made artifacts)."""
+    found = (fitted_on(path) or {}).get("key")
+    if found is None:
+        return None
+    try:
+        return AnswerKey(AnswerKind(found["answer"]), bool(found["check_arithmetic"]))  # type: ignore[index]
+    except (ValueError, KeyError, TypeError) as exc:
         raise RouterArtifactError(f"{path}: malformed fitted_on.key: {exc!r}") from None
 
 

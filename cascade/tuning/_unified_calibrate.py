@@ -49,7 +49,7 @@ from cascade.routing import (
     sweep_unified,
 )
 from cascade.routing._train import choose_mf
-from cascade.routing._unified import AnswerKey
+from cascade.routing._unified import AnswerKey, fitted_on
 from cascade.tuning._calibrate import Target, TargetKind, replayed_policy
 from cascade.tuning._unified_data import (
     MIN_ROWS_PER_FOLD,
@@ -405,14 +405,6 @@ def refine(lambdas: Sequence[float], chosen: float, kind: TargetKind) -> list[fl
     return [float(v) for v in inner[1:-1]]
 
 
-def _fitted_on(path: Path) -> dict[str, object] | None:
-    try:
-        found = json.loads(path.read_text(encoding="utf-8")).get("fitted_on")
-    except (OSError, ValueError, AttributeError):
-        return None  # load_unified (in Cascade.from_policy) reports an unreadable artifact
-    return found if isinstance(found, dict) else None
-
-
 async def calibrate_unified(policy: Policy, data: Path, target: Target, base_dir: Path,
                             grid: Sequence[float] | None = None) -> UnifiedCalibration:
     """Choose λ on held-out recorded ``data`` (see the module doc)."""
@@ -425,7 +417,7 @@ async def calibrate_unified(policy: Policy, data: Path, target: Target, base_dir
         raise UnifiedFitError(f"{' and '.join(absent)} not found (relative to {base_dir}): fit them "
                               "first on training data with cascade train-router --kind unified "
                               "--policy P.yaml --data TRAIN")
-    fitted = _fitted_on(artifact)
+    fitted = fitted_on(artifact)
     notes = []
     if fitted is not None and fitted.get("sha256") == file_digest(data):
         raise UnifiedFitError(

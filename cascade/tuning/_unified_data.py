@@ -86,13 +86,12 @@ def group_ids(answers: Sequence[Sequence[str | None]],
     return out
 
 
-def answer_key(kind: AnswerKind | None,
-               check_arithmetic: bool | None = None) -> Callable[[str], str | None] | None:
-    """The group key the engine uses for ``unified.answer: kind`` and
-    ``unified.check_arithmetic`` (``routing.AnswerKey``; None: no kind)."""
+def answer_key(kind: AnswerKind | None) -> Callable[[str], str | None] | None:
+    """The group key the engine uses for ``unified.answer: kind`` with the default arithmetic
+    check (``routing.AnswerKey``; None: no kind)."""
     if kind is None:
         return None
-    return AnswerKey.of(kind, check_arithmetic)
+    return AnswerKey.of(kind)
 
 
 def labelled_rows(table: ReplayTable, models: Sequence[str]) -> list[int]:
